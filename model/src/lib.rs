@@ -1,0 +1,1 @@
+//! Models as data (work in progress).

@@ -1,0 +1,1 @@
+//! A pure-Rust PMML evaluator (work in progress).

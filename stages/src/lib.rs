@@ -1,0 +1,1 @@
+//! Ready-made stages (work in progress).
