@@ -1,0 +1,302 @@
+//! TreeModel.
+
+use crate::compile::Compiler;
+use crate::error::{EvalError, LoadError};
+use crate::expr::{BoolOp, Predicate};
+use crate::fields::Ctx;
+use crate::model::{Model, ModelKind, Prediction, TargetInfo};
+use crate::value::{DataType, Value};
+use crate::xml::El;
+use roxmltree::Node;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MissingStrategy {
+    None,
+    LastPrediction,
+    NullPrediction,
+    DefaultChild,
+    /// weightedConfidence / aggregateNodes: like JPMML, records that never meet a missing value
+    /// score normally; meeting one is an evaluation error (never a made-up answer).
+    NotImplemented(&'static str),
+}
+
+#[derive(Debug)]
+struct TreeNode {
+    predicate: Predicate,
+    children: Vec<u32>,
+    score: Option<Value>,
+    id: Option<String>,
+    labels: std::sync::Arc<[Value]>,
+    probs: Vec<f64>,
+    confidences: Option<Vec<f64>>,
+    default_child: Option<u32>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Tree {
+    nodes: Vec<TreeNode>,
+    penalty: f64,
+    missing: MissingStrategy,
+    last_on_no_true_child: bool,
+}
+
+pub(crate) fn compile(
+    c: &mut Compiler,
+    m: Node,
+    function: &str,
+    target: Option<&TargetInfo>,
+) -> Result<ModelKind, LoadError> {
+    let missing = match m.attr("missingValueStrategy").unwrap_or("none") {
+        "none" => MissingStrategy::None,
+        "lastPrediction" => MissingStrategy::LastPrediction,
+        "nullPrediction" => MissingStrategy::NullPrediction,
+        "defaultChild" => MissingStrategy::DefaultChild,
+        "weightedConfidence" => MissingStrategy::NotImplemented("weightedConfidence"),
+        "aggregateNodes" => MissingStrategy::NotImplemented("aggregateNodes"),
+        _ => return Err(m.unsupported_attr("missingValueStrategy")),
+    };
+    let last_on_no_true_child = match m
+        .attr("noTrueChildStrategy")
+        .unwrap_or("returnNullPrediction")
+    {
+        "returnNullPrediction" => false,
+        "returnLastPrediction" => true,
+        _ => return Err(m.unsupported_attr("noTrueChildStrategy")),
+    };
+    if m.attr("splitCharacteristic")
+        .is_some_and(|s| s != "binarySplit" && s != "multiSplit")
+    {
+        return Err(m.bad_attr("splitCharacteristic", "unknown split characteristic"));
+    }
+    let root = m.req_kid("Node")?;
+    let classification = function == "classification";
+    let score_dt = if classification {
+        target.map_or(DataType::String, |t| t.data_type)
+    } else {
+        DataType::Double
+    };
+    let mut tree = Tree {
+        nodes: Vec::new(),
+        penalty: m.f64_attr("missingValuePenalty")?.unwrap_or(1.0),
+        missing,
+        last_on_no_true_child,
+    };
+    // Iterative pre-order compilation: (xml node, parent index).
+    let mut stack: Vec<(Node, Option<u32>)> = vec![(root, None)];
+    let mut default_ids: Vec<(u32, String)> = Vec::new();
+    while let Some((n, parent)) = stack.pop() {
+        let predicate = c.predicate_of(n)?;
+        if n.kid("Partition").is_some()
+            || n.kid("EmbeddedModel").is_some()
+            || n.kid("Regression").is_some()
+            || n.kid("DecisionTree").is_some()
+        {
+            return Err(n.unsupported("Node with an embedded model"));
+        }
+        let score = match n.attr("score") {
+            Some(s) => Some(
+                crate::value::parse_as(s, score_dt)
+                    .ok_or_else(|| n.bad_attr("score", "not valid for the target's data type"))?,
+            ),
+            None => None,
+        };
+        let mut labels = Vec::new();
+        let mut weights = Vec::new();
+        let mut confidences = Vec::new();
+        let sds = n.kids_named("ScoreDistribution");
+        let has_probs = sds.first().is_some_and(|s| s.attr("probability").is_some());
+        for sd in &sds {
+            let raw = sd.req_attr("value")?;
+            labels.push(
+                crate::value::parse_as(raw, score_dt)
+                    .unwrap_or_else(|| Value::String(raw.to_string())),
+            );
+            weights.push(if has_probs {
+                sd.req_f64("probability")?
+            } else {
+                sd.req_f64("recordCount")?
+            });
+            if let Some(cf) = sd.f64_attr("confidence")? {
+                confidences.push(cf);
+            }
+        }
+        let sum: f64 = weights.iter().sum();
+        if !sds.is_empty() && sum != 1.0 {
+            if sum == 0.0 {
+                return Err(n.invalid("ScoreDistribution weights sum to zero"));
+            }
+            for w in weights.iter_mut() {
+                *w /= sum;
+            }
+        }
+        let idx = tree.nodes.len() as u32;
+        if let Some(d) = n.attr("defaultChild") {
+            default_ids.push((idx, d.to_string()));
+        }
+        tree.nodes.push(TreeNode {
+            predicate,
+            children: Vec::new(),
+            score,
+            id: n.attr("id").map(str::to_string),
+            labels: labels.into(),
+            probs: weights,
+            confidences: if confidences.len() == sds.len() && !sds.is_empty() {
+                Some(confidences)
+            } else {
+                None
+            },
+            default_child: None,
+        });
+        if let Some(p) = parent {
+            tree.nodes[p as usize].children.push(idx);
+        }
+        for child in n.kids_named("Node").into_iter().rev() {
+            stack.push((child, Some(idx)));
+        }
+    }
+    for (idx, id) in default_ids {
+        let child = tree.nodes[idx as usize]
+            .children
+            .iter()
+            .copied()
+            .find(|c| tree.nodes[*c as usize].id.as_deref() == Some(id.as_str()));
+        match child {
+            Some(ch) => tree.nodes[idx as usize].default_child = Some(ch),
+            None => {
+                return Err(m.invalid(format!("defaultChild {id:?} is not a child of its node")))
+            }
+        }
+    }
+    Ok(ModelKind::Tree(tree))
+}
+
+impl Tree {
+    /// Evaluates a node's predicate; the flag tells whether a surrogate alternative decided
+    /// (which counts as a "missing level" for the confidence penalty).
+    fn test(&self, idx: usize, ctx: &mut Ctx) -> Result<(Option<bool>, bool), EvalError> {
+        match &self.nodes[idx].predicate {
+            Predicate::Compound {
+                op: BoolOp::Surrogate,
+                preds,
+            } => {
+                for (i, p) in preds.iter().enumerate() {
+                    if let Some(b) = p.eval(ctx)? {
+                        return Ok((Some(b), i > 0));
+                    }
+                }
+                Ok((None, false))
+            }
+            p => Ok((p.eval(ctx)?, false)),
+        }
+    }
+
+    /// Selects the scoring node; also returns the number of "missing levels".
+    fn select(&self, ctx: &mut Ctx) -> Result<Option<(usize, i32)>, EvalError> {
+        let mut levels = 0;
+        let (root, alt) = self.test(0, ctx)?;
+        if root != Some(true) {
+            return Ok(None);
+        }
+        levels += i32::from(alt);
+        let mut current = 0usize;
+        'descend: loop {
+            let node = &self.nodes[current];
+            if node.children.is_empty() {
+                return Ok(Some((current, levels)));
+            }
+            for &ch in &node.children {
+                let (status, alt) = self.test(ch as usize, ctx)?;
+                levels += i32::from(alt);
+                match status {
+                    Some(true) => {
+                        current = ch as usize;
+                        continue 'descend;
+                    }
+                    Some(false) => {}
+                    None => match self.missing {
+                        MissingStrategy::None => {}
+                        MissingStrategy::NullPrediction => return Ok(None),
+                        MissingStrategy::NotImplemented(name) => {
+                            return Err(EvalError::InvalidResult(format!(
+                                "unsupported: missingValueStrategy {name} met a missing value"
+                            )))
+                        }
+                        MissingStrategy::LastPrediction => return Ok(Some((current, levels))),
+                        MissingStrategy::DefaultChild => {
+                            // The predicate of the default child is not evaluated.
+                            match node.default_child {
+                                Some(d) => {
+                                    levels += 1;
+                                    current = d as usize;
+                                    continue 'descend;
+                                }
+                                None => {
+                                    return Err(EvalError::InvalidResult(format!(
+                                        "node {:?} has no defaultChild",
+                                        node.id
+                                    )))
+                                }
+                            }
+                        }
+                    },
+                }
+            }
+            // No true child.
+            if self.last_on_no_true_child && node.score.is_some() {
+                return Ok(Some((current, levels)));
+            }
+            return Ok(None);
+        }
+    }
+
+    pub fn evaluate(&self, ctx: &mut Ctx, model: &Model) -> Result<Prediction, EvalError> {
+        let Some((i, levels)) = self.select(ctx)? else {
+            return Ok(Prediction::Missing);
+        };
+        let node = &self.nodes[i];
+        if !model.classification {
+            return Ok(match &node.score {
+                Some(v) => Prediction::Value {
+                    value: v.clone(),
+                    entity: node.id.clone(),
+                },
+                None => Prediction::Missing,
+            });
+        }
+        if node.labels.is_empty() {
+            return Ok(match &node.score {
+                Some(v) => Prediction::Classes {
+                    result: v.clone(),
+                    labels: vec![v.clone()].into(),
+                    probs: vec![1.0],
+                    confidences: None,
+                    entity: node.id.clone(),
+                },
+                None => Prediction::Missing,
+            });
+        }
+        let mut p = Prediction::from_distribution(node.labels.clone(), node.probs.clone());
+        if let Prediction::Classes {
+            result,
+            confidences,
+            entity,
+            ..
+        } = &mut p
+        {
+            if let Some(s) = &node.score {
+                *result = s.clone();
+            }
+            confidences.clone_from(&node.confidences);
+            if levels > 0 {
+                let factor = self.penalty.powi(levels);
+                if let Some(c) = confidences.as_mut() {
+                    for x in c.iter_mut() {
+                        *x *= factor;
+                    }
+                }
+            }
+            entity.clone_from(&node.id);
+        }
+        Ok(p)
+    }
+}

@@ -1,0 +1,389 @@
+//! Field values and PMML data/operational types.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+/// A field value: an input argument or a result.
+///
+/// A value of a PMML field of `dataType="float"` is carried as [`Value::Float`] and computed in
+/// 32-bit floating point, as JPMML-Evaluator does.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Value {
+    /// No value (a missing input, or a model that produced no result).
+    #[default]
+    Missing,
+    /// A 64-bit floating point number (`dataType="double"`).
+    Double(f64),
+    /// A 32-bit floating point number (`dataType="float"`).
+    Float(f32),
+    /// An integer (`dataType="integer"`).
+    Integer(i64),
+    /// A string (`dataType="string"`), e.g. a class label.
+    String(String),
+    /// A boolean (`dataType="boolean"`).
+    Boolean(bool),
+}
+
+impl Value {
+    /// `true` for [`Value::Missing`].
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Value::Missing)
+    }
+
+    /// The value as a number, if it is numeric (booleans count as 0/1).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Double(v) => Some(*v),
+            Value::Float(v) => Some(f64::from(*v)),
+            Value::Integer(v) => Some(*v as f64),
+            Value::Boolean(b) => Some(if *b { 1.0 } else { 0.0 }),
+            Value::String(_) | Value::Missing => None,
+        }
+    }
+
+    /// The value as a string slice, if it is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The data type of this value, `None` for missing.
+    pub fn data_type(&self) -> Option<DataType> {
+        Some(match self {
+            Value::Missing => return None,
+            Value::Double(_) => DataType::Double,
+            Value::Float(_) => DataType::Float,
+            Value::Integer(_) => DataType::Integer,
+            Value::String(_) => DataType::String,
+            Value::Boolean(_) => DataType::Boolean,
+        })
+    }
+
+    /// Converts this value to `data_type` the way JPMML converts user input: strings are parsed,
+    /// numbers are widened/narrowed (an integer field accepts only integral numbers).
+    /// `None` when the value cannot be represented (an invalid value). Missing stays missing.
+    pub fn cast(&self, data_type: DataType) -> Option<Value> {
+        Some(match (self, data_type) {
+            (Value::Missing, _) => Value::Missing,
+            (Value::String(s), dt) => return parse_as(s, dt),
+            (v, DataType::String) => Value::String(v.to_string()),
+            (Value::Double(v), DataType::Double) => Value::Double(*v),
+            (v, DataType::Double) => Value::Double(v.as_f64()?),
+            (Value::Float(v), DataType::Float) => Value::Float(*v),
+            (v, DataType::Float) => Value::Float(v.as_f64()? as f32),
+            (Value::Integer(v), DataType::Integer) => Value::Integer(*v),
+            (Value::Boolean(b), DataType::Integer) => Value::Integer(i64::from(*b)),
+            (v, DataType::Integer) => {
+                let f = v.as_f64()?;
+                if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 {
+                    Value::Integer(f as i64)
+                } else {
+                    return None;
+                }
+            }
+            (Value::Boolean(b), DataType::Boolean) => Value::Boolean(*b),
+            (v, DataType::Boolean) => {
+                let f = v.as_f64()?;
+                if f == 1.0 {
+                    Value::Boolean(true)
+                } else if f == 0.0 {
+                    Value::Boolean(false)
+                } else {
+                    return None;
+                }
+            }
+        })
+    }
+
+    /// Compares two non-missing values: numerically when both are numeric, otherwise as strings
+    /// when both are strings. Mixed kinds do not compare.
+    pub(crate) fn compare(&self, other: &Value) -> Option<Ordering> {
+        match (self, other) {
+            (Value::Float(a), Value::Float(b)) => a.partial_cmp(b),
+            (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
+            (Value::Integer(a), Value::Integer(b)) => Some(a.cmp(b)),
+            (Value::String(_), _) | (_, Value::String(_)) => None,
+            (a, b) => a.as_f64()?.partial_cmp(&b.as_f64()?),
+        }
+    }
+
+    /// Equality used by predicates and category look-ups (numbers compare numerically).
+    pub(crate) fn equals(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::String(a), Value::String(b)) => a == b,
+            (Value::Missing, _) | (_, Value::Missing) => false,
+            _ => self.compare(other) == Some(Ordering::Equal),
+        }
+    }
+}
+
+/// Parses `s` as `data_type` (PMML/Java lexical rules, surrounding whitespace ignored for numbers).
+pub(crate) fn parse_as(s: &str, data_type: DataType) -> Option<Value> {
+    Some(match data_type {
+        DataType::String => Value::String(s.to_string()),
+        DataType::Double => Value::Double(parse_f64(s)?),
+        DataType::Float => Value::Float(parse_f32(s)?),
+        DataType::Integer => {
+            let t = s.trim();
+            match t.parse::<i64>() {
+                Ok(v) => Value::Integer(v),
+                Err(_) => {
+                    let f = parse_f64(t)?;
+                    if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 {
+                        Value::Integer(f as i64)
+                    } else {
+                        return None;
+                    }
+                }
+            }
+        }
+        DataType::Boolean => match s.trim() {
+            t if t.eq_ignore_ascii_case("true") => Value::Boolean(true),
+            t if t.eq_ignore_ascii_case("false") => Value::Boolean(false),
+            t => match parse_f64(t)? {
+                1.0 => Value::Boolean(true),
+                0.0 => Value::Boolean(false),
+                _ => return None,
+            },
+        },
+    })
+}
+
+fn java_special(t: &str) -> Option<f64> {
+    match t {
+        "NaN" => Some(f64::NAN),
+        "Infinity" | "+Infinity" | "INF" => Some(f64::INFINITY),
+        "-Infinity" | "-INF" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
+/// Parses a double the way Java's `Double.parseDouble` does for ordinary decimal text.
+pub(crate) fn parse_f64(s: &str) -> Option<f64> {
+    let t = s.trim();
+    if let Some(v) = java_special(t) {
+        return Some(v);
+    }
+    if t.is_empty()
+        || t.chars()
+            .any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+    {
+        return None;
+    }
+    t.parse::<f64>().ok()
+}
+
+/// Parses a float the way Java's `Float.parseFloat` does (correctly rounded to 32 bits).
+pub(crate) fn parse_f32(s: &str) -> Option<f32> {
+    let t = s.trim();
+    if let Some(v) = java_special(t) {
+        return Some(v as f32);
+    }
+    if t.is_empty()
+        || t.chars()
+            .any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+    {
+        return None;
+    }
+    t.parse::<f32>().ok()
+}
+
+/// Formats a double like Java's `Double.toString` for the common cases (used when a number
+/// becomes a string, e.g. a numeric category label).
+fn java_double_string(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
+    }
+    let a = v.abs();
+    if a != 0.0 && !(1e-3..1e7).contains(&a) {
+        let s = format!("{v:e}");
+        // Rust: 1.5e10 / 1e-5 ; Java: 1.5E10 / 1.0E-5
+        let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+        let m = if m.contains('.') {
+            m.to_string()
+        } else {
+            format!("{m}.0")
+        };
+        return format!("{m}E{e}");
+    }
+    let s = format!("{v}");
+    if s.contains('.') {
+        s
+    } else {
+        format!("{s}.0")
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Missing => f.write_str(""),
+            Value::Double(v) => f.write_str(&java_double_string(*v)),
+            Value::Float(v) => {
+                // Java's Float.toString: shortest repr that round-trips in f32.
+                let s = java_double_string(f64::from(*v));
+                let short = format!("{v}");
+                if (1e-3..1e7).contains(&v.abs()) || *v == 0.0 {
+                    if short.contains('.') || short.contains("inf") || short.contains("NaN") {
+                        f.write_str(&short)
+                    } else {
+                        write!(f, "{short}.0")
+                    }
+                } else {
+                    f.write_str(&s)
+                }
+            }
+            Value::Integer(v) => write!(f, "{v}"),
+            Value::String(s) => f.write_str(s),
+            Value::Boolean(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Double(v)
+    }
+}
+impl From<f32> for Value {
+    fn from(v: f32) -> Self {
+        Value::Float(v)
+    }
+}
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Integer(v)
+    }
+}
+impl From<i32> for Value {
+    fn from(v: i32) -> Self {
+        Value::Integer(i64::from(v))
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Boolean(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::String(v.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::String(v)
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Missing, Into::into)
+    }
+}
+
+/// A PMML `dataType`. Temporal types are not supported (rejected at load time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataType {
+    /// `string`
+    String,
+    /// `integer`
+    Integer,
+    /// `float` (computed in 32 bits)
+    Float,
+    /// `double`
+    Double,
+    /// `boolean`
+    Boolean,
+}
+
+impl DataType {
+    pub(crate) fn parse(s: &str) -> Option<DataType> {
+        Some(match s {
+            "string" => DataType::String,
+            "integer" => DataType::Integer,
+            "float" => DataType::Float,
+            "double" => DataType::Double,
+            "boolean" => DataType::Boolean,
+            _ => return None,
+        })
+    }
+
+    /// `true` for integer, float and double.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, DataType::Integer | DataType::Float | DataType::Double)
+    }
+}
+
+/// A PMML `optype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpType {
+    /// `categorical`
+    Categorical,
+    /// `ordinal`
+    Ordinal,
+    /// `continuous`
+    Continuous,
+}
+
+impl OpType {
+    pub(crate) fn parse(s: &str) -> Option<OpType> {
+        Some(match s {
+            "categorical" => OpType::Categorical,
+            "ordinal" => OpType::Ordinal,
+            "continuous" => OpType::Continuous,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn default_for(dt: DataType) -> OpType {
+        match dt {
+            DataType::Integer | DataType::Float | DataType::Double => OpType::Continuous,
+            _ => OpType::Categorical,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_fields_parse_in_32_bits() {
+        assert_eq!(
+            parse_as("0.57", DataType::Float),
+            Some(Value::Float(0.57f32))
+        );
+        assert_ne!(f64::from(0.57f32), 0.57f64);
+    }
+
+    #[test]
+    fn casts() {
+        assert_eq!(
+            Value::Double(5.0).cast(DataType::Integer),
+            Some(Value::Integer(5))
+        );
+        assert_eq!(Value::Double(5.5).cast(DataType::Integer), None);
+        assert_eq!(
+            Value::Integer(5).cast(DataType::String),
+            Some(Value::String("5".into()))
+        );
+        assert_eq!(
+            Value::Double(5.0).cast(DataType::String),
+            Some(Value::String("5.0".into()))
+        );
+        assert_eq!(Value::from("x").cast(DataType::Double), None);
+        assert_eq!(
+            Value::from(" 7.4 ").cast(DataType::Double),
+            Some(Value::Double(7.4))
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! Public API behaviour on small documents written here: field lists, the slice and map entry
+//! points, input errors, float (32-bit) semantics, lazy input validation.
+
+use flowstage_pmml::{DataType, EvalError, OpType, Pmml, Value};
+use std::collections::HashMap;
+
+fn tree_doc(data_type: &str, threshold: &str) -> String {
+    format!(
+        r#"<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
+  <DataDictionary>
+    <DataField name="x" optype="continuous" dataType="{data_type}"/>
+    <DataField name="unused" optype="continuous" dataType="double"/>
+    <DataField name="label" optype="categorical" dataType="string"><Value value="lo"/><Value value="hi"/></DataField>
+  </DataDictionary>
+  <TreeModel functionName="classification">
+    <MiningSchema>
+      <MiningField name="label" usageType="target"/>
+      <MiningField name="x"/>
+      <MiningField name="unused"/>
+    </MiningSchema>
+    <Output>
+      <OutputField name="p_lo" optype="continuous" dataType="double" feature="probability" value="lo"/>
+      <OutputField name="node" optype="categorical" dataType="string" feature="entityId"/>
+    </Output>
+    <Node id="root" score="lo"><True/>
+      <Node id="left" score="lo"><SimplePredicate field="x" operator="lessOrEqual" value="{threshold}"/>
+        <ScoreDistribution value="lo" recordCount="3"/><ScoreDistribution value="hi" recordCount="1"/>
+      </Node>
+      <Node id="right" score="hi"><True/>
+        <ScoreDistribution value="lo" recordCount="1"/><ScoreDistribution value="hi" recordCount="4"/>
+      </Node>
+    </Node>
+  </TreeModel>
+</PMML>"#
+    )
+}
+
+#[test]
+fn fields_are_described() {
+    let m = Pmml::from_str(&tree_doc("double", "0.5")).expect("loads");
+    let inputs: Vec<&str> = m.input_fields().iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(inputs, ["x", "unused"]);
+    assert_eq!(m.input_fields()[0].data_type, DataType::Double);
+    assert_eq!(m.input_fields()[0].op_type, OpType::Continuous);
+    assert_eq!(m.target_fields().len(), 1);
+    assert_eq!(m.target_fields()[0].name, "label");
+    assert_eq!(
+        m.target_fields()[0].categories,
+        vec![Value::from("lo"), Value::from("hi")]
+    );
+    let outputs: Vec<&str> = m.output_fields().iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(outputs, ["p_lo", "node"]);
+    assert_eq!(m.result_fields(), ["label", "p_lo", "node"]);
+    assert_eq!(m.model_element(), "TreeModel");
+    assert_eq!(m.function_name(), "classification");
+}
+
+#[test]
+fn slice_and_map_inputs_agree() {
+    let m = Pmml::from_str(&tree_doc("double", "0.5")).expect("loads");
+    let a = m
+        .evaluate(&[Value::Double(0.25), Value::Missing])
+        .expect("evaluates");
+    let mut map = HashMap::new();
+    map.insert("x", Value::from("0.25"));
+    let b = m.evaluate_map(&map).expect("evaluates");
+    assert_eq!(a, b);
+    assert_eq!(a.get("label"), Some(&Value::from("lo")));
+    assert_eq!(a.get("p_lo"), Some(&Value::Double(3.0 / 4.0)));
+    assert_eq!(a.get("node"), Some(&Value::from("left")));
+    let c = m
+        .evaluate(&[Value::Integer(1), Value::Missing])
+        .expect("evaluates");
+    assert_eq!(c.get("label"), Some(&Value::from("hi")));
+    assert_eq!(c.get("p_lo"), Some(&Value::Double(1.0 / 5.0)));
+    let pairs: Vec<(&str, &Value)> = c.iter().collect();
+    assert_eq!(pairs.len(), 3);
+    assert_eq!(c.clone().into_map().len(), 3);
+}
+
+#[test]
+fn input_errors_are_typed() {
+    let m = Pmml::from_str(&tree_doc("double", "0.5")).expect("loads");
+    assert_eq!(
+        m.evaluate(&[Value::Double(1.0)]),
+        Err(EvalError::InputCount {
+            expected: 2,
+            got: 1
+        })
+    );
+    let mut map = HashMap::new();
+    map.insert("nope", Value::Double(1.0));
+    assert_eq!(
+        m.evaluate_map(&map),
+        Err(EvalError::UnknownInput("nope".into()))
+    );
+    // A non-numeric string for a double field used by the record is invalid ...
+    assert!(matches!(
+        m.evaluate(&[Value::from("abc"), Value::Missing]),
+        Err(EvalError::InvalidValue { ref field, .. }) if field == "x"
+    ));
+    // ... but a field the record never reads is not validated (as JPMML: lazily).
+    assert!(m
+        .evaluate(&[Value::Double(0.0), Value::from("abc")])
+        .is_ok());
+}
+
+#[test]
+fn missing_value_follows_missing_value_strategy() {
+    // Default missingValueStrategy "none": the unknown predicate counts as false, so the next
+    // child (True) is chosen.
+    let m = Pmml::from_str(&tree_doc("double", "0.5")).expect("loads");
+    let out = m
+        .evaluate(&[Value::Missing, Value::Missing])
+        .expect("evaluates");
+    assert_eq!(out.get("node"), Some(&Value::from("right")));
+    let nan = m
+        .evaluate(&[Value::Double(f64::NAN), Value::Missing])
+        .expect("evaluates");
+    assert_eq!(nan, out);
+}
+
+#[test]
+fn float_fields_compare_in_32_bits() {
+    // 0.30000002 > 0.30000001 in 64 bits, but both round to the same f32.
+    let input = [Value::from("0.30000002"), Value::Missing];
+    let as_double = Pmml::from_str(&tree_doc("double", "0.30000001")).expect("loads");
+    let as_float = Pmml::from_str(&tree_doc("float", "0.30000001")).expect("loads");
+    assert_eq!(
+        as_double.evaluate(&input).expect("evaluates").get("node"),
+        Some(&Value::from("right"))
+    );
+    assert_eq!(
+        as_float.evaluate(&input).expect("evaluates").get("node"),
+        Some(&Value::from("left"))
+    );
+    assert_eq!("0.30000002".parse::<f32>(), "0.30000001".parse::<f32>());
+}
+
+#[test]
+fn load_from_bytes_and_path() {
+    let doc = tree_doc("double", "0.5");
+    let a = Pmml::from_bytes(doc.as_bytes()).expect("loads");
+    let dir = std::env::temp_dir().join(format!("flowstage-pmml-api-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("tree.pmml");
+    std::fs::write(&path, &doc).expect("write");
+    let b = Pmml::from_path(&path).expect("loads");
+    std::fs::remove_dir_all(&dir).ok();
+    let input = [Value::Double(0.7), Value::Missing];
+    assert_eq!(
+        a.evaluate(&input).expect("a"),
+        b.evaluate(&input).expect("b")
+    );
+    assert!(matches!(
+        Pmml::from_path(dir.join("absent.pmml")),
+        Err(flowstage_pmml::LoadError::Io(_))
+    ));
+}
+
+fn verified_doc(expected_y: &str) -> String {
+    format!(
+        r#"<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
+  <DataDictionary>
+    <DataField name="x" optype="continuous" dataType="double"/>
+    <DataField name="y" optype="continuous" dataType="double"/>
+  </DataDictionary>
+  <RegressionModel functionName="regression">
+    <MiningSchema><MiningField name="x"/><MiningField name="y" usageType="target"/></MiningSchema>
+    <RegressionTable intercept="1"><NumericPredictor name="x" coefficient="0.5"/></RegressionTable>
+    <ModelVerification recordCount="2">
+      <VerificationFields>
+        <VerificationField field="x" column="data:x"/>
+        <VerificationField field="y" column="data:y" precision="1e-9"/>
+      </VerificationFields>
+      <InlineTable xmlns:data="http://example.com/data">
+        <row><data:x>2</data:x><data:y>2</data:y></row>
+        <row><data:x>3</data:x><data:y>{expected_y}</data:y></row>
+      </InlineTable>
+    </ModelVerification>
+  </RegressionModel>
+</PMML>"#
+    )
+}
+
+#[test]
+fn model_verification_is_checked_when_asked() {
+    let verify = flowstage_pmml::LoadOptions {
+        verify: true,
+        ..Default::default()
+    };
+    assert!(Pmml::from_bytes_with(verified_doc("2.5").as_bytes(), &verify).is_ok());
+    match Pmml::from_bytes_with(verified_doc("2.6").as_bytes(), &verify) {
+        Err(flowstage_pmml::LoadError::Verification { record, field, .. }) => {
+            assert_eq!((record, field.as_str()), (1, "y"));
+        }
+        other => panic!("expected a verification failure, got {other:?}"),
+    }
+    // Not asked: not checked.
+    assert!(Pmml::from_str(&verified_doc("2.6")).is_ok());
+}
