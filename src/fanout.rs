@@ -302,7 +302,10 @@ where
                         return Poll::Ready(Some(Ok(x)));
                     }
                     if !st.core.alive[j] {
-                        tracing::debug!(output = j, "partition: element for a cancelled output discarded");
+                        tracing::debug!(
+                            output = j,
+                            "partition: element for a cancelled output discarded"
+                        );
                         continue;
                     }
                     st.pending = Some((j, x));

@@ -139,7 +139,10 @@ impl<In: Send + 'static, Out: Send + 'static, M: 'static> Flow<In, Out, M> {
     where
         M: Send,
     {
-        Sink::from_stage(FlowSink { flow: self, sink: sink.into_inner() })
+        Sink::from_stage(FlowSink {
+            flow: self,
+            sink: sink.into_inner(),
+        })
     }
 }
 

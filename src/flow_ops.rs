@@ -84,7 +84,10 @@ pub trait FlowOps: Sized {
     /// assert_eq!(v, [1, 2, 2]);
     /// # }
     /// ```
-    fn map_concat<II, F>(self, f: F) -> Self::Repr<II::Item, MapConcat<Self::Upstream, F, II::IntoIter>>
+    fn map_concat<II, F>(
+        self,
+        f: F,
+    ) -> Self::Repr<II::Item, MapConcat<Self::Upstream, F, II::IntoIter>>
     where
         II: IntoIterator,
         II::Item: Send + 'static,
@@ -273,7 +276,12 @@ pub trait FlowOps: Sized {
     /// assert_eq!(batches.concat(), (0..100).collect::<Vec<_>>());
     /// # }
     /// ```
-    fn batch<A, Seed, Agg>(self, max: u64, seed: Seed, aggregate: Agg) -> Self::Repr<A, BatchStream<A>>
+    fn batch<A, Seed, Agg>(
+        self,
+        max: u64,
+        seed: Seed,
+        aggregate: Agg,
+    ) -> Self::Repr<A, BatchStream<A>>
     where
         A: Send + 'static,
         Seed: FnMut(Self::Out) -> A + Send + 'static,
@@ -314,7 +322,14 @@ pub trait FlowOps: Sized {
         self,
         parallelism: usize,
         mut f: F,
-    ) -> Self::Repr<U, MapAsync<Self::Upstream, BoxedMapFn<Self::Out, U>, futures::future::BoxFuture<'static, Item<U>>>>
+    ) -> Self::Repr<
+        U,
+        MapAsync<
+            Self::Upstream,
+            BoxedMapFn<Self::Out, U>,
+            futures::future::BoxFuture<'static, Item<U>>,
+        >,
+    >
     where
         U: Send + 'static,
         F: FnMut(Self::Out) -> Fut + Send + 'static,
@@ -331,7 +346,14 @@ pub trait FlowOps: Sized {
         self,
         parallelism: usize,
         mut f: F,
-    ) -> Self::Repr<U, MapAsync<Self::Upstream, BoxedMapFn<Self::Out, U>, futures::future::BoxFuture<'static, Item<U>>>>
+    ) -> Self::Repr<
+        U,
+        MapAsync<
+            Self::Upstream,
+            BoxedMapFn<Self::Out, U>,
+            futures::future::BoxFuture<'static, Item<U>>,
+        >,
+    >
     where
         U: Send + 'static,
         E: Into<BoxError>,
@@ -350,7 +372,14 @@ pub trait FlowOps: Sized {
         self,
         parallelism: usize,
         mut f: F,
-    ) -> Self::Repr<U, MapAsyncUnordered<Self::Upstream, BoxedMapFn<Self::Out, U>, futures::future::BoxFuture<'static, Item<U>>>>
+    ) -> Self::Repr<
+        U,
+        MapAsyncUnordered<
+            Self::Upstream,
+            BoxedMapFn<Self::Out, U>,
+            futures::future::BoxFuture<'static, Item<U>>,
+        >,
+    >
     where
         U: Send + 'static,
         F: FnMut(Self::Out) -> Fut + Send + 'static,
@@ -487,7 +516,10 @@ pub trait FlowOps: Sized {
 
     /// Fan-in: elements of this and `other` as they arrive (fairly);
     /// completes when both complete.
-    fn merge<S2, M2>(self, other: Source<S2, M2>) -> Self::Repr<Self::Out, Merge<Self::Upstream, S2>>
+    fn merge<S2, M2>(
+        self,
+        other: Source<S2, M2>,
+    ) -> Self::Repr<Self::Out, Merge<Self::Upstream, S2>>
     where
         S2: Stream<Item = Item<Self::Out>> + Send + 'static,
     {
@@ -509,7 +541,10 @@ pub trait FlowOps: Sized {
     }
 
     /// All elements of this, then all of `other`.
-    fn concat<S2, M2>(self, other: Source<S2, M2>) -> Self::Repr<Self::Out, Concat<Self::Upstream, S2>>
+    fn concat<S2, M2>(
+        self,
+        other: Source<S2, M2>,
+    ) -> Self::Repr<Self::Out, Concat<Self::Upstream, S2>>
     where
         S2: Stream<Item = Item<Self::Out>> + Send + 'static,
     {
@@ -522,7 +557,10 @@ pub trait FlowOps: Sized {
     fn zip<S2, U, M2>(
         self,
         other: Source<S2, M2>,
-    ) -> Self::Repr<(Self::Out, U), ZipWith<Self::Upstream, S2, Self::Out, U, fn(Self::Out, U) -> (Self::Out, U)>>
+    ) -> Self::Repr<
+        (Self::Out, U),
+        ZipWith<Self::Upstream, S2, Self::Out, U, fn(Self::Out, U) -> (Self::Out, U)>,
+    >
     where
         U: Send + 'static,
         S2: Stream<Item = Item<U>> + Send + 'static,
@@ -550,7 +588,8 @@ pub trait FlowOps: Sized {
 }
 
 /// The boxed function type used by the async mapping operators.
-pub type BoxedMapFn<T, U> = Box<dyn FnMut(T) -> futures::future::BoxFuture<'static, Item<U>> + Send>;
+pub type BoxedMapFn<T, U> =
+    Box<dyn FnMut(T) -> futures::future::BoxFuture<'static, Item<U>> + Send>;
 
 impl<S, T, M> FlowOps for Source<S, M>
 where

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use pin_project_lite::pin_project;
 
 use crate::error::{Item, StreamError};
@@ -170,8 +170,9 @@ pin_project! {
     /// The stream inside kill-switch flows.
     #[must_use = "streams do nothing unless polled"]
     pub struct KillSwitched<S> {
-        #[pin]
-        stream: S,
+        // Dropped (cancelling upstream) as soon as the switch fires, even if
+        // downstream goes on (a kill-switched branch of a merge, say).
+        stream: Option<S>,
         core: Arc<SwitchCore>,
         id: u64,
         done: bool,
@@ -189,7 +190,7 @@ impl<S> KillSwitched<S> {
     fn new(stream: S, core: Arc<SwitchCore>) -> Self {
         let id = core.next_id.fetch_add(1, Ordering::Relaxed);
         KillSwitched {
-            stream,
+            stream: Some(stream),
             core,
             id,
             done: false,
@@ -199,7 +200,7 @@ impl<S> KillSwitched<S> {
 
 impl<S, T> Stream for KillSwitched<S>
 where
-    S: Stream<Item = Item<T>>,
+    S: Stream<Item = Item<T>> + Unpin,
 {
     type Item = Item<T>;
 
@@ -208,20 +209,27 @@ where
         if *this.done {
             return Poll::Ready(None);
         }
-        let fired = |done: &mut bool, core: &SwitchCore| {
+        let fired = |done: &mut bool, stream: &mut Option<S>, core: &SwitchCore| {
             *done = true;
+            // Cancel upstream now.
+            *stream = None;
             match core.signal() {
                 Some(Signal::Abort(e)) => Poll::Ready(Some(Err(e))),
                 _ => Poll::Ready(None),
             }
         };
         if this.core.fired.load(Ordering::Acquire) {
-            return fired(this.done, this.core);
+            return fired(this.done, this.stream, this.core);
         }
-        match this.stream.poll_next(cx) {
+        let Some(stream) = this.stream.as_mut() else {
+            *this.done = true;
+            return Poll::Ready(None);
+        };
+        match stream.poll_next_unpin(cx) {
             Poll::Ready(next) => {
                 if !matches!(next, Some(Ok(_))) {
                     *this.done = true;
+                    *this.stream = None;
                 }
                 Poll::Ready(next)
             }
@@ -238,7 +246,7 @@ where
                         return Poll::Pending;
                     }
                 }
-                fired(this.done, this.core)
+                fired(this.done, this.stream, this.core)
             }
         }
     }

@@ -70,6 +70,8 @@ struct State<T> {
     end: Option<End>,
     consumer_gone: bool,
     consumer_waker: Option<Waker>,
+    /// The pump task, while it waits on upstream (woken when the consumer goes away).
+    producer_waker: Option<Waker>,
 }
 
 pub(crate) struct Shared<T> {
@@ -89,6 +91,7 @@ impl<T> Shared<T> {
                 end: None,
                 consumer_gone: false,
                 consumer_waker: None,
+                producer_waker: None,
             }),
             capacity: capacity.max(1),
             strategy,
@@ -148,7 +151,11 @@ impl<T> Shared<T> {
                 st.queue.clear();
                 if n > 0 {
                     let total = self.dropped.fetch_add(n, Ordering::Relaxed) + n;
-                    tracing::warn!(dropped = n, dropped_total = total, "buffer full: buffer dropped");
+                    tracing::warn!(
+                        dropped = n,
+                        dropped_total = total,
+                        "buffer full: buffer dropped"
+                    );
                     st.queue.push_back(x);
                     QueueOfferResult::Enqueued
                 } else {
@@ -253,7 +260,10 @@ impl<T> Stream for QueueStream<T> {
             } else if let Some(x) = st.queue.pop_front() {
                 this.local.push_back(x);
             }
-            this.taken = this.local.len();
+            // A batch taken into `local` still counts against the capacity until
+            // it is emitted; a single element is handed downstream right away and
+            // must not (or the drop strategies would keep one element too few).
+            this.taken = if this.batch { this.local.len() } else { 0 };
             st.outstanding += this.taken;
             drop(st);
             this.shared.room.notify_waiters();
@@ -289,8 +299,13 @@ impl<T> std::ops::Drop for QueueStream<T> {
         let mut st = self.shared.lock();
         st.consumer_gone = true;
         st.queue.clear();
+        let producer = st.producer_waker.take();
         drop(st);
         self.shared.room.notify_waiters();
+        // The pump may be waiting on an idle upstream: wake it so it cancels it.
+        if let Some(w) = producer {
+            w.wake();
+        }
     }
 }
 
@@ -327,6 +342,17 @@ where
         };
         // Pull what is ready, up to `room` elements.
         let end = futures::future::poll_fn(|cx| {
+            {
+                let mut st = shared.lock();
+                if st.consumer_gone {
+                    // Cancelled downstream: stop, dropping (cancelling) upstream.
+                    return Poll::Ready(Err(()));
+                }
+                match &st.producer_waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => st.producer_waker = Some(cx.waker().clone()),
+                }
+            }
             let mut end = None;
             while batch.len() < room {
                 match upstream.as_mut().poll_next(cx) {
@@ -347,9 +373,10 @@ where
                     }
                 }
             }
-            Poll::Ready(end)
+            Poll::Ready(Ok(end))
         })
         .await;
+        let Ok(end) = end else { return };
         {
             let mut st = shared.lock();
             for x in batch.drain(..) {
@@ -525,6 +552,8 @@ struct BatchState<A> {
     end: Option<End>,
     consumer_gone: bool,
     consumer_waker: Option<Waker>,
+    /// The pump task, while it waits on upstream (woken when the consumer goes away).
+    producer_waker: Option<Waker>,
 }
 
 struct BatchShared<A> {
@@ -587,8 +616,16 @@ impl<A> Stream for BatchStream<A> {
 
 impl<A> std::ops::Drop for BatchStream<A> {
     fn drop(&mut self) {
-        self.shared.lock().consumer_gone = true;
+        let producer = {
+            let mut st = self.shared.lock();
+            st.consumer_gone = true;
+            st.producer_waker.take()
+        };
         self.shared.room.notify_waiters();
+        // The pump may be waiting on an idle upstream: wake it so it cancels it.
+        if let Some(w) = producer {
+            w.wake();
+        }
     }
 }
 
@@ -614,6 +651,7 @@ where
             end: None,
             consumer_gone: false,
             consumer_waker: None,
+            producer_waker: None,
         }),
         room: Notify::new(),
         max: max.max(1),
@@ -622,7 +660,15 @@ where
     let task = async move {
         let shared = pump_shared;
         let mut upstream = std::pin::pin!(upstream);
+        let mut since_yield = 0u32;
         loop {
+            // An always-ready upstream never makes this task wait: yield now and
+            // then so that the consumer (maybe on the same thread) gets to run.
+            since_yield += 1;
+            if since_yield == 64 {
+                since_yield = 0;
+                tokio::task::yield_now().await;
+            }
             // Wait while the aggregate is full.
             loop {
                 let notified = shared.room.notified();
@@ -639,7 +685,22 @@ where
                 }
                 notified.await;
             }
-            let next = futures::StreamExt::next(&mut upstream).await;
+            let next = futures::future::poll_fn(|cx| {
+                {
+                    let mut st = shared.lock();
+                    if st.consumer_gone {
+                        // Cancelled downstream: stop, dropping (cancelling) upstream.
+                        return Poll::Ready(Err(()));
+                    }
+                    match &st.producer_waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => st.producer_waker = Some(cx.waker().clone()),
+                    }
+                }
+                upstream.as_mut().poll_next(cx).map(Ok)
+            })
+            .await;
+            let Ok(next) = next else { return };
             let mut st = shared.lock();
             match next {
                 Some(Ok(x)) => {

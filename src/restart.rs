@@ -241,7 +241,10 @@ impl RestartFlow {
     /// not ended), a new one is made after a backoff and continues with the
     /// next upstream element. Elements inside the failed flow are lost (and
     /// logged); upstream is not restarted.
-    pub fn on_failures_with_backoff<In, Out, F>(settings: RestartSettings, mut factory: F) -> Flow<In, Out, NotUsed>
+    pub fn on_failures_with_backoff<In, Out, F>(
+        settings: RestartSettings,
+        mut factory: F,
+    ) -> Flow<In, Out, NotUsed>
     where
         In: Send + 'static,
         Out: Send + 'static,

@@ -195,7 +195,11 @@ impl Sink<()> {
         A: Send + 'static,
         T: Send + 'static,
     {
-        folding(zero, move |a, x| std::ops::ControlFlow::Continue(f(a, x)), Ok)
+        folding(
+            zero,
+            move |a, x| std::ops::ControlFlow::Continue(f(a, x)),
+            Ok,
+        )
     }
 
     /// Collects every element into a `Vec` (Akka's `Sink.seq`).
@@ -387,11 +391,24 @@ impl<T: Send + 'static> SinkStage<T> for ToChannel<T> {
         let tx = self.tx;
         let driver = async move {
             let mut s = std::pin::pin!(upstream);
-            while let Some(r) = s.next().await {
+            loop {
+                // Also watch the receiver while upstream is idle, so that dropping
+                // it cancels upstream at once, not at the next element.
+                let next = tokio::select! {
+                    biased;
+                    next = s.next() => next,
+                    () = tx.closed() => {
+                        tracing::debug!("Sink::to_channel: receiver dropped, cancelling upstream");
+                        break;
+                    }
+                };
+                let Some(r) = next else { break };
                 match r {
                     Ok(x) => {
                         if tx.send(x).await.is_err() {
-                            tracing::debug!("Sink::to_channel: receiver dropped, cancelling upstream");
+                            tracing::debug!(
+                                "Sink::to_channel: receiver dropped, cancelling upstream"
+                            );
                             break;
                         }
                     }

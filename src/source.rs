@@ -10,9 +10,7 @@ use futures::{Stream, StreamExt};
 use pin_project_lite::pin_project;
 
 use crate::error::{BoxError, Item, StreamError};
-use crate::fanout::{
-    BalanceOutlet, BroadcastOutlet, PartitionOutlet, UnzipLeft, UnzipRight,
-};
+use crate::fanout::{BalanceOutlet, BroadcastOutlet, PartitionOutlet, UnzipLeft, UnzipRight};
 use crate::flow::Flow;
 use crate::killswitch::WatchTermination;
 use crate::mat::{Completion, NotUsed};
@@ -211,9 +209,7 @@ impl Source<(), NotUsed> {
     }
 
     /// The single value of a future.
-    pub fn from_future<F: Future>(
-        fut: F,
-    ) -> Source<OkStream<futures::stream::Once<F>>, NotUsed> {
+    pub fn from_future<F: Future>(fut: F) -> Source<OkStream<futures::stream::Once<F>>, NotUsed> {
         Source::from_stream(futures::stream::once(fut))
     }
 
@@ -238,7 +234,9 @@ impl Source<(), NotUsed> {
     }
 
     /// Fails at once with `err`.
-    pub fn failed<T>(err: StreamError) -> Source<futures::stream::Iter<std::iter::Once<Item<T>>>, NotUsed> {
+    pub fn failed<T>(
+        err: StreamError,
+    ) -> Source<futures::stream::Iter<std::iter::Once<Item<T>>>, NotUsed> {
         Source::from_items(futures::stream::iter(std::iter::once(Err(err))))
     }
 
@@ -323,7 +321,9 @@ impl Source<(), NotUsed> {
     }
 
     /// Merges any number of sources (fairly, completing when all complete).
-    pub fn merge_all<S, T>(sources: Vec<Source<S, NotUsed>>) -> Source<BoxStream<'static, Item<T>>, NotUsed>
+    pub fn merge_all<S, T>(
+        sources: Vec<Source<S, NotUsed>>,
+    ) -> Source<BoxStream<'static, Item<T>>, NotUsed>
     where
         S: Stream<Item = Item<T>> + Send + 'static,
         T: Send + 'static,
@@ -489,7 +489,9 @@ where
     where
         T: Clone,
     {
-        let mut v = crate::fanout::broadcast(self.stream, 2).into_iter().map(Source::from_items);
+        let mut v = crate::fanout::broadcast(self.stream, 2)
+            .into_iter()
+            .map(Source::from_items);
         match (v.next(), v.next()) {
             (Some(a), Some(b)) => [a, b],
             // broadcast(2) always yields two outputs.

@@ -167,7 +167,11 @@ pub trait GraphStageLogic: Send + 'static {
     }
 
     /// An element is available on `inlet` (grab it with [`StageContext::grab`]).
-    fn on_push(&mut self, ctx: &mut StageContext<'_, Self::Event>, inlet: InletId) -> Result<(), StreamError>;
+    fn on_push(
+        &mut self,
+        ctx: &mut StageContext<'_, Self::Event>,
+        inlet: InletId,
+    ) -> Result<(), StreamError>;
 
     /// `inlet`'s upstream completed. Default: complete the stage.
     fn on_upstream_finish(
@@ -192,7 +196,11 @@ pub trait GraphStageLogic: Send + 'static {
     }
 
     /// Downstream of `outlet` asks for an element: you may now push one.
-    fn on_pull(&mut self, ctx: &mut StageContext<'_, Self::Event>, outlet: OutletId) -> Result<(), StreamError>;
+    fn on_pull(
+        &mut self,
+        ctx: &mut StageContext<'_, Self::Event>,
+        outlet: OutletId,
+    ) -> Result<(), StreamError>;
 
     /// Downstream of `outlet` cancelled. Default: complete the stage.
     fn on_downstream_finish(
@@ -206,7 +214,11 @@ pub trait GraphStageLogic: Send + 'static {
     }
 
     /// A timer scheduled with `key` fired.
-    fn on_timer(&mut self, ctx: &mut StageContext<'_, Self::Event>, key: u64) -> Result<(), StreamError> {
+    fn on_timer(
+        &mut self,
+        ctx: &mut StageContext<'_, Self::Event>,
+        key: u64,
+    ) -> Result<(), StreamError> {
         let _ = (ctx, key);
         Ok(())
     }
@@ -233,7 +245,9 @@ pub struct AsyncCallback<E> {
 
 impl<E> Clone for AsyncCallback<E> {
     fn clone(&self) -> Self {
-        AsyncCallback { tx: self.tx.clone() }
+        AsyncCallback {
+            tx: self.tx.clone(),
+        }
     }
 }
 
@@ -259,7 +273,11 @@ impl<E> AsyncCallback<E> {
 // Ports, type-erased.
 
 trait InletPoller: Send {
-    fn poll(&mut self, cx: &mut Context<'_>, slot: &mut (dyn Any + Send)) -> Poll<Option<Result<(), StreamError>>>;
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        slot: &mut (dyn Any + Send),
+    ) -> Poll<Option<Result<(), StreamError>>>;
 }
 
 struct Poller<S, T> {
@@ -272,14 +290,20 @@ where
     S: Stream<Item = Item<T>> + Send,
     T: Send + 'static,
 {
-    fn poll(&mut self, cx: &mut Context<'_>, slot: &mut (dyn Any + Send)) -> Poll<Option<Result<(), StreamError>>> {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        slot: &mut (dyn Any + Send),
+    ) -> Poll<Option<Result<(), StreamError>>> {
         match self.stream.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(x))) => match slot.downcast_mut::<Option<T>>() {
                 Some(s) => {
                     *s = Some(x);
                     Poll::Ready(Some(Ok(())))
                 }
-                None => Poll::Ready(Some(Err(StreamError::Protocol("inlet slot type mismatch".into())))),
+                None => Poll::Ready(Some(Err(StreamError::Protocol(
+                    "inlet slot type mismatch".into(),
+                )))),
             },
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => Poll::Ready(None),
@@ -372,7 +396,10 @@ impl<E> StageContext<'_, E> {
             return Err(protocol(format!("inlet {} pulled twice", inlet.id)));
         }
         if st.available {
-            return Err(protocol(format!("pull of inlet {} before grabbing its element", inlet.id)));
+            return Err(protocol(format!(
+                "pull of inlet {} before grabbing its element",
+                inlet.id
+            )));
         }
         st.pulled = true;
         Ok(())
@@ -382,7 +409,10 @@ impl<E> StageContext<'_, E> {
     pub fn grab<T: 'static>(&mut self, inlet: Inlet<T>) -> Result<T, StreamError> {
         let st = self.inlet(inlet.id)?;
         if !st.available {
-            return Err(protocol(format!("grab of inlet {} with no element", inlet.id)));
+            return Err(protocol(format!(
+                "grab of inlet {} with no element",
+                inlet.id
+            )));
         }
         st.available = false;
         st.slot
@@ -424,7 +454,9 @@ impl<E> StageContext<'_, E> {
             return Err(protocol(format!("push to closed outlet {id}")));
         }
         if !st.pulled {
-            return Err(protocol(format!("push to outlet {id} without demand (backpressure violated)")));
+            return Err(protocol(format!(
+                "push to outlet {id} without demand (backpressure violated)"
+            )));
         }
         let slot = st
             .slot
@@ -689,20 +721,25 @@ impl<L: GraphStageLogic> Core<L> {
                     Poll::Ready(Some(Ok(()))) => {
                         st.pulled = false;
                         st.available = true;
-                        self.logic.on_push(&mut Self::ctx(&mut self.ports), InletId(i))
+                        self.logic
+                            .on_push(&mut Self::ctx(&mut self.ports), InletId(i))
                     }
                     Poll::Ready(Some(Err(e))) => {
                         st.pulled = false;
                         st.closed = true;
                         st.poller = None;
-                        self.logic
-                            .on_upstream_failure(&mut Self::ctx(&mut self.ports), InletId(i), e)
+                        self.logic.on_upstream_failure(
+                            &mut Self::ctx(&mut self.ports),
+                            InletId(i),
+                            e,
+                        )
                     }
                     Poll::Ready(None) => {
                         st.pulled = false;
                         st.closed = true;
                         st.poller = None;
-                        self.logic.on_upstream_finish(&mut Self::ctx(&mut self.ports), InletId(i))
+                        self.logic
+                            .on_upstream_finish(&mut Self::ctx(&mut self.ports), InletId(i))
                     }
                 };
                 self.handle(r);
@@ -744,21 +781,32 @@ impl<L: GraphStageLogic> Core<L> {
 
 /// The type-erased interface the outlet streams use.
 trait ErasedStage: Send {
-    fn poll_outlet(&mut self, k: usize, cx: &mut Context<'_>) -> Poll<Option<Result<(), StreamError>>>;
+    fn poll_outlet(
+        &mut self,
+        k: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<(), StreamError>>>;
     fn slot(&mut self, k: usize) -> &mut (dyn Any + Send);
     fn cancel_outlet(&mut self, k: usize);
     fn poll_driver(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }
 
 impl<L: GraphStageLogic> ErasedStage for Core<L> {
-    fn poll_outlet(&mut self, k: usize, cx: &mut Context<'_>) -> Poll<Option<Result<(), StreamError>>> {
+    fn poll_outlet(
+        &mut self,
+        k: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<(), StreamError>>> {
         self.wakers.register(k, cx.waker());
         self.start();
-        if !self.ports.outlets[k].has_elem && self.ports.outlets[k].end.is_none() && self.running() {
+        if !self.ports.outlets[k].has_elem && self.ports.outlets[k].end.is_none() && self.running()
+        {
             let o = &mut self.ports.outlets[k];
             if !o.pulled && !o.cancelled {
                 o.pulled = true;
-                let r = self.logic.on_pull(&mut Self::ctx(&mut self.ports), OutletId(k));
+                let r = self
+                    .logic
+                    .on_pull(&mut Self::ctx(&mut self.ports), OutletId(k));
                 self.handle(r);
             }
             self.drive(cx);
@@ -836,9 +884,13 @@ fn lock(stage: &SharedStage) -> MutexGuard<'_, dyn ErasedStage + 'static> {
 pub struct StageOutlet<T> {
     stage: SharedStage,
     id: usize,
-    driver: Option<SharedStage>,
+    /// An active stage's driver, shared by all its outlets: whichever is polled
+    /// first spawns it (each outlet looks only on its first poll).
+    driver: Option<DriverSlot>,
     _t: PhantomData<fn() -> T>,
 }
+
+type DriverSlot = Arc<Mutex<Option<SharedStage>>>;
 
 impl<T> Unpin for StageOutlet<T> {}
 
@@ -846,8 +898,11 @@ impl<T: Send + 'static> Stream for StageOutlet<T> {
     type Item = Item<T>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item<T>>> {
-        if let Some(stage) = self.driver.take() {
-            tokio::spawn(StageDriver { stage });
+        if let Some(slot) = self.driver.take() {
+            let stage = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(stage) = stage {
+                tokio::spawn(StageDriver { stage });
+            }
         }
         let mut stage = lock(&self.stage);
         match stage.poll_outlet(self.id, cx) {
@@ -935,14 +990,20 @@ impl GraphStageBuilder {
             available: false,
             closed: false,
         });
-        Inlet { id, _t: PhantomData }
+        Inlet {
+            id,
+            _t: PhantomData,
+        }
     }
 
     /// Adds an outlet.
     pub fn add_outlet<T: Send + 'static>(&mut self) -> Outlet<T> {
         let id = self.outlet_slots.len();
         self.outlet_slots.push(Box::new(None::<T>));
-        Outlet { id, _t: PhantomData }
+        Outlet {
+            id,
+            _t: PhantomData,
+        }
     }
 
     /// Builds a passive stage: it runs whenever one of its outlets is polled.
@@ -993,7 +1054,7 @@ impl GraphStageBuilder {
         let stage: SharedStage = Arc::new(Mutex::new(core));
         StageOutlets {
             taken: vec![false; n_out],
-            driver: if active { Some(stage.clone()) } else { None },
+            driver: active.then(|| Arc::new(Mutex::new(Some(stage.clone())))),
             stage,
         }
     }
@@ -1003,12 +1064,14 @@ impl GraphStageBuilder {
 pub struct StageOutlets {
     stage: SharedStage,
     taken: Vec<bool>,
-    driver: Option<SharedStage>,
+    driver: Option<DriverSlot>,
 }
 
 impl fmt::Debug for StageOutlets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StageOutlets").field("outlets", &self.taken.len()).finish()
+        f.debug_struct("StageOutlets")
+            .field("outlets", &self.taken.len())
+            .finish()
     }
 }
 
@@ -1037,7 +1100,7 @@ impl StageOutlets {
         Ok(Source::from_items(StageOutlet {
             stage: self.stage.clone(),
             id: outlet.id,
-            driver: self.driver.take(),
+            driver: self.driver.clone(),
             _t: PhantomData,
         }))
     }

@@ -198,9 +198,10 @@ impl<T> TestPublisher<T> {
         self.push(Some(Ok(x)));
     }
 
-    /// Queues a failure.
+    /// Queues a failure; the source ends after it (failure is terminal).
     pub fn send_error(&self, e: StreamError) {
         self.push(Some(Err(e)));
+        self.push(None);
     }
 
     /// Completes the source after the queued elements.
@@ -240,15 +241,20 @@ impl<T> TestPublisher<T> {
                 notified.await;
             }
         };
-        if tokio::time::timeout(DEFAULT_EXPECT_WAIT, wait).await.is_err() {
+        if tokio::time::timeout(DEFAULT_EXPECT_WAIT, wait)
+            .await
+            .is_err()
+        {
             panic!("TestPublisher: expected {what} within {DEFAULT_EXPECT_WAIT:?}");
         }
     }
 
     /// Waits until downstream asks for an element; returns the total number of requests.
     pub async fn expect_request(&self) -> u64 {
-        self.wait_for("a request from downstream", |s| s.demand && s.queue.is_empty())
-            .await;
+        self.wait_for("a request from downstream", |s| {
+            s.demand && s.queue.is_empty()
+        })
+        .await;
         self.requests()
     }
 

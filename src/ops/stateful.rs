@@ -165,9 +165,7 @@ where
                 }
                 None => {
                     *this.done = true;
-                    return Poll::Ready(Some(
-                        this.acc.take().ok_or(StreamError::Empty("reduce")),
-                    ));
+                    return Poll::Ready(Some(this.acc.take().ok_or(StreamError::Empty("reduce"))));
                 }
             }
         }

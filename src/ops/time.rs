@@ -92,7 +92,9 @@ pin_project! {
         #[pin]
         stream: S,
         timeout: Duration,
-        timer: Pin<Box<Sleep>>,
+        // Created at the first poll: the idle clock starts when the stream runs
+        // (and building the graph needs no runtime).
+        timer: Option<Pin<Box<Sleep>>>,
         done: bool,
     }
 }
@@ -102,7 +104,7 @@ impl<S> IdleTimeout<S> {
         IdleTimeout {
             stream,
             timeout,
-            timer: Box::pin(tokio::time::sleep(timeout)),
+            timer: None,
             done: false,
         }
     }
@@ -119,20 +121,22 @@ where
         if *this.done {
             return Poll::Ready(None);
         }
+        let timeout = *this.timeout;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         match this.stream.poll_next(cx) {
             Poll::Ready(next) => {
-                this.timer
-                    .as_mut()
-                    .reset(Instant::now() + *this.timeout);
+                timer.as_mut().reset(Instant::now() + timeout);
                 if !matches!(next, Some(Ok(_))) {
                     *this.done = true;
                 }
                 Poll::Ready(next)
             }
             Poll::Pending => {
-                if this.timer.as_mut().poll(cx).is_ready() {
+                if timer.as_mut().poll(cx).is_ready() {
                     *this.done = true;
-                    return Poll::Ready(Some(Err(StreamError::IdleTimeout(*this.timeout))));
+                    return Poll::Ready(Some(Err(StreamError::IdleTimeout(timeout))));
                 }
                 Poll::Pending
             }
