@@ -500,3 +500,36 @@ async fn failure_and_cancellation_through_a_flow() {
     sub.cancel();
     publisher.expect_cancellation().await;
 }
+
+/// `take` and `take_while` cancel their upstream as soon as they are done,
+/// not when the whole graph ends.
+#[tokio::test(start_paused = true)]
+async fn take_and_take_while_cancel_upstream_when_done() {
+    use flowstage::testkit::{TestSink, TestSource};
+
+    let (publisher, source) = TestSource::probe::<u32>();
+    let (other_pub, other) = TestSource::probe::<u32>();
+    let mut sub = source.take(1).merge(other).run_with(TestSink::probe());
+    publisher.send_next(1);
+    assert_eq!(sub.expect_next().await, 1);
+    publisher.expect_cancellation().await;
+    assert!(
+        !other_pub.is_cancelled(),
+        "the other side of the merge keeps running"
+    );
+
+    let (publisher, source) = TestSource::probe::<u32>();
+    let (_other_pub, other) = TestSource::probe::<u32>();
+    let mut sub = source
+        .take_while(|x| *x < 5)
+        .merge(other)
+        .run_with(TestSink::probe());
+    publisher.send_next(1);
+    publisher.send_next(7);
+    assert_eq!(sub.expect_next().await, 1);
+    // The next demand sees 7, ends take_while, and must cancel its upstream
+    // while the merge goes on waiting for the other side.
+    sub.expect_no_message(std::time::Duration::from_millis(10))
+        .await;
+    publisher.expect_cancellation().await;
+}

@@ -176,8 +176,9 @@ pin_project! {
     /// Stream for [`FlowOps::take`](crate::FlowOps::take).
     #[must_use = "streams do nothing unless polled"]
     pub struct Take<S> {
+        // `None` once done: the upstream is dropped (cancelled) at once.
         #[pin]
-        stream: S,
+        stream: Option<S>,
         remaining: u64,
     }
 }
@@ -185,7 +186,7 @@ pin_project! {
 impl<S> Take<S> {
     pub(crate) fn new(stream: S, n: u64) -> Self {
         Take {
-            stream,
+            stream: if n == 0 { None } else { Some(stream) },
             remaining: n,
         }
     }
@@ -198,14 +199,17 @@ where
     type Item = Item<T>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item<T>>> {
-        let this = self.project();
-        if *this.remaining == 0 {
+        let mut this = self.project();
+        let Some(stream) = this.stream.as_mut().as_pin_mut() else {
             return Poll::Ready(None);
-        }
-        let next = ready!(this.stream.poll_next(cx));
+        };
+        let next = ready!(stream.poll_next(cx));
         match &next {
             Some(Ok(_)) => *this.remaining -= 1,
             _ => *this.remaining = 0,
+        }
+        if *this.remaining == 0 {
+            this.stream.set(None);
         }
         Poll::Ready(next)
     }
@@ -215,21 +219,20 @@ pin_project! {
     /// Stream for [`FlowOps::take_while`](crate::FlowOps::take_while).
     #[must_use = "streams do nothing unless polled"]
     pub struct TakeWhile<S, F> {
+        // `None` once done: the upstream is dropped (cancelled) at once.
         #[pin]
-        stream: S,
+        stream: Option<S>,
         f: F,
         inclusive: bool,
-        done: bool,
     }
 }
 
 impl<S, F> TakeWhile<S, F> {
     pub(crate) fn new(stream: S, f: F, inclusive: bool) -> Self {
         TakeWhile {
-            stream,
+            stream: Some(stream),
             f,
             inclusive,
-            done: false,
         }
     }
 }
@@ -242,28 +245,26 @@ where
     type Item = Item<T>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item<T>>> {
-        let this = self.project();
-        if *this.done {
+        let mut this = self.project();
+        let Some(stream) = this.stream.as_mut().as_pin_mut() else {
             return Poll::Ready(None);
-        }
-        match ready!(this.stream.poll_next(cx)) {
+        };
+        let next = ready!(stream.poll_next(cx));
+        let out = match next {
             Some(Ok(x)) => {
                 if (this.f)(&x) {
-                    Poll::Ready(Some(Ok(x)))
+                    return Poll::Ready(Some(Ok(x)));
+                }
+                if *this.inclusive {
+                    Some(Ok(x))
                 } else {
-                    *this.done = true;
-                    if *this.inclusive {
-                        Poll::Ready(Some(Ok(x)))
-                    } else {
-                        Poll::Ready(None)
-                    }
+                    None
                 }
             }
-            other => {
-                *this.done = true;
-                Poll::Ready(other)
-            }
-        }
+            other => other,
+        };
+        this.stream.set(None);
+        Poll::Ready(out)
     }
 }
 
