@@ -34,10 +34,17 @@ impl GraphStageLogic for Scaler {
         ctx.pull(self.factors)
     }
 
-    fn on_push(&mut self, ctx: &mut StageContext<'_, ()>, inlet: InletId) -> Result<(), StreamError> {
+    fn on_push(
+        &mut self,
+        ctx: &mut StageContext<'_, ()>,
+        inlet: InletId,
+    ) -> Result<(), StreamError> {
         if self.factors == inlet {
             let f = ctx.grab(self.factors)?;
-            println!("-- factor {} -> {f} after {} elements", self.factor, self.scaled_with_current);
+            println!(
+                "-- factor {} -> {f} after {} elements",
+                self.factor, self.scaled_with_current
+            );
             self.factor = f;
             self.scaled_with_current = 0;
             return ctx.pull(self.factors);
@@ -46,14 +53,25 @@ impl GraphStageLogic for Scaler {
         self.scaled_with_current += 1;
         // Pushing is only allowed because on_pull pulled `data` for this outlet:
         // a push without demand would be a StreamError::Protocol, not a hidden buffer.
-        ctx.push(self.out, format!("{x} x {} = {}", self.factor, x * self.factor))
+        ctx.push(
+            self.out,
+            format!("{x} x {} = {}", self.factor, x * self.factor),
+        )
     }
 
-    fn on_pull(&mut self, ctx: &mut StageContext<'_, ()>, _outlet: OutletId) -> Result<(), StreamError> {
+    fn on_pull(
+        &mut self,
+        ctx: &mut StageContext<'_, ()>,
+        _outlet: OutletId,
+    ) -> Result<(), StreamError> {
         ctx.pull(self.data)
     }
 
-    fn on_upstream_finish(&mut self, ctx: &mut StageContext<'_, ()>, inlet: InletId) -> Result<(), StreamError> {
+    fn on_upstream_finish(
+        &mut self,
+        ctx: &mut StageContext<'_, ()>,
+        inlet: InletId,
+    ) -> Result<(), StreamError> {
         if self.data == inlet {
             ctx.complete_stage();
         }
@@ -61,7 +79,10 @@ impl GraphStageLogic for Scaler {
     }
 
     fn on_timer(&mut self, _ctx: &mut StageContext<'_, ()>, _key: u64) -> Result<(), StreamError> {
-        println!("-- report: factor {} used {} times so far", self.factor, self.scaled_with_current);
+        println!(
+            "-- report: factor {} used {} times so far",
+            self.factor, self.scaled_with_current
+        );
         Ok(())
     }
 }
@@ -70,7 +91,8 @@ impl GraphStageLogic for Scaler {
 async fn main() -> Result<(), StreamError> {
     let mut b = GraphStageBuilder::new();
     // A new factor every 25 ms; one data element every 5 ms.
-    let factors = b.add_inlet(Source::from_iter([2u64, 3, 10]).throttle(1, Duration::from_millis(25), 1));
+    let factors =
+        b.add_inlet(Source::from_iter([2u64, 3, 10]).throttle(1, Duration::from_millis(25), 1));
     let data = b.add_inlet(Source::from_iter(1..=20u64).throttle(1, Duration::from_millis(5), 1));
     let out = b.add_outlet();
     let mut outlets = b.build_active(Scaler {

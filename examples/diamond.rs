@@ -20,7 +20,9 @@ async fn main() -> Result<(), StreamError> {
     squares
         .map(|x| x * x)
         .zip_with(cubes.map(|x| x * x * x), |s, c| (s, c))
-        .run_with(Sink::foreach(|(s, c)| println!("{s:>4} + {c:>5} = {}", s + c)))
+        .run_with(Sink::foreach(|(s, c)| {
+            println!("{s:>4} + {c:>5} = {}", s + c)
+        }))
         .await?;
 
     // Balance: each element goes to whichever worker asks first; merge joins them.

@@ -206,7 +206,15 @@ fn unreachable_backpressure<T>(st: &mut State<T>, x: T) -> QueueOfferResult {
 pub struct QueueStream<T> {
     shared: Arc<Shared<T>>,
     local: VecDeque<T>,
+    /// Elements of `local` still counted as `outstanding` in the shared state.
     taken: usize,
+    /// Elements emitted from `local` since capacity was last released.
+    consumed: usize,
+    /// Release capacity (and let the producer refill) after this many
+    /// emitted elements: half the buffer, as Akka requests more when half
+    /// its input buffer is consumed. Producer and consumer then overlap
+    /// instead of taking turns.
+    release_every: usize,
     finished: bool,
     /// Take whole batches (backpressure) or one element at a time (drop strategies,
     /// so that dropping works on everything not yet emitted).
@@ -218,10 +226,13 @@ pub struct QueueStream<T> {
 impl<T> QueueStream<T> {
     fn new(shared: Arc<Shared<T>>) -> Self {
         let batch = shared.strategy == OverflowStrategy::Backpressure;
+        let release_every = (shared.capacity / 2).max(1);
         QueueStream {
             shared,
             local: VecDeque::new(),
             taken: 0,
+            consumed: 0,
+            release_every,
             finished: false,
             batch,
             starter: None,
@@ -239,9 +250,29 @@ impl<T> Unpin for QueueStream<T> {}
 impl<T> Stream for QueueStream<T> {
     type Item = Item<T>;
 
+    #[inline]
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item<T>>> {
         let this = &mut *self;
         if let Some(x) = this.local.pop_front() {
+            if this.batch {
+                this.consumed += 1;
+                if this.consumed >= this.release_every {
+                    // Give back what was emitted and take what the producer
+                    // added meanwhile; wake it to refill the freed room.
+                    let mut st = this.shared.lock();
+                    st.outstanding -= this.consumed;
+                    this.taken -= this.consumed;
+                    this.consumed = 0;
+                    let more = st.queue.len();
+                    if more > 0 {
+                        this.local.extend(st.queue.drain(..));
+                        this.taken += more;
+                        st.outstanding += more;
+                    }
+                    drop(st);
+                    this.shared.room.notify_waiters();
+                }
+            }
             return Poll::Ready(Some(Ok(x)));
         }
         if this.finished {
@@ -254,6 +285,7 @@ impl<T> Stream for QueueStream<T> {
         let released = this.taken > 0;
         st.outstanding -= this.taken;
         this.taken = 0;
+        this.consumed = 0;
         if !st.queue.is_empty() {
             if this.batch {
                 std::mem::swap(&mut this.local, &mut st.queue);
@@ -379,6 +411,12 @@ where
         let Ok(end) = end else { return };
         {
             let mut st = shared.lock();
+            if backpressure && st.end.is_none() && !st.consumer_gone {
+                // `room` was free when the batch was pulled and only the
+                // consumer runs meanwhile, which frees more: no overflow
+                // possible, so move the batch in one go.
+                st.queue.extend(batch.drain(..));
+            }
             for x in batch.drain(..) {
                 if let QueueOfferResult::Failure(_) | QueueOfferResult::QueueClosed =
                     shared.insert(&mut st, x)

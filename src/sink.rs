@@ -1,6 +1,7 @@
 //! [`Sink`]: a stage graph with one input and no output.
 
 use std::future::Future;
+use std::task::Poll;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -104,35 +105,72 @@ where
             // Boxed (not pinned on the stack) so it can be dropped — cancelling
             // upstream — before the completion is reported.
             let mut upstream = Box::pin(upstream);
-            let mut acc = zero;
-            let mut n = 0u32;
-            loop {
-                match upstream.next().await {
-                    Some(Ok(x)) => match f(acc, x) {
-                        std::ops::ControlFlow::Continue(a) => acc = a,
-                        std::ops::ControlFlow::Break(a) => {
-                            acc = a;
-                            break;
-                        }
-                    },
-                    Some(Err(e)) => {
-                        c.complete(Err(e));
-                        return;
-                    }
-                    None => break,
+            let mut acc = Some(zero);
+            // Drain up to YIELD_EVERY ready elements per poll in a plain loop:
+            // the accumulator lives in a local (a register), not in this
+            // future's frame, and there is no per-element await point.
+            let outcome = loop {
+                let step = std::future::poll_fn(|cx| {
+                    let Some(a) = acc.take() else {
+                        return Poll::Ready(Step::Done);
+                    };
+                    let (p, a) = burst(upstream.as_mut(), cx, a, &mut f);
+                    acc = a;
+                    p
+                })
+                .await;
+                match step {
+                    Step::Done => break Ok(()),
+                    Step::Failed(e) => break Err(e),
+                    // Be a good citizen on a busy runtime.
+                    Step::Budget => tokio::task::yield_now().await,
                 }
-                n += 1;
-                if n == YIELD_EVERY {
-                    n = 0;
-                    tokio::task::yield_now().await;
-                }
-            }
+            };
             // Cancel upstream before reporting completion.
             drop(upstream);
-            c.complete(finish(acc));
+            match (outcome, acc) {
+                (Ok(()), Some(a)) => c.complete(finish(a)),
+                (Err(e), _) => c.complete(Err(e)),
+                (Ok(()), None) => c.complete(Err(StreamError::Abrupt("fold accumulator lost"))),
+            }
         };
         (done, driver.boxed())
     }
+}
+
+/// What one burst of [`FoldSink`]'s drain loop ended with.
+enum Step {
+    Done,
+    Failed(StreamError),
+    Budget,
+}
+
+/// Up to YIELD_EVERY ready elements into `a`. A separate, non-inlined function:
+/// `s` is then a `noalias` argument and LLVM may keep the stream's state in
+/// registers for the whole burst.
+#[inline(never)]
+fn burst<S, T, A, F>(
+    mut s: std::pin::Pin<&mut S>,
+    cx: &mut std::task::Context<'_>,
+    mut a: A,
+    f: &mut F,
+) -> (Poll<Step>, Option<A>)
+where
+    S: Stream<Item = Item<T>>,
+    F: FnMut(A, T) -> std::ops::ControlFlow<A, A>,
+{
+    for _ in 0..YIELD_EVERY {
+        match s.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(x))) => match f(a, x) {
+                std::ops::ControlFlow::Continue(next) => a = next,
+                std::ops::ControlFlow::Break(last) => return (Poll::Ready(Step::Done), Some(last)),
+            },
+            Poll::Ready(Some(Err(e))) => return (Poll::Ready(Step::Failed(e)), None),
+            Poll::Ready(None) => return (Poll::Ready(Step::Done), Some(a)),
+            Poll::Pending => return (Poll::Pending, Some(a)),
+        }
+    }
+    (Poll::Ready(Step::Budget), Some(a))
 }
 
 /// Shorthand for the type of a fold-based sink.
