@@ -1,1 +1,51 @@
-//! Models as data (work in progress).
+//! Models as data for flowstage.
+//!
+//! * [`pb`]: the wire formats (`ModelDescriptor`, `WineRecord`, `ServingResult`,
+//!   `SavedModelArchive`), generated from `proto/` with prost at build time.
+//! * [`Model`]: one trait to score records, whatever produced the model.
+//! * [`Record`] / [`FieldMapping`]: records as named values, and the mapping from a record type's
+//!   field names to a model's input names.
+//! * [`ModelRegistry`] / [`ModelFactory`]: model types mapped to factories that create a model from
+//!   a [`pb::ModelDescriptor`] (bytes, or a `location` confined to a [`ModelsDir`]) or restore it
+//!   from [`Model::to_bytes`]. Users can register their own factories.
+//! * Formats through tract (feature-gated): TensorFlow frozen graphs and SavedModels (feature
+//!   `tensorflow`), ONNX including the ONNX-ML operators written by skl2onnx (feature `onnx`).
+//!   PMML plugs into the same trait (its factory is not available yet).
+
+#![warn(missing_docs)]
+
+mod error;
+mod location;
+mod model;
+mod record;
+mod registry;
+mod score;
+
+#[cfg(any(feature = "tensorflow", feature = "onnx"))]
+mod tensor;
+
+#[cfg(feature = "onnx")]
+pub mod onnx;
+#[cfg(feature = "tensorflow")]
+pub mod savedmodel;
+#[cfg(feature = "tensorflow")]
+pub mod tf;
+
+/// Generated protobuf types.
+pub mod pb {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    include!(concat!(env!("OUT_DIR"), "/flowstage.rs"));
+
+    /// TensorFlow's schema, the minimal subset flowstage needs for SavedModels.
+    pub mod tensorflow {
+        #![allow(missing_docs, clippy::all, clippy::pedantic)]
+        include!(concat!(env!("OUT_DIR"), "/tensorflow.rs"));
+    }
+}
+
+pub use error::ModelError;
+pub use location::ModelsDir;
+pub use model::{DataKind, FieldDesc, MappedModel, Model, ModelType};
+pub use record::{FieldMapping, Record, Value};
+pub use registry::{detect_type, LoadOptions, ModelFactory, ModelRegistry, ModelSource};
+pub use score::{argmax, OutputValue, Score};

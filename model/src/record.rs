@@ -1,0 +1,291 @@
+//! Records as named values, and field mappings.
+
+use crate::pb::WineRecord;
+
+/// One field value of a record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// A number.
+    Number(f64),
+    /// A string (categorical value, label).
+    Text(String),
+    /// No value.
+    Missing,
+}
+
+impl Value {
+    /// The number, if this is one.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Number(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// True for [`Value::Missing`].
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Value::Missing)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Number(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_string())
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Missing, Into::into)
+    }
+}
+
+/// A record: field values by name, in insertion order. Not tied to any record type: a
+/// [`WineRecord`] converts into one, a CSV row is one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Record {
+    fields: Vec<(String, Value)>,
+}
+
+impl Record {
+    /// An empty record.
+    pub fn new() -> Self {
+        Record::default()
+    }
+
+    /// An empty record with room for `n` fields.
+    pub fn with_capacity(n: usize) -> Self {
+        Record {
+            fields: Vec::with_capacity(n),
+        }
+    }
+
+    /// Sets `name` to `value` (replacing an earlier value of the same name in place).
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Value>) {
+        let name = name.into();
+        let value = value.into();
+        match self.fields.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.fields.push((name, value)),
+        }
+    }
+
+    /// Builder form of [`Record::insert`].
+    pub fn with(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.insert(name, value);
+        self
+    }
+
+    /// The value of `name`, if the record has that field.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Fields in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.fields.iter().map(|(n, v)| (n.as_str(), v))
+    }
+
+    /// Values in order.
+    pub fn values(&self) -> impl Iterator<Item = &Value> {
+        self.fields.iter().map(|(_, v)| v)
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// True when the record has no field.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+impl<N: Into<String>, V: Into<Value>> FromIterator<(N, V)> for Record {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        let mut r = Record::new();
+        for (n, v) in iter {
+            r.insert(n, v);
+        }
+        r
+    }
+}
+
+/// The protobuf field names of [`WineRecord`]'s eleven measurements, in field-number order.
+pub const WINE_FIELDS: [&str; 11] = [
+    "fixed_acidity",
+    "volatile_acidity",
+    "citric_acid",
+    "residual_sugar",
+    "chlorides",
+    "free_sulfur_dioxide",
+    "total_sulfur_dioxide",
+    "density",
+    "pH",
+    "sulphates",
+    "alcohol",
+];
+
+/// The same measurements as named in the UCI data set and the tutorial's PMML files.
+pub const WINE_MODEL_FIELDS: [&str; 11] = [
+    "fixed acidity",
+    "volatile acidity",
+    "citric acid",
+    "residual sugar",
+    "chlorides",
+    "free sulfur dioxide",
+    "total sulfur dioxide",
+    "density",
+    "pH",
+    "sulphates",
+    "alcohol",
+];
+
+impl From<&WineRecord> for Record {
+    /// The eleven measurements, named as in the protobuf ([`WINE_FIELDS`]), in order.
+    fn from(w: &WineRecord) -> Self {
+        let values = [
+            w.fixed_acidity,
+            w.volatile_acidity,
+            w.citric_acid,
+            w.residual_sugar,
+            w.chlorides,
+            w.free_sulfur_dioxide,
+            w.total_sulfur_dioxide,
+            w.density,
+            w.p_h,
+            w.sulphates,
+            w.alcohol,
+        ];
+        WINE_FIELDS
+            .iter()
+            .zip(values)
+            .map(|(n, v)| (*n, Value::Number(v)))
+            .collect()
+    }
+}
+
+/// Renames a record type's fields to a model's input names. Fields without a mapping keep
+/// their name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldMapping {
+    pairs: Vec<(String, String)>,
+}
+
+impl FieldMapping {
+    /// The identity mapping.
+    pub fn new() -> Self {
+        FieldMapping::default()
+    }
+
+    /// Maps record field `from` to model input `to` (replacing an earlier mapping of `from`).
+    pub fn map(mut self, from: impl Into<String>, to: impl Into<String>) -> Self {
+        let from = from.into();
+        let to = to.into();
+        match self.pairs.iter_mut().find(|(f, _)| *f == from) {
+            Some(slot) => slot.1 = to,
+            None => self.pairs.push((from, to)),
+        }
+        self
+    }
+
+    /// [`WineRecord`]'s protobuf names to the UCI/PMML names ("fixed_acidity" to
+    /// "fixed acidity", ...).
+    pub fn wine() -> Self {
+        WINE_FIELDS
+            .iter()
+            .zip(WINE_MODEL_FIELDS.iter())
+            .fold(FieldMapping::new(), |m, (f, t)| m.map(*f, *t))
+    }
+
+    /// The model name for record field `name`.
+    pub fn model_name<'a>(&'a self, name: &'a str) -> &'a str {
+        self.pairs
+            .iter()
+            .find(|(f, _)| f == name)
+            .map_or(name, |(_, t)| t.as_str())
+    }
+
+    /// The record field for model input `name` (the reverse mapping).
+    pub fn record_name<'a>(&'a self, name: &'a str) -> &'a str {
+        self.pairs
+            .iter()
+            .find(|(_, t)| t == name)
+            .map_or(name, |(f, _)| f.as_str())
+    }
+
+    /// `record` with its fields renamed, order kept.
+    pub fn apply(&self, record: &Record) -> Record {
+        if self.pairs.is_empty() {
+            return record.clone();
+        }
+        record
+            .iter()
+            .map(|(n, v)| (self.model_name(n).to_string(), v.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_replaces_in_place_and_keeps_order() {
+        let mut r = Record::new().with("a", 1.0).with("b", "x");
+        r.insert("a", Value::Missing);
+        let names: Vec<_> = r.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(r.get("a"), Some(&Value::Missing));
+        assert_eq!(r.get("b"), Some(&Value::Text("x".into())));
+        assert_eq!(r.get("c"), None);
+    }
+
+    #[test]
+    fn wine_record_converts_in_field_order() {
+        let w = WineRecord {
+            fixed_acidity: 7.4,
+            p_h: 3.51,
+            alcohol: 9.4,
+            ..Default::default()
+        };
+        let r = Record::from(&w);
+        assert_eq!(r.len(), 11);
+        let names: Vec<_> = r.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, WINE_FIELDS);
+        assert_eq!(r.get("pH").and_then(Value::as_f64), Some(3.51));
+        assert_eq!(r.get("alcohol").and_then(Value::as_f64), Some(9.4));
+    }
+
+    #[test]
+    fn wine_mapping_renames_both_ways() {
+        let m = FieldMapping::wine();
+        assert_eq!(m.model_name("fixed_acidity"), "fixed acidity");
+        assert_eq!(m.record_name("free sulfur dioxide"), "free_sulfur_dioxide");
+        assert_eq!(m.model_name("unmapped"), "unmapped");
+        let r = Record::new().with("citric_acid", 0.5).with("other", "k");
+        let mapped = m.apply(&r);
+        assert_eq!(mapped.get("citric acid"), Some(&Value::Number(0.5)));
+        assert_eq!(mapped.get("other"), Some(&Value::Text("k".into())));
+        assert_eq!(mapped.get("citric_acid"), None);
+    }
+
+    #[test]
+    fn option_converts_to_missing() {
+        assert_eq!(Value::from(None::<f64>), Value::Missing);
+        assert_eq!(Value::from(Some(2.0)), Value::Number(2.0));
+    }
+}

@@ -1,0 +1,162 @@
+//! TensorFlow frozen graphs (a binary `GraphDef`) through tract-tensorflow.
+//!
+//! The input is the graph's placeholder (it must be unique unless [`LoadOptions::input`] names
+//! one); the outputs are the nodes nobody consumes (or [`LoadOptions::outputs`]). Records become
+//! rows of a float32 `[N, columns]` tensor. The headline value of a vector output is its argmax
+//! index, as in the tutorial.
+
+use tract_hir::prelude::*;
+
+use crate::error::ModelError;
+use crate::model::{Model, ModelType};
+use crate::registry::{read_file, LoadOptions, ModelFactory, ModelSource};
+use crate::tensor::{tract_err, OutputSpec, TensorModel, TensorModelSpec};
+
+/// Creates models from frozen GraphDefs ([`ModelType::TensorFlow`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FrozenGraphFactory;
+
+impl ModelFactory for FrozenGraphFactory {
+    fn create(
+        &self,
+        source: ModelSource<'_>,
+        options: &LoadOptions,
+    ) -> Result<Box<dyn Model>, ModelError> {
+        let bytes = match source {
+            ModelSource::Bytes(b) => b.to_vec(),
+            ModelSource::Path(p) => read_file(p)?,
+        };
+        let graph = bytes.clone();
+        Ok(Box::new(load_graph(
+            &graph,
+            GraphLoad {
+                model_type: ModelType::TensorFlow,
+                input: options.input.clone(),
+                outputs: options
+                    .outputs
+                    .as_ref()
+                    .map(|o| o.iter().map(|n| (n.clone(), n.clone())).collect()),
+                columns: options.columns.clone(),
+                bytes,
+            },
+        )?))
+    }
+}
+
+/// What to load from a GraphDef.
+pub(crate) struct GraphLoad {
+    pub model_type: ModelType,
+    /// Input tensor ("node" or "node:0"); `None`: the only placeholder.
+    pub input: Option<String>,
+    /// Outputs as (score name, tensor "node:slot"); `None`: the graph's unconsumed nodes.
+    pub outputs: Option<Vec<(String, String)>>,
+    pub columns: Option<Vec<String>>,
+    /// What [`Model::to_bytes`] returns.
+    pub bytes: Vec<u8>,
+}
+
+/// Splits "node:slot" (slot 0 when absent).
+pub(crate) fn split_tensor_name(name: &str) -> (&str, usize) {
+    match name.rsplit_once(':') {
+        Some((node, slot)) => match slot.parse() {
+            Ok(s) => (node, s),
+            Err(_) => (name, 0),
+        },
+        None => (name, 0),
+    }
+}
+
+/// Loads a binary GraphDef into a [`TensorModel`].
+pub(crate) fn load_graph(graph: &[u8], load: GraphLoad) -> Result<TensorModel, ModelError> {
+    let model_type = load.model_type;
+    let invalid = |reason: String| ModelError::invalid(model_type, reason);
+    // tract is not expected to panic on bad input, but a model arriving from the network must
+    // never take the server down: a panic is reported as an invalid model.
+    let parsed = std::panic::catch_unwind(move || -> Result<_, ModelError> {
+        let tf = tract_tensorflow::tensorflow();
+        let mut model = tf
+            .model_for_read(&mut &graph[..])
+            .map_err(|e| invalid(tract_err(e)))?;
+        if let Some(input) = &load.input {
+            let (node, _) = split_tensor_name(input);
+            model
+                .select_inputs_by_name([node])
+                .map_err(|e| invalid(tract_err(e)))?;
+        }
+        let names: Vec<String> = match &load.outputs {
+            Some(outputs) => {
+                let mut outlets = Vec::with_capacity(outputs.len());
+                for (_, tensor) in outputs {
+                    let (node, slot) = split_tensor_name(tensor);
+                    let id = model
+                        .node_id_by_name(node)
+                        .map_err(|e| invalid(tract_err(e)))?;
+                    outlets.push(OutletId::new(id, slot));
+                }
+                model
+                    .select_output_outlets(&outlets)
+                    .map_err(|e| invalid(tract_err(e)))?;
+                outputs.iter().map(|(n, _)| n.clone()).collect()
+            }
+            None => {
+                let outlets = model.output_outlets().map_err(|e| invalid(tract_err(e)))?;
+                outlets
+                    .iter()
+                    .map(|o| {
+                        let node = &model.node(o.node).name;
+                        if o.slot == 0 {
+                            node.clone()
+                        } else {
+                            format!("{node}:{}", o.slot)
+                        }
+                    })
+                    .collect()
+            }
+        };
+        Ok((model, names, load.columns, load.bytes))
+    })
+    .map_err(|_| invalid("the TensorFlow graph loader panicked".into()))??;
+    let (model, names, columns, bytes) = parsed;
+    let outputs = names
+        .into_iter()
+        .map(|name| OutputSpec {
+            name,
+            map_labels: None,
+        })
+        .collect();
+    let spec = TensorModelSpec {
+        model_type,
+        columns,
+        outputs,
+        bytes,
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        TensorModel::new(model, spec)
+    }))
+    .map_err(|_| invalid("tract panicked while optimizing the graph".into()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_tensor_names() {
+        assert_eq!(
+            split_tensor_name("dense_3/Sigmoid:0"),
+            ("dense_3/Sigmoid", 0)
+        );
+        assert_eq!(split_tensor_name("a:2"), ("a", 2));
+        assert_eq!(split_tensor_name("a"), ("a", 0));
+        assert_eq!(split_tensor_name("a:b"), ("a:b", 0));
+    }
+
+    #[test]
+    fn garbage_is_a_typed_error() {
+        let r = FrozenGraphFactory.create(
+            ModelSource::Bytes(&[0xff, 0x00, 0x13, 0x37]),
+            &LoadOptions::default(),
+        );
+        assert!(matches!(r, Err(ModelError::InvalidModel { .. })), "{r:?}");
+    }
+}
