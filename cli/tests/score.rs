@@ -295,3 +295,61 @@ fn tutorial_tensorflow_models_score_like_tensorflow() {
         }
     }
 }
+
+/// PMML through `flowstage score`: the tutorial's PMML models over the first 200 wine rows
+/// (a headered CSV with the PMML's input names), each line's keys and values equal to
+/// JPMML-Evaluator's (the PMML crate's fixtures).
+#[test]
+fn pmml_models_score_like_jpmml() {
+    let Some(wine) = wine_dir() else { return };
+    let names = [
+        "fixed acidity",
+        "volatile acidity",
+        "citric acid",
+        "residual sugar",
+        "chlorides",
+        "free sulfur dioxide",
+        "total sulfur dioxide",
+        "density",
+        "pH",
+        "sulphates",
+        "alcohol",
+    ];
+    let data = std::fs::read_to_string(wine.join("winequality_red.csv")).expect("wine csv");
+    let rows: Vec<String> = data
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(200)
+        .map(|l| l.split(';').take(11).collect::<Vec<_>>().join(";"))
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("wine.csv");
+    std::fs::write(&csv, format!("{}\n{}\n", names.join(";"), rows.join("\n"))).expect("write");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pmml/tests/fixtures/wine");
+    for stem in [
+        "winequalityDecisionTreeClassification",
+        "winequalityLinearRegression",
+        "winequalityRandonForrestClassification",
+    ] {
+        let model = wine.join(format!("{stem}.pmml"));
+        let (ok, lines, err) = score(&[
+            "--model",
+            model.to_str().expect("utf-8 path"),
+            "--input",
+            csv.to_str().expect("utf-8 path"),
+            "--delimiter",
+            ";",
+        ]);
+        assert!(ok, "{stem}: {err}");
+        let expected = std::fs::read_to_string(fixtures.join(format!("{stem}.expected.jsonl")))
+            .expect("fixture");
+        assert_eq!(lines.len(), rows.len(), "{stem}: one line per row");
+        for (i, (got, want)) in lines.iter().zip(expected.lines()).enumerate() {
+            let mut want: Json = serde_json::from_str(want).expect("fixture JSON");
+            if let Json::Object(m) = &mut want {
+                m.remove("row");
+            }
+            assert_close(&format!("{stem} row {i}"), got, &want);
+        }
+    }
+}

@@ -26,6 +26,8 @@ mod tensor;
 
 #[cfg(feature = "onnx")]
 pub mod onnx;
+#[cfg(feature = "pmml")]
+pub mod pmml;
 #[cfg(feature = "tensorflow")]
 pub mod savedmodel;
 #[cfg(feature = "tensorflow")]

@@ -52,9 +52,11 @@ pub trait ModelFactory: Send + Sync {
     }
 }
 
-/// A factory that always refuses, with a typed error.
+/// A factory that always refuses, with a typed error (for formats whose feature is off).
+#[cfg(not(all(feature = "tensorflow", feature = "onnx", feature = "pmml")))]
 struct Unavailable(fn(ModelType) -> ModelError, ModelType);
 
+#[cfg(not(all(feature = "tensorflow", feature = "onnx", feature = "pmml")))]
 impl ModelFactory for Unavailable {
     fn create(&self, _: ModelSource<'_>, _: &LoadOptions) -> Result<Box<dyn Model>, ModelError> {
         Err((self.0)(self.1))
@@ -88,8 +90,7 @@ impl ModelRegistry {
     }
 
     /// A registry with the built-in factories: TensorFlow frozen graphs, SavedModels and ONNX
-    /// (each a typed [`ModelError::FeatureDisabled`] when its feature is off), and PMML as
-    /// [`ModelError::NotAvailable`] until its evaluator is registered.
+    /// and PMML (each a typed [`ModelError::FeatureDisabled`] when its feature is off).
     pub fn with_defaults() -> Self {
         let mut r = ModelRegistry::new();
         #[cfg(feature = "tensorflow")]
@@ -129,12 +130,15 @@ impl ModelRegistry {
                 ModelType::Onnx,
             )),
         );
+        #[cfg(feature = "pmml")]
+        r.register(ModelType::Pmml, Arc::new(crate::pmml::PmmlFactory));
+        #[cfg(not(feature = "pmml"))]
         r.register(
             ModelType::Pmml,
             Arc::new(Unavailable(
-                |model_type| ModelError::NotAvailable {
+                |model_type| ModelError::FeatureDisabled {
                     model_type,
-                    reason: "the PMML evaluator (flowstage-pmml) is not wired in yet",
+                    feature: "pmml",
                 },
                 ModelType::Pmml,
             )),
@@ -309,16 +313,55 @@ mod tests {
     }
 
     #[test]
-    fn pmml_is_not_available_yet() {
+    fn pmml_loads_through_the_registry_and_bad_pmml_is_a_typed_error() {
         let r = ModelRegistry::with_defaults();
-        let d = descriptor(2, Some(MessageContent::Data(b"<PMML/>".to_vec())));
+        let bad = descriptor(2, Some(MessageContent::Data(b"<PMML/>".to_vec())));
         assert!(matches!(
-            r.from_descriptor(&d, &LoadOptions::default()),
-            Err(ModelError::NotAvailable {
+            r.from_descriptor(&bad, &LoadOptions::default()),
+            Err(ModelError::InvalidModel {
                 model_type: ModelType::Pmml,
                 ..
             })
         ));
+        let pmml = br#"<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
+  <Header/>
+  <DataDictionary>
+    <DataField name="x" optype="continuous" dataType="double"/>
+    <DataField name="y" optype="continuous" dataType="double"/>
+  </DataDictionary>
+  <RegressionModel functionName="regression">
+    <MiningSchema>
+      <MiningField name="x"/>
+      <MiningField name="y" usageType="target"/>
+    </MiningSchema>
+    <RegressionTable intercept="1.5">
+      <NumericPredictor name="x" coefficient="2"/>
+    </RegressionTable>
+  </RegressionModel>
+</PMML>"#;
+        let good = descriptor(2, Some(MessageContent::Data(pmml.to_vec())));
+        let model = r
+            .from_descriptor(&good, &LoadOptions::default())
+            .expect("a valid PMML regression loads");
+        let score = model
+            .score(&Record::new().with("x", Value::Number(4.0)))
+            .expect("scores");
+        assert_eq!(score.value, Value::Number(1.5 + 2.0 * 4.0));
+        assert_eq!(
+            score.output("y"),
+            Some(&crate::score::OutputValue::Number(9.5))
+        );
+        // Restoring from to_bytes gives the same model.
+        let again = r
+            .restore(ModelType::Pmml, &model.to_bytes().expect("bytes"))
+            .expect("restores");
+        assert_eq!(
+            again
+                .score(&Record::new().with("x", Value::Number(-1.0)))
+                .expect("scores")
+                .value,
+            Value::Number(-0.5)
+        );
     }
 
     #[test]
