@@ -208,7 +208,7 @@ fn unloadable_models_fail_clearly() {
     for (model, needle) in [
         (&garbage, "cannot load onnx model"),
         (&unknown, "--type"),
-        (&pmml, "not available"),
+        (&pmml, "cannot load pmml model"),
         (&missing, "cannot load"),
     ] {
         let (ok, lines, stderr) = score(&[
