@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README's second command; .ci/run calls exactly this).
-# Format, lints, then every test of the workspace (unit, integration, doc-tests).
+# Format, lints, then every test of the workspace (unit, integration, doc-tests),
+# with a real Apache Kafka (fetched from Maven Central by scripts/kafka/) for the
+# end-to-end Kafka tests. Without Java/Maven those tests say SKIPPED and pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +11,19 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Real Apache Kafka for the end-to-end suite, stopped on exit whatever happens.
+if [[ -z "${FLOWSTAGE_KAFKA_BOOTSTRAP:-}" && "${FLOWSTAGE_NO_KAFKA:-}" != 1 ]]; then
+    if command -v java >/dev/null && command -v mvn >/dev/null; then
+        echo "== starting Apache Kafka (scripts/kafka/start.sh)"
+        trap 'scripts/kafka/stop.sh >/dev/null 2>&1 || true' EXIT
+        FLOWSTAGE_KAFKA_BOOTSTRAP="$(scripts/kafka/start.sh)"
+        export FLOWSTAGE_KAFKA_BOOTSTRAP
+        echo "   Kafka at $FLOWSTAGE_KAFKA_BOOTSTRAP"
+    else
+        echo "== no java/mvn: the Apache Kafka end-to-end tests will be SKIPPED"
+    fi
+fi
 
 echo "== cargo test (workspace)"
 cargo test --workspace --locked

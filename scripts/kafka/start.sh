@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Starts a single-node Apache Kafka (KRaft, broker+controller) on 127.0.0.1.
+#
+#   scripts/kafka/start.sh            # free port, prints e.g. 127.0.0.1:41234
+#   KAFKA_PORT=9092 scripts/kafka/start.sh
+#
+# Storage is formatted in a fresh temp dir. Writes $KAFKA_RUN_DIR/{broker.pid,
+# bootstrap,workdir}; stdout gets only the bootstrap address. Stop with stop.sh.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
+
+"$KAFKA_SCRIPTS_DIR/fetch.sh"
+
+if [[ -f "$KAFKA_RUN_DIR/broker.pid" ]] && kill -0 "$(cat "$KAFKA_RUN_DIR/broker.pid")" 2>/dev/null; then
+    echo "start.sh: a broker is already running (pid $(cat "$KAFKA_RUN_DIR/broker.pid")) at $(cat "$KAFKA_RUN_DIR/bootstrap"); run stop.sh first" >&2
+    exit 1
+fi
+
+port_in_use() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+free_port() {
+    local p i
+    for i in $(seq 1 200); do
+        p=$((20000 + RANDOM % 40000))
+        if ! port_in_use "$p"; then
+            echo "$p"
+            return 0
+        fi
+    done
+    echo "start.sh: no free port found" >&2
+    return 1
+}
+
+PORT="${KAFKA_PORT:-$(free_port)}"
+if port_in_use "$PORT"; then
+    echo "start.sh: port $PORT is already in use" >&2
+    exit 1
+fi
+CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$(free_port)}"
+while [[ "$CONTROLLER_PORT" == "$PORT" ]]; do CONTROLLER_PORT="$(free_port)"; done
+
+WORKDIR="$(mktemp -d "${TMPDIR:-/tmp}/flowstage-kafka.XXXXXX")"
+mkdir -p "$KAFKA_RUN_DIR" "$WORKDIR/data"
+CONFIG="$WORKDIR/server.properties"
+cat >"$CONFIG" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$WORKDIR/data
+num.partitions=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+PROPS
+
+CLUSTER_ID="$(kafka_tool kafka.tools.StorageTool random-uuid)"
+kafka_tool kafka.tools.StorageTool format -t "$CLUSTER_ID" -c "$CONFIG" >"$WORKDIR/format.log" 2>&1 || {
+    echo "start.sh: formatting KRaft storage failed:" >&2
+    cat "$WORKDIR/format.log" >&2
+    exit 1
+}
+
+START_NS=$(date +%s%N)
+setsid "$JAVA" -Xms256m -Xmx${KAFKA_HEAP:-768m} -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dorg.slf4j.simpleLogger.defaultLogLevel="${KAFKA_LOG_LEVEL:-info}" \
+    -Dorg.slf4j.simpleLogger.showDateTime=true \
+    -cp "$(kafka_classpath)" kafka.Kafka "$CONFIG" \
+    >"$WORKDIR/broker.log" 2>&1 </dev/null &
+PID=$!
+echo "$PID" >"$KAFKA_RUN_DIR/broker.pid"
+echo "$WORKDIR" >"$KAFKA_RUN_DIR/workdir"
+BOOTSTRAP="127.0.0.1:$PORT"
+
+# Ready when the admin API answers a metadata request (kafka-topics --list).
+deadline=$((SECONDS + START_TIMEOUT))
+until kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" \
+        --list --command-config /dev/null >/dev/null 2>&1; do
+    if ! kill -0 "$PID" 2>/dev/null; then
+        echo "start.sh: the broker exited during start-up; last log lines:" >&2
+        tail -n 40 "$WORKDIR/broker.log" >&2
+        rm -f "$KAFKA_RUN_DIR/broker.pid"
+        exit 1
+    fi
+    if ((SECONDS >= deadline)); then
+        echo "start.sh: the broker did not answer within ${START_TIMEOUT}s; stopping it. Log: $WORKDIR/broker.log" >&2
+        kill "$PID" 2>/dev/null || true
+        rm -f "$KAFKA_RUN_DIR/broker.pid"
+        exit 1
+    fi
+    sleep 0.5
+done
+ELAPSED_MS=$((($(date +%s%N) - START_NS) / 1000000))
+echo "$BOOTSTRAP" >"$KAFKA_RUN_DIR/bootstrap"
+echo "start.sh: Apache Kafka $KAFKA_VERSION (KRaft) pid $PID ready at $BOOTSTRAP after ${ELAPSED_MS} ms; log $WORKDIR/broker.log" >&2
+echo "$BOOTSTRAP"

@@ -1,0 +1,497 @@
+//! The committable consumer source and its control handle.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use flowstage::{BoxSource, Source, StreamError};
+use futures::StreamExt;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError as ClientError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, watch};
+
+use super::error::KafkaStageError;
+use super::tracker::{OffsetTracker, TopicPartition, TrackerCounts};
+
+/// Called after every successful commit with each partition's new position
+/// (the next offset the group will read).
+pub type CommitHook = Arc<dyn Fn(&TopicPartition, i64) + Send + Sync>;
+
+/// How to connect a consumer source.
+#[derive(Clone)]
+pub struct ConsumerSettings {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// `group.id`.
+    pub group_id: String,
+    /// Topics to subscribe to.
+    pub topics: Vec<String>,
+    /// Extra librdkafka properties (applied last, so they may override the
+    /// defaults: `auto.offset.reset=earliest`, auto commit and offset store off).
+    pub properties: Vec<(String, String)>,
+    /// Observer of successful commits (tests, metrics).
+    pub on_commit: Option<CommitHook>,
+}
+
+impl std::fmt::Debug for ConsumerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("properties", &self.properties)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsumerSettings {
+    /// Settings for `group_id` reading `topics` from `bootstrap_servers`.
+    pub fn new<I, S>(
+        bootstrap_servers: impl Into<String>,
+        group_id: impl Into<String>,
+        topics: I,
+    ) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ConsumerSettings {
+            bootstrap_servers: bootstrap_servers.into(),
+            group_id: group_id.into(),
+            topics: topics.into_iter().map(Into::into).collect(),
+            properties: Vec::new(),
+            on_commit: None,
+        }
+    }
+
+    /// Sets a librdkafka property.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// Observes successful commits.
+    pub fn on_commit(
+        mut self,
+        hook: impl Fn(&TopicPartition, i64) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_commit = Some(Arc::new(hook));
+        self
+    }
+
+    fn client_config(&self) -> Result<ClientConfig, KafkaStageError> {
+        if self.topics.is_empty() {
+            return Err(KafkaStageError::Config {
+                name: "topics",
+                reason: "no topic to subscribe to".into(),
+            });
+        }
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        Ok(c)
+    }
+}
+
+/// The position of one consumed record, to hand to a
+/// [`Committer`](super::Committer) once the record's result has been produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittableOffset {
+    /// The record's topic and partition.
+    pub tp: TopicPartition,
+    /// The record's offset.
+    pub offset: i64,
+    pub(crate) epoch: u64,
+}
+
+/// Anything that carries the [`CommittableOffset`] of the record it came from.
+pub trait Committable {
+    /// The offset to mark processed.
+    fn committable_offset(&self) -> &CommittableOffset;
+}
+
+impl Committable for CommittableOffset {
+    fn committable_offset(&self) -> &CommittableOffset {
+        self
+    }
+}
+
+/// A consumed record, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    /// The topic.
+    pub topic: Arc<str>,
+    /// The partition.
+    pub partition: i32,
+    /// The offset in the partition.
+    pub offset: i64,
+    /// The key, if any.
+    pub key: Option<Vec<u8>>,
+    /// The payload, if any.
+    pub payload: Option<Vec<u8>>,
+    /// The record's timestamp (epoch ms), if any.
+    pub timestamp: Option<i64>,
+    /// The headers, in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// A consumed record with the offset to commit once its result is produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittableMessage {
+    /// The record.
+    pub record: ConsumerRecord,
+    /// Its committable position.
+    pub offset: CommittableOffset,
+}
+
+impl Committable for CommittableMessage {
+    fn committable_offset(&self) -> &CommittableOffset {
+        &self.offset
+    }
+}
+
+/// Assignment changes, as seen by the consumer's rebalance callbacks.
+#[derive(Debug, Clone)]
+pub(crate) enum AssignmentEvent {
+    Revoked(Vec<TopicPartition>),
+}
+
+/// State shared by a consumer's source, context, control and committer.
+pub(crate) struct Shared {
+    tracker: Mutex<OffsetTracker>,
+    /// Serialises commits (committer and revocation), so a commit computed
+    /// earlier is never issued after one computed later.
+    commit_lock: Mutex<()>,
+    on_commit: Option<CommitHook>,
+    assignment: watch::Sender<Vec<TopicPartition>>,
+    stop: watch::Sender<bool>,
+    events: Mutex<Vec<mpsc::UnboundedSender<AssignmentEvent>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
+        lock(&self.tracker)
+    }
+
+    pub(crate) fn subscribe_events(&self) -> mpsc::UnboundedReceiver<AssignmentEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.events).push(tx);
+        rx
+    }
+
+    /// Commits every position that moved forward; returns how many partitions
+    /// were committed. `commit` performs the (synchronous) client call.
+    pub(crate) fn commit_pending(
+        &self,
+        commit: impl FnOnce(&TopicPartitionList) -> KafkaResult<()>,
+    ) -> KafkaResult<usize> {
+        let _serial = lock(&self.commit_lock);
+        let pending = self.tracker().pending_commits();
+        self.commit_positions(pending, commit)
+    }
+
+    fn commit_positions(
+        &self,
+        positions: BTreeMap<TopicPartition, i64>,
+        commit: impl FnOnce(&TopicPartitionList) -> KafkaResult<()>,
+    ) -> KafkaResult<usize> {
+        if positions.is_empty() {
+            return Ok(0);
+        }
+        let mut tpl = TopicPartitionList::with_capacity(positions.len());
+        for (tp, pos) in &positions {
+            tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*pos))?;
+        }
+        commit(&tpl)?;
+        let mut tracker = self.tracker();
+        for (tp, pos) in &positions {
+            tracker.committed(tp, *pos);
+        }
+        drop(tracker);
+        if let Some(hook) = &self.on_commit {
+            for (tp, pos) in &positions {
+                hook(tp, *pos);
+            }
+        }
+        Ok(positions.len())
+    }
+
+    fn on_revoke(&self, consumer: &BaseConsumer<SourceContext>, revoked: &TopicPartitionList) {
+        let tps: Vec<TopicPartition> = revoked
+            .elements()
+            .iter()
+            .map(|e| TopicPartition::new(e.topic(), e.partition()))
+            .collect();
+        let _serial = lock(&self.commit_lock);
+        let mut positions = BTreeMap::new();
+        {
+            let mut tracker = self.tracker();
+            for tp in &tps {
+                if let Some(pos) = tracker.revoke(tp) {
+                    positions.insert(tp.clone(), pos);
+                }
+            }
+        }
+        let n = positions.len();
+        match self.commit_positions(positions, |tpl| consumer.commit(tpl, CommitMode::Sync)) {
+            Ok(_) => tracing::debug!(
+                partitions = tps.len(),
+                committed = n,
+                "kafka: partitions revoked"
+            ),
+            // Not fatal: the records will be processed again by the next owner.
+            Err(e) => tracing::warn!(error = %e, "kafka: commit on revocation failed"),
+        }
+        lock(&self.events).retain(|tx| tx.send(AssignmentEvent::Revoked(tps.clone())).is_ok());
+    }
+
+    /// Applies an assignment change from the rebalance event itself: added
+    /// partitions on `Assign`, removed on `Revoke` (the full sets with the
+    /// eager protocol, the increments with the cooperative one). The client
+    /// is not asked (`rd_kafka_assignment` can block forever while the
+    /// consumer is closing).
+    fn on_assignment_changed(&self, rebalance: &Rebalance<'_>) {
+        let (tpl, assigned) = match rebalance {
+            Rebalance::Assign(tpl) => (tpl, true),
+            Rebalance::Revoke(tpl) => (tpl, false),
+            Rebalance::Error(_) => return,
+        };
+        let changed: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| TopicPartition::new(e.topic(), e.partition()))
+            .collect();
+        if assigned {
+            let mut tracker = self.tracker();
+            for tp in &changed {
+                tracker.assign(tp);
+            }
+        }
+        self.assignment.send_modify(|now| {
+            if assigned {
+                now.extend(changed.iter().cloned());
+                now.sort();
+                now.dedup();
+            } else {
+                now.retain(|tp| !changed.contains(tp));
+            }
+        });
+    }
+}
+
+/// The consumer context: commits what is safe on revocation and publishes
+/// assignment changes.
+pub struct SourceContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.shared.on_revoke(consumer, tpl);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Error(e) => tracing::warn!(error = %e, "kafka: rebalance error"),
+            _ => self.shared.on_assignment_changed(rebalance),
+        }
+    }
+}
+
+/// The librdkafka consumer behind a source.
+pub type SourceConsumer = StreamConsumer<SourceContext>;
+
+/// The materialized value of a consumer source: stop it, watch its
+/// assignment, commit, and make a [`Committer`](super::Committer) for it.
+#[derive(Clone)]
+pub struct ConsumerControl {
+    pub(crate) consumer: Arc<SourceConsumer>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ConsumerControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerControl")
+            .field("assignment", &self.assignment())
+            .field("counts", &self.counts())
+            .finish()
+    }
+}
+
+impl ConsumerControl {
+    /// Stops consuming: the source completes (after the record it may be
+    /// emitting). In-flight records can still be committed.
+    pub fn stop(&self) {
+        self.shared.stop.send_replace(true);
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        *self.shared.stop.borrow()
+    }
+
+    /// The partitions assigned to this consumer now.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.shared.assignment.borrow().clone()
+    }
+
+    /// A receiver that sees every assignment change (sorted partitions).
+    pub fn assignment_changes(&self) -> watch::Receiver<Vec<TopicPartition>> {
+        self.shared.assignment.subscribe()
+    }
+
+    /// Records emitted and not yet marked processed.
+    pub fn in_flight(&self) -> usize {
+        self.shared.tracker().in_flight()
+    }
+
+    /// The tracker's counters.
+    pub fn counts(&self) -> TrackerCounts {
+        self.shared.tracker().counts()
+    }
+
+    /// The highest position this consumer committed for `tp`.
+    pub fn committed_position(&self, tp: &TopicPartition) -> Option<i64> {
+        self.shared.tracker().committed_position(tp)
+    }
+
+    /// Commits every processed prefix now (synchronously, off the async
+    /// threads); returns the number of partitions committed.
+    pub async fn commit_now(&self) -> Result<usize, KafkaStageError> {
+        let consumer = self.consumer.clone();
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            shared.commit_pending(|tpl| consumer.commit(tpl, CommitMode::Sync))
+        })
+        .await
+        .map_err(|e| KafkaStageError::Task(e.to_string()))?
+        .map_err(KafkaStageError::Commit)
+    }
+
+    /// Starts an offset committer for this consumer.
+    pub fn committer(&self, settings: super::CommitterSettings) -> super::Committer {
+        super::Committer::start(self.clone(), settings)
+    }
+}
+
+/// The stream type of [`committable_source`].
+pub type CommittableSource = BoxSource<CommittableMessage, ConsumerControl>;
+
+pub(crate) fn create_consumer(
+    settings: &ConsumerSettings,
+) -> Result<ConsumerControl, KafkaStageError> {
+    let (stop, _) = watch::channel(false);
+    let (assignment, _) = watch::channel(Vec::new());
+    let shared = Arc::new(Shared {
+        tracker: Mutex::new(OffsetTracker::new()),
+        commit_lock: Mutex::new(()),
+        on_commit: settings.on_commit.clone(),
+        assignment,
+        stop,
+        events: Mutex::new(Vec::new()),
+    });
+    let consumer: SourceConsumer =
+        settings
+            .client_config()?
+            .create_with_context(SourceContext {
+                shared: shared.clone(),
+            })?;
+    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(ConsumerControl {
+        consumer: Arc::new(consumer),
+        shared,
+    })
+}
+
+fn to_committable(m: &BorrowedMessage<'_>, shared: &Shared) -> CommittableMessage {
+    let tp = TopicPartition::new(m.topic(), m.partition());
+    let offset = m.offset();
+    let epoch = shared.tracker().emitted(&tp, offset);
+    let headers = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default();
+    CommittableMessage {
+        record: ConsumerRecord {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            offset,
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            timestamp: m.timestamp().to_millis(),
+            headers,
+        },
+        offset: CommittableOffset { tp, offset, epoch },
+    }
+}
+
+/// The consumer loop as a stream: records until stopped or a fatal error.
+pub(crate) fn message_stream(
+    control: &ConsumerControl,
+) -> futures::stream::BoxStream<'static, flowstage::Item<CommittableMessage>> {
+    let consumer = control.consumer.clone();
+    let shared = control.shared.clone();
+    let mut stop = shared.stop.subscribe();
+    flowstage::async_stream::stream! {
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
+                r = consumer.recv() => r.map(|m| to_committable(&m, &shared)),
+            };
+            match next {
+                Ok(m) => yield Ok(m),
+                Err(e @ ClientError::MessageConsumptionFatal(_)) => {
+                    yield Err(StreamError::user(KafkaStageError::Client(e)));
+                    break;
+                }
+                Err(ClientError::PartitionEOF(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "kafka: consumer error (continuing)"),
+            }
+        }
+        tracing::debug!("kafka: consumer source completed");
+    }
+    .boxed()
+}
+
+/// A source of [`CommittableMessage`]s from a consumer group (Alpakka Kafka's
+/// `committableSource`). It materializes a [`ConsumerControl`].
+///
+/// Offsets are not committed automatically: pass each record's
+/// [`CommittableOffset`] to a [`Committer`](super::Committer) once its result
+/// has been produced (at-least-once). **Every** emitted offset must reach the
+/// committer — also for records that produce no result — or the partition's
+/// commits stall at it.
+///
+/// Transient consumer errors are logged and consumption continues; a fatal
+/// client error fails the stream with [`KafkaStageError::Client`].
+pub fn committable_source(
+    settings: ConsumerSettings,
+) -> Result<CommittableSource, KafkaStageError> {
+    let control = create_consumer(&settings)?;
+    let stream = message_stream(&control);
+    Ok(Source::from_parts(stream, control))
+}

@@ -1,0 +1,220 @@
+//! An embedded Kafka-protocol broker: librdkafka's mock cluster, reachable
+//! over real TCP on 127.0.0.1 by any Kafka client (including other processes).
+//!
+//! **Limits of the mock** (librdkafka 2.x): it keeps messages in memory, at
+//! most **100,000 messages or 5 MiB per partition** (older ones are dropped),
+//! so create topics with several partitions for long runs; no transactions
+//! across restarts, no persistence, no security. It is for tests, demos and
+//! benchmarks, not production.
+
+use std::future::Future;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+
+use rdkafka::mocking::MockCluster;
+
+use super::error::KafkaStageError;
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// The name.
+    pub name: String,
+    /// Partitions (several: see the per-partition limits above).
+    pub partitions: i32,
+    /// Replication factor (at most the number of brokers).
+    pub replication: i32,
+}
+
+impl TopicSpec {
+    /// A topic with `partitions` partitions and replication factor 1.
+    pub fn new(name: impl Into<String>, partitions: i32) -> Self {
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            replication: 1,
+        }
+    }
+}
+
+/// How to start an [`EmbeddedBroker`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedBrokerConfig {
+    /// Number of brokers (at least 1).
+    pub brokers: i32,
+    /// Topics created at start.
+    pub topics: Vec<TopicSpec>,
+}
+
+impl Default for EmbeddedBrokerConfig {
+    fn default() -> Self {
+        EmbeddedBrokerConfig {
+            brokers: 1,
+            topics: Vec::new(),
+        }
+    }
+}
+
+impl EmbeddedBrokerConfig {
+    /// `brokers` brokers, no topics yet.
+    pub fn new(brokers: i32) -> Self {
+        EmbeddedBrokerConfig {
+            brokers,
+            topics: Vec::new(),
+        }
+    }
+
+    /// Adds a topic.
+    pub fn topic(mut self, name: impl Into<String>, partitions: i32) -> Self {
+        self.topics.push(TopicSpec::new(name, partitions));
+        self
+    }
+}
+
+enum Cmd {
+    CreateTopic(TopicSpec, std_mpsc::Sender<Result<(), KafkaStageError>>),
+    Shutdown,
+}
+
+/// A running mock cluster. Its client handle is not `Send`, so it lives on a
+/// thread of its own; this handle is `Send + Sync` and stops it when dropped.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    bootstrap: String,
+    tx: std_mpsc::Sender<Cmd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn create(
+    cluster: &MockCluster<'_, impl rdkafka::ClientContext>,
+    t: &TopicSpec,
+) -> Result<(), KafkaStageError> {
+    if t.partitions < 1 || t.replication < 1 {
+        return Err(KafkaStageError::Config {
+            name: "topics",
+            reason: format!(
+                "topic {}: partitions and replication must be at least 1",
+                t.name
+            ),
+        });
+    }
+    cluster
+        .create_topic(&t.name, t.partitions, t.replication)
+        .map_err(KafkaStageError::Client)
+}
+
+impl EmbeddedBroker {
+    /// Starts the mock cluster and creates the configured topics.
+    pub fn start(config: EmbeddedBrokerConfig) -> Result<Self, KafkaStageError> {
+        if config.brokers < 1 {
+            return Err(KafkaStageError::Config {
+                name: "brokers",
+                reason: "at least one broker".into(),
+            });
+        }
+        let (tx, rx) = std_mpsc::channel::<Cmd>();
+        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<String, KafkaStageError>>();
+        let thread = std::thread::Builder::new()
+            .name("flowstage-mock-kafka".into())
+            .spawn(move || {
+                let cluster = match MockCluster::new(config.brokers) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(KafkaStageError::Client(e)));
+                        return;
+                    }
+                };
+                for t in &config.topics {
+                    if let Err(e) = create(&cluster, t) {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                }
+                if ready_tx.send(Ok(cluster.bootstrap_servers())).is_err() {
+                    return;
+                }
+                // Serve commands until shutdown (or every handle is gone).
+                while let Ok(cmd) = rx.recv() {
+                    match cmd {
+                        Cmd::CreateTopic(t, reply) => {
+                            let _ = reply.send(create(&cluster, &t));
+                        }
+                        Cmd::Shutdown => break,
+                    }
+                }
+                drop(cluster);
+            })
+            .map_err(|e| {
+                KafkaStageError::Embedded(format!("cannot start the broker thread: {e}"))
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(bootstrap)) => Ok(EmbeddedBroker {
+                bootstrap,
+                tx,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(KafkaStageError::Embedded(
+                    "the broker thread ended during start-up".into(),
+                ))
+            }
+        }
+    }
+
+    /// The `bootstrap.servers` of the cluster (`127.0.0.1:port,…`).
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(&self, topic: TopicSpec) -> Result<(), KafkaStageError> {
+        let (reply, rx) = std_mpsc::channel();
+        self.tx
+            .send(Cmd::CreateTopic(topic, reply))
+            .map_err(|_| KafkaStageError::Embedded("the broker has stopped".into()))?;
+        rx.recv()
+            .map_err(|_| KafkaStageError::Embedded("the broker has stopped".into()))?
+    }
+
+    /// Stops the cluster (also done on drop).
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.tx.send(Cmd::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs an embedded broker until `shutdown` resolves: starts it, calls
+/// `on_ready` with its bootstrap address (for `flowstage broker` to print),
+/// then waits. For example
+/// `run_embedded_broker(cfg, |b| println!("{b}"), shutdown_signal()).await`.
+pub async fn run_embedded_broker(
+    config: EmbeddedBrokerConfig,
+    on_ready: impl FnOnce(&str),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), KafkaStageError> {
+    let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(config))
+        .await
+        .map_err(|e| KafkaStageError::Task(e.to_string()))??;
+    on_ready(broker.bootstrap_servers());
+    shutdown.await;
+    tokio::task::spawn_blocking(move || broker.shutdown())
+        .await
+        .map_err(|e| KafkaStageError::Task(e.to_string()))
+}

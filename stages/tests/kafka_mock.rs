@@ -1,0 +1,352 @@
+//! Kafka stages against librdkafka's mock cluster, over real TCP.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use flowstage::prelude::*;
+use flowstage_stages::kafka::*;
+use rdkafka::producer::Producer;
+
+fn broker(topics: &[(&str, i32)]) -> EmbeddedBroker {
+    let mut cfg = EmbeddedBrokerConfig::new(3);
+    for (t, p) in topics {
+        cfg = cfg.topic(*t, *p);
+    }
+    EmbeddedBroker::start(cfg).expect("mock cluster")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_and_restart_leaves_no_record_without_result() {
+    let b = broker(&[("in", PARTITIONS), ("out", PARTITIONS)]);
+    let (n, results, dups) =
+        scenario_kill_and_restart(b.bootstrap_servers(), "in", "out", 3000).await;
+    eprintln!("mock kill+restart: {n} records, {results} results, {dups} duplicates");
+    assert!(results >= n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_consumers_in_one_group_share_partitions() {
+    let b = broker(&[("in", PARTITIONS), ("out", PARTITIONS)]);
+    let (na, nb) = scenario_group_sharing(b.bootstrap_servers(), "in", "out", 1200).await;
+    eprintln!("mock group: instance a processed {na}, b {nb}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_partition_sources_keep_partition_order() {
+    let b = broker(&[("pin", 4), ("pout", 4)]);
+    let bootstrap = b.bootstrap_servers().to_string();
+    let n = 2000;
+    produce_inputs(&bootstrap, "pin", 4, 0..n).await;
+    let log = CommitLog::default();
+    let producer =
+        KafkaProducer::new(&ProducerSettings::new(&bootstrap).max_in_flight(32)).unwrap();
+    let (control, outer) =
+        partitioned_source(consumer_settings(&bootstrap, "g-part", "pin", &log), 64)
+            .unwrap()
+            .pre_materialize();
+    let committer = control.committer(CommitterSettings::default().max_batch(50));
+    let seen: Arc<Mutex<BTreeMap<i32, Vec<i64>>>> = Arc::default();
+    let total = Arc::new(tokio::sync::Semaphore::new(0));
+    let (seen2, total2, producer2, committer2) = (
+        seen.clone(),
+        total.clone(),
+        producer.clone(),
+        committer.clone(),
+    );
+    let outer_done = outer.run_with(Sink::foreach(move |ps: PartitionSource| {
+        let (seen, total) = (seen2.clone(), total2.clone());
+        let tp = ps.tp.clone();
+        // The sub-stream runs on its own; its completion is not needed here.
+        let done = ps
+            .source
+            .map(move |m| {
+                assert_eq!(m.offset.tp, tp, "a record of another partition");
+                seen.lock()
+                    .unwrap()
+                    .entry(m.record.partition)
+                    .or_default()
+                    .push(m.record.offset);
+                let rec = ProducerRecord::new("pout", m.record.payload.clone().unwrap_or_default())
+                    .key(m.record.key.clone().unwrap_or_default())
+                    .partition(m.record.partition);
+                ProducerMessage::single(rec, m.offset)
+            })
+            .via(producer2.flow())
+            .map({
+                let total = total.clone();
+                move |r| {
+                    total.add_permits(1);
+                    r
+                }
+            })
+            .run_with(committer2.sink());
+        drop(done);
+    }));
+    guard("all records processed", total.acquire_many(n as u32))
+        .await
+        .unwrap()
+        .forget();
+    control.stop();
+    let flushed = committer.flush().await.unwrap();
+    assert!(flushed.commits > 0);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "one sub-source per partition");
+    for (p, offsets) in &seen {
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} out of order"
+        );
+    }
+    assert_eq!(seen.values().map(Vec::len).sum::<usize>(), n);
+    log.assert_monotonic();
+    for (p, committed, end) in committed_and_end(&bootstrap, "g-part", "pin", 4) {
+        assert_eq!(committed, end, "partition {p}");
+    }
+    drop(outer_done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_bounds_in_flight_records() {
+    let b = broker(&[("bounded", 3)]);
+    let producer =
+        KafkaProducer::new(&ProducerSettings::new(b.bootstrap_servers()).max_in_flight(8)).unwrap();
+    let stats = Source::from_iter(0..2000u32)
+        .map(|i| ProducerMessage::multi(vec![ProducerRecord::new("bounded", i.to_string()); 2], i))
+        .run_with(producer.sink())
+        .await
+        .unwrap();
+    assert_eq!(stats.messages, 2000);
+    assert_eq!(stats.records, 4000);
+    assert!(
+        producer.max_in_flight_seen() <= 8,
+        "{}",
+        producer.max_in_flight_seen()
+    );
+    assert!(
+        producer.max_in_flight_seen() >= 2,
+        "records were sent concurrently"
+    );
+    assert_eq!(producer.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_errors_are_typed_and_fail_the_stream() {
+    let b = broker(&[("small", 1)]);
+    let producer = KafkaProducer::new(
+        &ProducerSettings::new(b.bootstrap_servers()).set("message.max.bytes", "2000"),
+    )
+    .unwrap();
+    let err = Source::from_iter([10usize, 5000, 10])
+        .map(|size| ProducerMessage::single(ProducerRecord::new("small", vec![b'x'; size]), size))
+        .via(producer.flow())
+        .run_with(Sink::collect())
+        .await
+        .expect_err("an oversized record must fail the stream");
+    match kafka_error(&err) {
+        Some(KafkaStageError::Delivery { topic, .. }) => assert_eq!(topic, "small"),
+        other => panic!("expected a typed delivery error, got {other:?} ({err})"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_serves_topics_over_tcp() {
+    let b = broker(&[("six", 6)]);
+    assert!(
+        b.bootstrap_servers().contains("127.0.0.1") || b.bootstrap_servers().contains("localhost")
+    );
+    b.create_topic(TopicSpec::new("later", 2)).unwrap();
+    let producer = KafkaProducer::new(&ProducerSettings::new(b.bootstrap_servers())).unwrap();
+    let md = producer
+        .client()
+        .client()
+        .fetch_metadata(None, std::time::Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(md.brokers().len(), 3);
+    let parts = |name: &str| {
+        md.topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .map(|t| t.partitions().len())
+    };
+    assert_eq!(parts("six"), Some(6));
+    assert_eq!(parts("later"), Some(2));
+    assert!(EmbeddedBroker::start(EmbeddedBrokerConfig::new(0)).is_err());
+
+    // run_embedded_broker: ready callback, then shutdown on the signal.
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<String>();
+    let run = tokio::spawn(run_embedded_broker(
+        EmbeddedBrokerConfig::new(1).topic("t", 3),
+        move |addr| {
+            let _ = addr_tx.send(addr.to_string());
+        },
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    let addr = addr_rx.await.unwrap();
+    assert!(!addr.is_empty());
+    tx.send(()).unwrap();
+    run.await.unwrap().unwrap();
+}
+
+/// A revoked partition is committed up to its processed prefix, never past an
+/// unprocessed record, and the next owner gets the unprocessed records again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_never_commits_past_an_unprocessed_record() {
+    let b = broker(&[("rin", PARTITIONS)]);
+    let bootstrap = b.bootstrap_servers().to_string();
+    produce_inputs(&bootstrap, "rin", PARTITIONS, 0..60).await; // 10 per partition
+    let log = CommitLog::default();
+    let group = "g-revoke";
+
+    // A processes everything except offset 5 of each partition (still "in flight").
+    let (a, source) = committable_source(consumer_settings(&bootstrap, group, "rin", &log))
+        .unwrap()
+        .pre_materialize();
+    let committer = a.committer(CommitterSettings::default().max_batch(1));
+    let marked = Arc::new(tokio::sync::Semaphore::new(0));
+    let m2 = marked.clone();
+    let _a_done = source
+        .filter(|m| m.record.offset != 5)
+        .map(move |m| {
+            m2.add_permits(1);
+            m
+        })
+        .run_with(committer.sink());
+    guard("A sees 54 records", marked.acquire_many(54))
+        .await
+        .unwrap()
+        .forget();
+    committer.flush().await.unwrap();
+    for p in 0..PARTITIONS {
+        let tp = TopicPartition::new("rin", p);
+        assert_eq!(
+            a.committed_position(&tp),
+            Some(5),
+            "{tp}: processed prefix is 0..=4"
+        );
+    }
+
+    // B joins: A's revoked partitions must not be committed past offset 5.
+    let (bc, bsource) = committable_source(consumer_settings(&bootstrap, group, "rin", &log))
+        .unwrap()
+        .pre_materialize();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _b_done = bsource.run_with(Sink::foreach(move |m: CommittableMessage| {
+        let _ = tx.send((m.record.partition, m.record.offset));
+    }));
+    wait_split(&[&a, &bc], PARTITIONS as usize).await;
+    let b_parts = bc.assignment();
+    assert!(
+        a.assignment().len() < PARTITIONS as usize,
+        "A lost partitions"
+    );
+    // B receives each of its partitions from offset 5 (the unprocessed record) on.
+    let mut first: BTreeMap<i32, i64> = BTreeMap::new();
+    guard("B's first records", async {
+        while !b_parts.iter().all(|tp| first.contains_key(&tp.partition)) {
+            let (p, o) = rx.recv().await.unwrap();
+            first.entry(p).or_insert(o);
+        }
+    })
+    .await;
+    for (p, o) in &first {
+        assert_eq!(
+            *o, 5,
+            "partition {p}: B must resume at the unprocessed record"
+        );
+    }
+    for (tp, pos) in log.last() {
+        assert!(pos <= 5, "{tp} committed past an unprocessed record: {pos}");
+    }
+    log.assert_monotonic();
+}
+
+/// Commits happen when `max_batch` offsets were marked, and otherwise every
+/// `max_interval` — observed through the commit hook, not by timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_in_batches_by_count_and_by_interval() {
+    let b = broker(&[("bt", 1)]);
+    let bootstrap = b.bootstrap_servers().to_string();
+    produce_inputs(&bootstrap, "bt", 1, 0..25).await;
+
+    let run = |group: &str, settings: CommitterSettings| {
+        let (tx, rx) = tokio::sync::watch::channel(Vec::<i64>::new());
+        let consumer = ConsumerSettings::new(&bootstrap, group, ["bt"])
+            .on_commit(move |_, pos| tx.send_modify(|v| v.push(pos)));
+        let (control, source) = committable_source(consumer).unwrap().pre_materialize();
+        let committer = control.committer(settings);
+        let done = source.run_with(committer.sink());
+        (control, committer, done, rx)
+    };
+
+    // By count: no commit before 10 marks (the interval is an hour); a full
+    // batch triggers one (which may include marks made meanwhile).
+    let (control, committer, _done, mut rx) = run(
+        "g-batch-count",
+        CommitterSettings::default()
+            .max_batch(10)
+            .max_interval(Duration::from_secs(3600)),
+    );
+    guard("a batch commit", rx.wait_for(|v| !v.is_empty()))
+        .await
+        .unwrap();
+    let stats = committer.flush().await.unwrap();
+    let seen = rx.borrow().clone();
+    assert!(
+        seen[0] >= 10,
+        "a commit before the batch was full: {seen:?}"
+    );
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert_eq!(seen.last(), Some(&25), "flush commits the partial batch");
+    assert!(
+        seen.len() <= 3,
+        "at most two full batches of 10 in 25, then the flush: {seen:?}"
+    );
+    assert_eq!(stats.marked, 25);
+    control.stop();
+
+    // By interval: the batch never fills, the interval commits everything.
+    let (control, _committer, _done, mut rx) = run(
+        "g-batch-interval",
+        CommitterSettings::default()
+            .max_batch(1_000_000)
+            .max_interval(Duration::from_millis(50)),
+    );
+    guard(
+        "an interval commit of all 25",
+        rx.wait_for(|v| v.last() == Some(&25)),
+    )
+    .await
+    .unwrap();
+    control.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_joining_under_load_loses_nothing() {
+    // Eager (librdkafka's default range,roundrobin): every partition is
+    // revoked while records are in flight and commits race the revocation.
+    let b = broker(&[("in", PARTITIONS), ("out", PARTITIONS)]);
+    let (results, dups) =
+        scenario_join_under_load(b.bootstrap_servers(), "in", "out", 3000, None).await;
+    eprintln!("mock join under load (eager): {results} results, {dups} duplicates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_joining_under_load_loses_nothing_cooperative() {
+    let b = broker(&[("in", PARTITIONS), ("out", PARTITIONS)]);
+    let (results, dups) = scenario_join_under_load(
+        b.bootstrap_servers(),
+        "in",
+        "out",
+        3000,
+        Some("cooperative-sticky"),
+    )
+    .await;
+    eprintln!("mock join under load (cooperative-sticky): {results} results, {dups} duplicates");
+}
