@@ -115,7 +115,7 @@ async fn try_filter_supervised() {
         if *x % 5 == 4 {
             Err(Bad(*x))
         } else {
-            Ok(x % 2 == 0)
+            Ok(x.is_multiple_of(2))
         }
     };
     let got = Source::from_iter(0..30u32)

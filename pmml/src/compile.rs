@@ -30,6 +30,10 @@ pub(crate) struct DataFieldInfo {
 pub(crate) struct InputDef {
     pub field: FieldId,
     pub treatment: Treatment,
+    /// `treatment.passes_numbers()`: a present number is prepared by a plain conversion.
+    pub plain: bool,
+    /// Its position among the inputs.
+    pub input: usize,
 }
 
 pub(crate) struct Compiler {
@@ -581,7 +585,17 @@ impl Compiler {
                         }
                     }
                 };
-                Predicate::Simple { field, op, value }
+                match value.as_f64() {
+                    // A numeric field against a numeric constant: compared as f64 (exact
+                    // widenings of the field's type), resolved here rather than per record.
+                    Some(c)
+                        if self.dt(field).is_numeric()
+                            && !matches!(op, SimpleOp::IsMissing | SimpleOp::IsNotMissing) =>
+                    {
+                        Predicate::Num { field, op, c }
+                    }
+                    _ => Predicate::Simple { field, op, value },
+                }
             }
             "SimpleSetPredicate" => {
                 let field = self.field_ref(p, "field")?;
@@ -703,7 +717,9 @@ impl Compiler {
                 if self.inputs.iter().all(|i| i.field != source) {
                     self.fields[source].kind = FieldKind::Input(Some(self.inputs.len()));
                     self.inputs.push(InputDef {
+                        input: self.inputs.len(),
                         field: source,
+                        plain: t.passes_numbers(),
                         treatment: t,
                     });
                 }
@@ -810,7 +826,12 @@ impl Compiler {
                             .map(|d| d.treatment.clone())
                             .unwrap_or_else(|| Treatment::plain(dt, op));
                         self.fields[field].kind = FieldKind::Input(Some(self.inputs.len()));
-                        self.inputs.push(InputDef { field, treatment });
+                        self.inputs.push(InputDef {
+                            input: self.inputs.len(),
+                            field,
+                            plain: treatment.passes_numbers(),
+                            treatment,
+                        });
                     }
                 }
             }

@@ -1110,6 +1110,14 @@ pub(crate) enum Predicate {
         op: SimpleOp,
         value: Value,
     },
+    /// A SimplePredicate comparing a numeric field with a numeric constant (never
+    /// isMissing/isNotMissing): both sides are exact f64 widenings of the field's type (f32 for
+    /// float fields), so comparing in f64 gives the same answer as comparing in the field's type.
+    Num {
+        field: FieldId,
+        op: SimpleOp,
+        c: f64,
+    },
     Set {
         field: FieldId,
         is_in: bool,
@@ -1147,6 +1155,20 @@ impl Predicate {
         Ok(match self {
             Predicate::True => Some(true),
             Predicate::False => Some(false),
+            Predicate::Num { field, op, c } => {
+                let Some(x) = ctx.num(*field)? else {
+                    return Ok(None);
+                };
+                let c = *c;
+                Some(match op {
+                    SimpleOp::Equal => x == c,
+                    SimpleOp::NotEqual => x != c,
+                    SimpleOp::LessThan => x < c,
+                    SimpleOp::LessOrEqual => x <= c,
+                    SimpleOp::GreaterThan => x > c,
+                    _ => x >= c,
+                })
+            }
             Predicate::Simple { field, op, value } => {
                 // Fast path: a numeric field against a numeric constant. Both sides are exact
                 // f64 widenings of the field's type (f32 for float fields), so comparing in f64

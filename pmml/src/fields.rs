@@ -132,6 +132,37 @@ impl Treatment {
             && self.intervals.is_empty()
     }
 
+    /// `true` when a present (non-missing) number needs nothing but the conversion to the data
+    /// type: no valid/invalid/missing value lists, no valid intervals, no outlier treatment.
+    /// Such an input can be prepared eagerly — [`Treatment::prepare_number`] — without changing
+    /// any result (its preparation cannot fail).
+    pub fn passes_numbers(&self) -> bool {
+        self.data_type.is_numeric()
+            && matches!(self.outliers, Outliers::AsIs)
+            && self.valid_values.is_empty()
+            && self.invalid_values.is_empty()
+            && self.missing_values.is_empty()
+            && self.intervals.is_empty()
+    }
+
+    /// The prepared value of a raw number for a treatment that [`Treatment::passes_numbers`]:
+    /// `None` when the raw value is not a present number of a kind that converts exactly as
+    /// [`Treatment::prepare`] would convert it (then the caller prepares it lazily).
+    #[inline]
+    pub fn prepare_number(&self, raw: &Value) -> Option<Value> {
+        match (raw, self.data_type) {
+            (Value::Double(x), DataType::Double) if !x.is_nan() => Some(Value::Double(*x)),
+            (Value::Double(x), DataType::Float) if !x.is_nan() => Some(Value::Float(*x as f32)),
+            (Value::Float(x), DataType::Float) if !x.is_nan() => Some(Value::Float(*x)),
+            (Value::Float(x), DataType::Double) if !x.is_nan() => {
+                Some(Value::Double(f64::from(*x)))
+            }
+            (Value::Integer(i), DataType::Integer) => Some(Value::Integer(*i)),
+            (Value::Integer(i), DataType::Double) => Some(Value::Double(*i as f64)),
+            _ => None,
+        }
+    }
+
     fn missing(&self, name: &str) -> Result<Value, EvalError> {
         match &self.missing_replacement {
             Some(v) => Ok(v.clone()),
@@ -245,16 +276,29 @@ pub(crate) const MAX_FIELD_DEPTH: usize = 64;
 pub(crate) const MAX_EVAL_DEPTH: usize = 256;
 
 impl<'e> Ctx<'e> {
+    #[allow(dead_code)]
     pub fn new(
         fields: &'e [FieldDef],
         inputs: &'e [crate::compile::InputDef],
         raw: &'e [Value],
     ) -> Self {
+        Self::with_values(fields, inputs, raw, vec![None; fields.len()])
+    }
+
+    /// A context over a value cache supplied by the caller (which must hold `fields.len()`
+    /// `None`s, or values that are exactly what computing those fields would give).
+    pub fn with_values(
+        fields: &'e [FieldDef],
+        inputs: &'e [crate::compile::InputDef],
+        raw: &'e [Value],
+        values: Vec<Option<Value>>,
+    ) -> Self {
+        debug_assert_eq!(values.len(), fields.len());
         Ctx {
             fields,
             inputs,
             raw,
-            values: vec![None; fields.len()],
+            values,
             params: Vec::new(),
             frame: 0,
             reason_codes: Vec::new(),
@@ -269,10 +313,16 @@ impl<'e> Ctx<'e> {
     }
 
     /// The value of a field (computing and caching derived fields).
+    #[inline]
     pub fn get(&mut self, id: FieldId) -> Result<Value, EvalError> {
         if let Some(v) = &self.values[id] {
             return Ok(v.clone());
         }
+        self.get_slow(id)
+    }
+
+    #[inline(never)]
+    fn get_slow(&mut self, id: FieldId) -> Result<Value, EvalError> {
         // Derived fields computed from derived fields recurse; bound it so that no document can
         // overflow the stack at scoring time.
         if self.field_depth >= MAX_FIELD_DEPTH || self.depth >= MAX_EVAL_DEPTH {
@@ -297,7 +347,10 @@ impl<'e> Ctx<'e> {
             FieldKind::Input(Some(i)) => {
                 let raw = self.raw.get(*i).unwrap_or(&Value::Missing);
                 match self.inputs.get(*i) {
-                    Some(def) => def.treatment.prepare(&fields[def.field].name, raw)?,
+                    Some(def) => match def.plain.then(|| def.treatment.prepare_number(raw)) {
+                        Some(Some(v)) => v,
+                        _ => def.treatment.prepare(&fields[def.field].name, raw)?,
+                    },
                     None => Value::Missing,
                 }
             }
@@ -334,7 +387,16 @@ impl<'e> Ctx<'e> {
     }
 
     /// The value of a field as a number (`None` when missing).
+    #[inline(always)]
     pub fn num(&mut self, id: FieldId) -> Result<Option<f64>, EvalError> {
+        match self.values.get(id) {
+            Some(Some(Value::Double(x))) => Ok(Some(*x)),
+            _ => self.num_slow(id),
+        }
+    }
+
+    #[inline(never)]
+    fn num_slow(&mut self, id: FieldId) -> Result<Option<f64>, EvalError> {
         if let Some(v) = &self.values[id] {
             return num_of(v, &self.fields[id].name);
         }
@@ -343,6 +405,7 @@ impl<'e> Ctx<'e> {
     }
 }
 
+#[inline]
 fn num_of(v: &Value, name: &str) -> Result<Option<f64>, EvalError> {
     match v {
         Value::Missing => Ok(None),

@@ -61,6 +61,12 @@ use xml::El;
 /// model's winning cluster id); JPMML-Evaluator reports it under a null key.
 pub const DEFAULT_TARGET: &str = "__default_target__";
 
+thread_local! {
+    /// Per-thread value cache reused across evaluations (taken out while in use, so a nested or
+    /// re-entrant evaluation simply allocates its own).
+    static SCRATCH: std::cell::Cell<Vec<Option<Value>>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Limits applied while loading a document.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -166,10 +172,55 @@ pub struct FieldInfo {
 
 /// The results of one evaluation: the target field(s), then every final OutputField, in
 /// [`Evaluator::result_fields`] order. Any of them may be [`Value::Missing`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Outputs {
     names: Arc<[String]>,
-    values: Vec<Value>,
+    values: Values,
+}
+
+/// How many result values an [`Outputs`] holds without a heap allocation.
+const INLINE_VALUES: usize = 2;
+
+/// Result values: inline for the common small results (no allocation per record), else on the
+/// heap.
+#[derive(Clone)]
+enum Values {
+    Inline {
+        len: usize,
+        items: [Value; INLINE_VALUES],
+    },
+    Heap(Vec<Value>),
+}
+
+impl Values {
+    fn as_slice(&self) -> &[Value] {
+        match self {
+            Values::Inline { len, items } => &items[..*len],
+            Values::Heap(v) => v,
+        }
+    }
+
+    fn into_vec(self) -> Vec<Value> {
+        match self {
+            Values::Inline { len, items } => items.into_iter().take(len).collect(),
+            Values::Heap(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Debug for Outputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outputs")
+            .field("names", &self.names)
+            .field("values", &self.values.as_slice())
+            .finish()
+    }
+}
+
+impl PartialEq for Outputs {
+    fn eq(&self, other: &Self) -> bool {
+        self.names == other.names && self.values.as_slice() == other.values.as_slice()
+    }
 }
 
 impl Outputs {
@@ -178,12 +229,12 @@ impl Outputs {
         self.names
             .iter()
             .position(|n| n == name)
-            .map(|i| &self.values[i])
+            .and_then(|i| self.values.as_slice().get(i))
     }
 
     /// The values, in [`Evaluator::result_fields`] order.
     pub fn values(&self) -> &[Value] {
-        &self.values
+        self.values.as_slice()
     }
 
     /// The result field names.
@@ -196,12 +247,16 @@ impl Outputs {
         self.names
             .iter()
             .map(String::as_str)
-            .zip(self.values.iter())
+            .zip(self.values.as_slice().iter())
     }
 
     /// Consumes the outputs into a name → value map.
     pub fn into_map(self) -> HashMap<String, Value> {
-        self.names.iter().cloned().zip(self.values).collect()
+        self.names
+            .iter()
+            .cloned()
+            .zip(self.values.into_vec())
+            .collect()
     }
 }
 
@@ -215,6 +270,10 @@ pub struct Evaluator {
     output_info: Vec<FieldInfo>,
     /// Field slots of the final outputs.
     output_slots: Vec<usize>,
+    /// The output slots are pairwise distinct (their values can be moved out of the context).
+    output_slots_distinct: bool,
+    /// The `plain` inputs (prepared up front): (input index, field slot, data type is double).
+    eager_inputs: Vec<(usize, usize, bool)>,
     result_names: Arc<[String]>,
     model: Model,
     model_element: String,
@@ -306,7 +365,17 @@ impl Evaluator {
         };
         let finals: Vec<&model::OutputDef> = model.result_outputs();
         let output_info: Vec<FieldInfo> = finals.iter().map(|o| info(&c, o.field)).collect();
-        let output_slots = finals.iter().map(|o| o.field).collect();
+        let output_slots: Vec<usize> = finals.iter().map(|o| o.field).collect();
+        let eager_inputs = c
+            .inputs
+            .iter()
+            .filter(|i| i.plain)
+            .map(|i| (i.input, i.field, i.treatment.data_type == DataType::Double))
+            .collect();
+        let output_slots_distinct = output_slots
+            .iter()
+            .enumerate()
+            .all(|(i, a)| !output_slots[..i].contains(a));
         let result_names: Arc<[String]> = target_info
             .iter()
             .chain(output_info.iter())
@@ -319,6 +388,8 @@ impl Evaluator {
             target_info,
             output_info,
             output_slots,
+            output_slots_distinct,
+            eager_inputs,
             result_names,
             model,
             model_element: m.name().to_string(),
@@ -374,18 +445,82 @@ impl Evaluator {
         }
         // Inputs are prepared (converted, validated, treated) lazily, when first used, so an
         // invalid value in a field the record's path never reads is not an error (as in JPMML).
-        let mut ctx = Ctx::new(&self.fields, &self.inputs, inputs);
-        let pred = self.model.evaluate(&mut ctx)?;
-        let mut values = Vec::with_capacity(self.result_names.len());
-        if !self.target_info.is_empty() {
-            values.push(pred.value());
+        // Numbers for inputs whose preparation is a plain conversion that cannot fail
+        // (`InputDef::plain`) are prepared up front: same values, no error possible, and cheaper
+        // than the lazy path.
+        // The scratch cache is handed back all-`None`; only a length change needs a refill.
+        SCRATCH.with(|cell| {
+            let mut values = cell.take();
+            let r = self.evaluate_with(inputs, &mut values);
+            cell.set(values);
+            r
+        })
+    }
+
+    fn evaluate_with(
+        &self,
+        inputs: &[Value],
+        scratch: &mut Vec<Option<Value>>,
+    ) -> Result<Outputs, EvalError> {
+        if scratch.len() != self.fields.len() {
+            scratch.clear();
+            scratch.resize(self.fields.len(), None);
         }
-        for slot in &self.output_slots {
-            values.push(ctx.values[*slot].clone().unwrap_or(Value::Missing));
+        for &(i, field, double) in &self.eager_inputs {
+            let (Some(raw), Some(slot)) = (inputs.get(i), scratch.get_mut(field)) else {
+                continue;
+            };
+            match raw {
+                Value::Double(x) if double => {
+                    if !x.is_nan() {
+                        *slot = Some(Value::Double(*x));
+                    }
+                }
+                raw => {
+                    if let Some(v) = self
+                        .inputs
+                        .get(i)
+                        .and_then(|d| d.treatment.prepare_number(raw))
+                    {
+                        *slot = Some(v);
+                    }
+                }
+            }
+        }
+        let values = std::mem::take(scratch);
+        let mut ctx = Ctx::with_values(&self.fields, &self.inputs, inputs, values);
+        let result = self.model.evaluate(&mut ctx).map(|pred| {
+            let target = (!self.target_info.is_empty()).then(|| pred.into_value());
+            let outputs = self.output_slots.iter().map(|slot| {
+                let v = if self.output_slots_distinct {
+                    ctx.values[*slot].take()
+                } else {
+                    ctx.values[*slot].clone()
+                };
+                v.unwrap_or(Value::Missing)
+            });
+            let n = self.result_names.len();
+            if n <= INLINE_VALUES {
+                let mut items: [Value; INLINE_VALUES] = Default::default();
+                for (item, v) in items.iter_mut().zip(target.into_iter().chain(outputs)) {
+                    *item = v;
+                }
+                Values::Inline { len: n, items }
+            } else {
+                let mut values = Vec::with_capacity(n);
+                values.extend(target);
+                values.extend(outputs);
+                Values::Heap(values)
+            }
+        });
+        // Hand the value cache back (all `None`) for the next record on this thread.
+        *scratch = ctx.values;
+        for v in scratch.iter_mut().filter(|v| v.is_some()) {
+            *v = None;
         }
         Ok(Outputs {
             names: self.result_names.clone(),
-            values,
+            values: result?,
         })
     }
 

@@ -32,13 +32,17 @@ pub(crate) struct TargetInfo {
     pub priors: Vec<(Value, f64)>,
 }
 
+/// An entity id (tree node, segment, cluster, rule, neighbour): shared, so reporting one per
+/// record does not copy the string.
+pub(crate) type Entity = std::sync::Arc<str>;
+
 /// A model's raw result.
 #[derive(Debug, Clone)]
 pub(crate) enum Prediction {
     Missing,
     Value {
         value: Value,
-        entity: Option<String>,
+        entity: Option<Entity>,
     },
     Classes {
         result: Value,
@@ -46,7 +50,7 @@ pub(crate) enum Prediction {
         labels: std::sync::Arc<[Value]>,
         probs: Vec<f64>,
         confidences: Option<Vec<f64>>,
-        entity: Option<String>,
+        entity: Option<Entity>,
     },
 }
 
@@ -58,13 +62,7 @@ impl Prediction {
         probs: Vec<f64>,
     ) -> Prediction {
         let labels: std::sync::Arc<[Value]> = labels.into();
-        let mut best: Option<usize> = None;
-        for (i, p) in probs.iter().enumerate() {
-            if best.is_none_or(|b| *p > probs[b]) {
-                best = Some(i);
-            }
-        }
-        match best {
+        match Self::best(&probs) {
             Some(b) => Prediction::Classes {
                 result: labels[b].clone(),
                 labels,
@@ -73,6 +71,26 @@ impl Prediction {
                 entity: None,
             },
             None => Prediction::Missing,
+        }
+    }
+
+    /// The index of the first highest probability (`None` for no probabilities).
+    pub fn best(probs: &[f64]) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for (i, p) in probs.iter().enumerate() {
+            if best.is_none_or(|b| *p > probs[b]) {
+                best = Some(i);
+            }
+        }
+        best
+    }
+
+    /// The predicted value, consuming the prediction (no copy of a string label).
+    pub fn into_value(self) -> Value {
+        match self {
+            Prediction::Missing => Value::Missing,
+            Prediction::Value { value, .. } => value,
+            Prediction::Classes { result, .. } => result,
         }
     }
 
@@ -86,12 +104,16 @@ impl Prediction {
 
     pub fn probability(&self, label: &Value) -> Option<f64> {
         match self {
-            Prediction::Classes { labels, probs, .. } => Some(
-                labels
-                    .iter()
-                    .position(|l| l.equals(label))
-                    .map_or(0.0, |i| probs[i]),
-            ),
+            Prediction::Classes { labels, probs, .. } => {
+                let i = match label {
+                    // `equals` with a string: true exactly for an equal string.
+                    Value::String(s) => labels
+                        .iter()
+                        .position(|l| matches!(l, Value::String(t) if crate::value::str_eq(t, s))),
+                    _ => labels.iter().position(|l| l.equals(label)),
+                };
+                Some(i.map_or(0.0, |i| probs[i]))
+            }
             _ => None,
         }
     }
@@ -321,7 +343,7 @@ impl Model {
                     }
                     | Prediction::Classes {
                         entity: Some(e), ..
-                    } => Value::String(e.clone()),
+                    } => Value::String(e.to_string()),
                     _ => Value::Missing,
                 },
                 Feature::Residual(field) => match (ctx.num(*field)?, pred.value().as_f64()) {
@@ -335,7 +357,8 @@ impl Model {
                 Feature::Transformed(e) => e.eval(ctx)?,
             };
             let v = match o.data_type {
-                Some(dt) if !v.is_missing() => v.cast(dt).unwrap_or(v),
+                // Casting a value to its own type gives the same value.
+                Some(dt) if !v.is_missing() && v.data_type() != Some(dt) => v.cast(dt).unwrap_or(v),
                 _ => v,
             };
             ctx.set(o.field, v);

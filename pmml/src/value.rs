@@ -110,12 +110,40 @@ impl Value {
     }
 
     /// Equality used by predicates and category look-ups (numbers compare numerically).
+    #[inline]
     pub(crate) fn equals(&self, other: &Value) -> bool {
         match (self, other) {
-            (Value::String(a), Value::String(b)) => a == b,
+            (Value::String(a), Value::String(b)) => str_eq(a, b),
             (Value::Missing, _) | (_, Value::Missing) => false,
             _ => self.compare(other) == Some(Ordering::Equal),
         }
+    }
+}
+
+/// `x.powi(e)`, out of line: next to an `e == 1` shortcut, an inlined `powi` lets the optimiser
+/// fold the shortcut away (`powi(x, 1) == x`) and call `powi` for every term.
+#[inline(never)]
+pub(crate) fn powi(x: f64, e: i32) -> f64 {
+    x.powi(e)
+}
+
+/// `x.powf(e)`, out of line (see [`powi`]).
+#[inline(never)]
+pub(crate) fn powf(x: f64, e: f64) -> f64 {
+    x.powf(e)
+}
+
+/// String equality with short strings (class labels) compared inline rather than by a call.
+#[inline]
+pub(crate) fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    if a.len() <= 16 {
+        a.iter().zip(b).all(|(x, y)| x == y)
+    } else {
+        a == b
     }
 }
 

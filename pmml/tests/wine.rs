@@ -88,32 +88,41 @@ fn wine_models_match_jpmml() {
 
         let mut args = Vec::with_capacity(columns.len());
         for (i, (row, exp)) in rows.iter().zip(&expected).enumerate() {
-            args.clear();
-            args.extend(columns.iter().map(|c| Value::String(row[*c].to_string())));
-            let out = evaluator.evaluate(&args);
-            let exp = exp.as_object().expect("fixture object");
-            match (out, exp.get("error")) {
-                (Err(_), Some(_)) => {}
-                (Err(e), None) => failures.push(format!("{model} row {i}: error {e}")),
-                (Ok(o), Some(e)) => {
-                    failures.push(format!("{model} row {i}: got {o:?}, JPMML failed with {e}"))
-                }
-                (Ok(o), None) => {
-                    let names: Vec<&String> = exp.keys().filter(|k| *k != "row").collect();
-                    assert_eq!(
-                        o.names().len(),
-                        names.len(),
-                        "{model}: result fields {:?} vs JPMML {:?}",
-                        o.names(),
-                        names
-                    );
-                    for name in names {
-                        let ours = o
-                            .get(name)
-                            .unwrap_or_else(|| panic!("{model}: no result field {name:?}"));
-                        compared_values += 1;
-                        if let Err(msg) = common::compare(ours, &exp[name]) {
-                            failures.push(format!("{model} row {i} field {name:?}: {msg}"));
+            // Each row twice: the CSV text as strings, then parsed to doubles (the fast path).
+            for numeric in [false, true] {
+                args.clear();
+                args.extend(columns.iter().map(|c| match row[*c].trim().parse::<f64>() {
+                    Ok(x) if numeric => Value::Double(x),
+                    _ => Value::String(row[*c].to_string()),
+                }));
+                let kind = if numeric { "doubles" } else { "strings" };
+                let out = evaluator.evaluate(&args);
+                let exp = exp.as_object().expect("fixture object");
+                match (out, exp.get("error")) {
+                    (Err(_), Some(_)) => {}
+                    (Err(e), None) => failures.push(format!("{model} row {i} ({kind}): error {e}")),
+                    (Ok(o), Some(e)) => failures.push(format!(
+                        "{model} row {i} ({kind}): got {o:?}, JPMML failed with {e}"
+                    )),
+                    (Ok(o), None) => {
+                        let names: Vec<&String> = exp.keys().filter(|k| *k != "row").collect();
+                        assert_eq!(
+                            o.names().len(),
+                            names.len(),
+                            "{model}: result fields {:?} vs JPMML {:?}",
+                            o.names(),
+                            names
+                        );
+                        for name in names {
+                            let ours = o
+                                .get(name)
+                                .unwrap_or_else(|| panic!("{model}: no result field {name:?}"));
+                            compared_values += 1;
+                            if let Err(msg) = common::compare(ours, &exp[name]) {
+                                failures.push(format!(
+                                    "{model} row {i} ({kind}) field {name:?}: {msg}"
+                                ));
+                            }
                         }
                     }
                 }

@@ -172,7 +172,7 @@ impl Clustering {
             }
         }
         let result = labels[best].clone();
-        let entity = result.as_str().map(str::to_string);
+        let entity = result.as_str().map(crate::model::Entity::from);
         Ok(Prediction::Classes {
             result,
             labels: labels.into(),

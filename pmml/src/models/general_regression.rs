@@ -76,6 +76,9 @@ pub(crate) struct GeneralRegression {
     kind: Kind,
     /// Per parameter: its PPMatrix terms (a product; empty = 1).
     params: Vec<Vec<Term>>,
+    /// When every parameter is the constant 1 or one covariate with exponent 1 (the usual
+    /// linear model): per parameter, `None` = 1, `Some(field)` = that field's value.
+    simple_params: Option<Vec<Option<FieldId>>>,
     /// Per target category (or one row for regression): (param index, beta).
     betas: Vec<Vec<(usize, f64)>>,
     /// Categories in target order (classification).
@@ -232,8 +235,17 @@ pub(crate) fn compile(
             row.extend(common.iter().copied());
         }
     }
+    let simple_params = params
+        .iter()
+        .map(|terms| match terms.as_slice() {
+            [] => Some(None),
+            [Term::Covariate(f, e)] if *e == 1.0 => Some(Some(*f)),
+            _ => None,
+        })
+        .collect();
     Ok(ModelKind::GeneralRegression(GeneralRegression {
         kind,
+        simple_params,
         params,
         betas,
         categories,
@@ -251,24 +263,47 @@ pub(crate) fn compile(
     }))
 }
 
+thread_local! {
+    /// Per-thread buffer for the parameters' term values, reused across records.
+    static TERMS: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 impl GeneralRegression {
-    /// Values of the parameters' terms; `None` when an input is missing.
-    fn terms(&self, ctx: &mut Ctx) -> Result<Option<Vec<f64>>, EvalError> {
-        let mut xs = Vec::with_capacity(self.params.len());
+    /// Values of the parameters' terms into `xs`; `false` when an input is missing.
+    fn terms(&self, ctx: &mut Ctx, xs: &mut Vec<f64>) -> Result<bool, EvalError> {
+        xs.clear();
+        xs.reserve(self.params.len());
+        if let Some(simple) = &self.simple_params {
+            // Same values as the general loop below: 1.0, or 1.0 * v == v.
+            for p in simple {
+                xs.push(match p {
+                    None => 1.0,
+                    Some(f) => match ctx.num(*f)? {
+                        Some(v) => v,
+                        None => return Ok(false),
+                    },
+                });
+            }
+            return Ok(true);
+        }
         for terms in &self.params {
             let mut x = 1.0;
             for t in terms {
                 match t {
                     Term::Covariate(f, e) => {
                         let Some(v) = ctx.num(*f)? else {
-                            return Ok(None);
+                            return Ok(false);
                         };
-                        x *= if *e == 1.0 { v } else { v.powf(*e) };
+                        x *= if *e == 1.0 {
+                            v
+                        } else {
+                            crate::value::powf(v, *e)
+                        };
                     }
                     Term::Factor(f, level) => {
                         let v = ctx.get(*f)?;
                         if v.is_missing() {
-                            return Ok(None);
+                            return Ok(false);
                         }
                         if !(v.equals(level) || v.to_string() == level.to_string()) {
                             x = 0.0;
@@ -278,13 +313,26 @@ impl GeneralRegression {
             }
             xs.push(x);
         }
-        Ok(Some(xs))
+        Ok(true)
     }
 
-    pub fn evaluate(&self, ctx: &mut Ctx, _model: &Model) -> Result<Prediction, EvalError> {
-        let Some(xs) = self.terms(ctx)? else {
+    pub fn evaluate(&self, ctx: &mut Ctx, model: &Model) -> Result<Prediction, EvalError> {
+        let mut xs = TERMS.with(std::cell::Cell::take);
+        let r = self.evaluate_with(ctx, model, &mut xs);
+        TERMS.with(|t| t.set(xs));
+        r
+    }
+
+    fn evaluate_with(
+        &self,
+        ctx: &mut Ctx,
+        _model: &Model,
+        xs: &mut Vec<f64>,
+    ) -> Result<Prediction, EvalError> {
+        if !self.terms(ctx, xs)? {
             return Ok(Prediction::Missing);
-        };
+        }
+        let xs = &xs[..];
         let dot = |row: &[(usize, f64)]| row.iter().map(|(p, b)| b * xs[*p]).sum::<f64>();
         match self.kind {
             Kind::Linear | Kind::Generalized(_) => {

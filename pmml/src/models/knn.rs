@@ -252,7 +252,10 @@ impl Knn {
         let _ = model;
         Ok(Prediction::Value {
             value,
-            entity: ctx.ranked_entities.first().cloned(),
+            entity: ctx
+                .ranked_entities
+                .first()
+                .map(|e| crate::model::Entity::from(e.as_str())),
         })
     }
 }

@@ -37,7 +37,7 @@ struct Segment {
     /// The predicate is literally `<True/>`.
     always: bool,
     weight: f64,
-    id: Option<String>,
+    id: Option<crate::model::Entity>,
     model: Model,
 }
 
@@ -48,6 +48,73 @@ pub(crate) struct Mining {
     missing_threshold: f64,
     segments: Vec<Segment>,
     categories: Vec<Value>,
+    /// Precomputed form of a (weighted) average of classification trees, e.g. a random forest.
+    forest: Option<Forest>,
+}
+
+/// Most class labels a [`Forest`] handles (its per-record sums live on the stack).
+const FOREST_MAX_LABELS: usize = 64;
+
+/// A classification `average` / `weightedAverage` whose segments are all TreeModels without
+/// outputs or priors, with string labels: the per-record work is selecting each tree's node and
+/// adding its precomputed distribution into per-label sums (indices into `labels`), in the same
+/// order — so with the same floating-point results — as the general path.
+#[derive(Debug)]
+struct Forest {
+    /// Every label of every node, in first-appearance order (segment, node, distribution).
+    labels: Vec<Value>,
+    /// `labels` as a shared slice, for predictions whose labels appear in exactly that order.
+    shared: std::sync::Arc<[Value]>,
+    /// Per segment, per node: the distribution.
+    nodes: Vec<Vec<Distribution>>,
+}
+
+/// A node's class distribution as (index into [`Forest::labels`], probability) pairs.
+type Distribution = Box<[(u16, f64)]>;
+
+fn forest(method: Method, classification: bool, segments: &[Segment]) -> Option<Forest> {
+    if !classification || !matches!(method, Method::Average | Method::WeightedAverage) {
+        return None;
+    }
+    let mut labels: Vec<Value> = Vec::new();
+    let mut nodes = Vec::with_capacity(segments.len());
+    for s in segments {
+        let m = &s.model;
+        let ModelKind::Tree(tree) = &m.kind else {
+            return None;
+        };
+        if !m.classification
+            || !m.outputs.is_empty()
+            || m.target.as_ref().is_some_and(|t| !t.priors.is_empty())
+        {
+            return None;
+        }
+        let mut per_node = Vec::new();
+        for dist in tree.node_distributions() {
+            let mut d = Vec::with_capacity(dist.len());
+            for (l, p) in dist {
+                let Value::String(name) = l else { return None };
+                let i = match labels.iter().position(|x| x.as_str() == Some(name)) {
+                    Some(i) => i,
+                    None => {
+                        labels.push(l.clone());
+                        labels.len() - 1
+                    }
+                };
+                if i >= FOREST_MAX_LABELS {
+                    return None;
+                }
+                d.push((i as u16, p));
+            }
+            per_node.push(d.into_boxed_slice());
+        }
+        nodes.push(per_node);
+    }
+    Some(Forest {
+        shared: labels.clone().into(),
+        labels,
+        nodes,
+    })
 }
 
 pub(crate) fn compile(
@@ -112,7 +179,7 @@ pub(crate) fn compile(
                 predicate,
                 always,
                 weight: s.f64_attr("weight")?.unwrap_or(1.0),
-                id: s.attr("id").map(str::to_string),
+                id: s.attr("id").map(crate::model::Entity::from),
                 model,
             });
         }
@@ -132,6 +199,7 @@ pub(crate) fn compile(
         return Err(seg.invalid("no Segment"));
     }
     Ok(ModelKind::Mining(Box::new(Mining {
+        forest: forest(method, classification, &segments),
         method,
         missing,
         missing_threshold,
@@ -211,8 +279,80 @@ fn add_label(labels: &mut Vec<Value>, sums: &mut Vec<f64>, l: &Value) -> usize {
 }
 
 impl Mining {
+    /// [`Mining::evaluate`] for a [`Forest`]: same decisions, same sums in the same order.
+    fn evaluate_forest(&self, f: &Forest, ctx: &mut Ctx) -> Result<Prediction, EvalError> {
+        let mut sums = [0.0f64; FOREST_MAX_LABELS];
+        let mut seen = [false; FOREST_MAX_LABELS];
+        let mut order = [0u16; FOREST_MAX_LABELS];
+        let mut n_order = 0usize;
+        let mut total_weight = 0.0;
+        let mut missing_weight = 0.0;
+        let mut wsum = 0.0;
+        let mut results = 0usize;
+        let average = self.method == Method::Average;
+        for (s, nodes) in self.segments.iter().zip(&f.nodes) {
+            if s.predicate.eval(ctx)? != Some(true) {
+                continue;
+            }
+            let ModelKind::Tree(tree) = &s.model.kind else {
+                return Err(EvalError::InvalidResult(
+                    "forest segment is not a tree".into(),
+                ));
+            };
+            let dist = match tree.select_node(ctx)? {
+                Some(i) => &nodes[i][..],
+                None => &[][..],
+            };
+            total_weight += s.weight;
+            if dist.is_empty() {
+                // A missing prediction (averaging never votes).
+                match self.missing {
+                    MissingPrediction::SkipSegment => {
+                        missing_weight += s.weight;
+                        continue;
+                    }
+                    _ => return Ok(Prediction::Missing),
+                }
+            }
+            results += 1;
+            let w = if average { 1.0 } else { s.weight };
+            wsum += w;
+            for &(i, p) in dist {
+                let i = usize::from(i);
+                if !seen[i] {
+                    seen[i] = true;
+                    order[n_order] = i as u16;
+                    n_order += 1;
+                }
+                sums[i] += if average { p } else { p * w };
+            }
+        }
+        if total_weight > 0.0 && missing_weight / total_weight > self.missing_threshold {
+            return Ok(Prediction::Missing);
+        }
+        if results == 0 {
+            return Ok(Prediction::Missing);
+        }
+        let order = &order[..n_order];
+        let probs: Vec<f64> = order.iter().map(|i| sums[usize::from(*i)] / wsum).collect();
+        let in_table_order = n_order == f.labels.len()
+            && order.iter().enumerate().all(|(k, i)| usize::from(*i) == k);
+        let labels: std::sync::Arc<[Value]> = if in_table_order {
+            f.shared.clone()
+        } else {
+            order
+                .iter()
+                .map(|i| f.labels[usize::from(*i)].clone())
+                .collect()
+        };
+        Ok(Prediction::from_distribution(labels, probs))
+    }
+
     pub fn evaluate(&self, ctx: &mut Ctx, model: &Model) -> Result<Prediction, EvalError> {
-        let mut results: Vec<(Prediction, f64, Option<&str>)> = Vec::new();
+        if let Some(f) = &self.forest {
+            return self.evaluate_forest(f, ctx);
+        }
+        let mut results: Vec<(Prediction, f64, Option<&crate::model::Entity>)> = Vec::new();
         let mut total_weight = 0.0;
         let mut missing_weight = 0.0;
         let mut missing_votes = 0.0;
@@ -222,7 +362,7 @@ impl Mining {
             }
             let p = s.model.evaluate(ctx)?;
             match self.method {
-                Method::SelectFirst => return Ok(with_entity(p, s.id.as_deref())),
+                Method::SelectFirst => return Ok(with_entity(p, s.id.as_ref())),
                 Method::ModelChain => {
                     if matches!(p, Prediction::Missing)
                         && self.missing == MissingPrediction::ReturnMissing
@@ -230,7 +370,7 @@ impl Mining {
                         return Ok(Prediction::Missing);
                     }
                     results.clear();
-                    results.push((p, s.weight, s.id.as_deref()));
+                    results.push((p, s.weight, s.id.as_ref()));
                     continue;
                 }
                 _ => {}
@@ -258,7 +398,7 @@ impl Mining {
                     }
                 }
             }
-            results.push((p, s.weight, s.id.as_deref()));
+            results.push((p, s.weight, s.id.as_ref()));
         }
         if self.method == Method::ModelChain {
             return Ok(results
@@ -428,11 +568,11 @@ impl Mining {
 }
 
 /// Records the winning segment's id as the entity id (OutputField feature entityId).
-fn with_entity(p: Prediction, id: Option<&str>) -> Prediction {
+fn with_entity(p: Prediction, id: Option<&crate::model::Entity>) -> Prediction {
     match p {
         Prediction::Value { value, .. } => Prediction::Value {
             value,
-            entity: id.map(str::to_string),
+            entity: id.cloned(),
         },
         Prediction::Classes {
             result,
@@ -445,7 +585,7 @@ fn with_entity(p: Prediction, id: Option<&str>) -> Prediction {
             labels,
             probs,
             confidences,
-            entity: id.map(str::to_string),
+            entity: id.cloned(),
         },
         Prediction::Missing => Prediction::Missing,
     }

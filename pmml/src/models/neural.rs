@@ -60,6 +60,13 @@ pub(crate) struct Neural {
     layers: Vec<Layer>,
     outputs: Vec<(u32, OutputMap)>,
     size: usize,
+    /// Classification: the categories of the outputs, in order (shared by every prediction).
+    labels: std::sync::Arc<[Value]>,
+}
+
+thread_local! {
+    /// Per-thread neuron activations buffer, reused across records.
+    static ACTIVATIONS: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 fn activation(name: &str, node: Node, net: Node) -> Result<Activation, LoadError> {
@@ -202,17 +209,38 @@ pub(crate) fn compile(
     if outputs.is_empty() {
         return Err(no.invalid("no NeuralOutput"));
     }
+    let labels = outputs
+        .iter()
+        .filter_map(|(_, map)| match map {
+            OutputMap::Category(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect();
     Ok(ModelKind::Neural(Neural {
         inputs,
         layers,
         outputs,
         size: ids.len(),
+        labels,
     }))
 }
 
 impl Neural {
     pub fn evaluate(&self, ctx: &mut Ctx, model: &Model) -> Result<Prediction, EvalError> {
-        let mut act = Vec::with_capacity(self.size);
+        let mut act = ACTIVATIONS.with(std::cell::Cell::take);
+        act.clear();
+        act.reserve(self.size);
+        let r = self.evaluate_into(ctx, model, &mut act);
+        ACTIVATIONS.with(|a| a.set(act));
+        r
+    }
+
+    fn evaluate_into(
+        &self,
+        ctx: &mut Ctx,
+        model: &Model,
+        act: &mut Vec<f64>,
+    ) -> Result<Prediction, EvalError> {
         for e in &self.inputs {
             let v = e.eval(ctx)?;
             match v {
@@ -297,14 +325,12 @@ impl Neural {
                 entity: None,
             }));
         }
-        let mut labels = Vec::with_capacity(self.outputs.len());
-        let mut probs = Vec::with_capacity(self.outputs.len());
+        let mut probs = Vec::with_capacity(self.labels.len());
         for (idx, map) in &self.outputs {
-            if let OutputMap::Category(l) = map {
-                labels.push(l.clone());
+            if let OutputMap::Category(_) = map {
                 probs.push(act[*idx as usize]);
             }
         }
-        Ok(Prediction::from_distribution(labels, probs))
+        Ok(Prediction::from_distribution(self.labels.clone(), probs))
     }
 }

@@ -151,7 +151,7 @@ fn eval_table(t: &Table, ctx: &mut Ctx) -> Result<Option<f64>, EvalError> {
         if *exp == 1 {
             r += coef * x;
         } else {
-            r += coef * x.powi(*exp);
+            r += coef * crate::value::powi(x, *exp);
         }
     }
     let mut matched: Option<FieldId> = None;

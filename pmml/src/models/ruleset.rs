@@ -195,7 +195,7 @@ impl RuleSet {
             labels: labels.into(),
             probs: values.clone(),
             confidences: Some(values),
-            entity: entity.map(str::to_string),
+            entity: entity.map(crate::model::Entity::from),
         })
     }
 }

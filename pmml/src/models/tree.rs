@@ -2,7 +2,7 @@
 
 use crate::compile::Compiler;
 use crate::error::{EvalError, LoadError};
-use crate::expr::{BoolOp, Predicate};
+use crate::expr::{BoolOp, Predicate, SimpleOp};
 use crate::fields::Ctx;
 use crate::model::{Model, ModelKind, Prediction, TargetInfo};
 use crate::value::{DataType, Value};
@@ -25,7 +25,7 @@ struct TreeNode {
     predicate: Predicate,
     children: Vec<u32>,
     score: Option<Value>,
-    id: Option<String>,
+    id: Option<crate::model::Entity>,
     labels: std::sync::Arc<[Value]>,
     probs: Vec<f64>,
     confidences: Option<Vec<f64>>,
@@ -137,7 +137,7 @@ pub(crate) fn compile(
             predicate,
             children: Vec::new(),
             score,
-            id: n.attr("id").map(str::to_string),
+            id: n.attr("id").map(crate::model::Entity::from),
             labels: labels.into(),
             probs: weights,
             confidences: if confidences.len() == sds.len() && !sds.is_empty() {
@@ -171,10 +171,63 @@ pub(crate) fn compile(
 }
 
 impl Tree {
+    /// Per node, the class distribution that [`Tree::evaluate`] reports for a classification
+    /// prediction at that node (labels with probabilities, in order; empty = a missing
+    /// prediction).
+    pub(crate) fn node_distributions(&self) -> Vec<Vec<(&Value, f64)>> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                if n.labels.is_empty() {
+                    n.score.iter().map(|s| (s, 1.0)).collect()
+                } else {
+                    n.labels.iter().zip(n.probs.iter().copied()).collect()
+                }
+            })
+            .collect()
+    }
+
+    /// The index of the scoring node, as [`Tree::evaluate`] selects it (`None`: no prediction).
+    pub(crate) fn select_node(&self, ctx: &mut Ctx) -> Result<Option<usize>, EvalError> {
+        Ok(self.select(ctx)?.map(|(i, _)| i))
+    }
+
     /// Evaluates a node's predicate; the flag tells whether a surrogate alternative decided
     /// (which counts as a "missing level" for the confidence penalty).
+    #[inline(always)]
     fn test(&self, idx: usize, ctx: &mut Ctx) -> Result<(Option<bool>, bool), EvalError> {
         match &self.nodes[idx].predicate {
+            // The common split: a numeric field already prepared as a double (inputs usually
+            // are) — compared inline; anything else takes the general path.
+            Predicate::Num { field, op, c } => {
+                if let Some(Some(Value::Double(x))) = ctx.values.get(*field) {
+                    let (x, c) = (*x, *c);
+                    return Ok((
+                        Some(match op {
+                            SimpleOp::Equal => x == c,
+                            SimpleOp::NotEqual => x != c,
+                            SimpleOp::LessThan => x < c,
+                            SimpleOp::LessOrEqual => x <= c,
+                            SimpleOp::GreaterThan => x > c,
+                            _ => x >= c,
+                        }),
+                        false,
+                    ));
+                }
+                Ok((self.nodes[idx].predicate.eval(ctx)?, false))
+            }
+            Predicate::True => Ok((Some(true), false)),
+            p => self.test_general(p, ctx),
+        }
+    }
+
+    #[inline(never)]
+    fn test_general(
+        &self,
+        p: &Predicate,
+        ctx: &mut Ctx,
+    ) -> Result<(Option<bool>, bool), EvalError> {
+        match p {
             Predicate::Compound {
                 op: BoolOp::Surrogate,
                 preds,
@@ -275,17 +328,26 @@ impl Tree {
                 None => Prediction::Missing,
             });
         }
-        let mut p = Prediction::from_distribution(node.labels.clone(), node.probs.clone());
-        if let Prediction::Classes {
+        // As `Prediction::from_distribution`, but the node's score (if any) is the result, so
+        // the best label is only looked up (and copied) when there is none.
+        let result = match (&node.score, Prediction::best(&node.probs)) {
+            (_, None) => return Ok(Prediction::Missing),
+            (Some(s), Some(_)) => s.clone(),
+            (None, Some(b)) => node.labels[b].clone(),
+        };
+        let mut p = Prediction::Classes {
             result,
+            labels: node.labels.clone(),
+            probs: node.probs.clone(),
+            confidences: None,
+            entity: None,
+        };
+        if let Prediction::Classes {
             confidences,
             entity,
             ..
         } = &mut p
         {
-            if let Some(s) = &node.score {
-                *result = s.clone();
-            }
             confidences.clone_from(&node.confidences);
             if levels > 0 {
                 let factor = self.penalty.powi(levels);
