@@ -76,11 +76,54 @@ impl<S, Slot> Core<S, Slot> {
         self.wake_all();
     }
 
+    /// Polls the upstream on behalf of output `i`: an element, or what output
+    /// `i` answers instead — the failure or completion (recorded for every
+    /// output), or `Pending` with `i`'s waker registered.
+    fn pull<T>(&mut self, i: usize, cx: &mut Context<'_>) -> Result<T, Halt>
+    where
+        S: Stream<Item = Item<T>>,
+    {
+        match self.upstream.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(x))) => Ok(x),
+            Poll::Ready(Some(Err(e))) => {
+                self.told_failure[i] = true;
+                self.end_with(End::Failed(e.clone()));
+                Err(Halt::Failed(e))
+            }
+            Poll::Ready(None) => {
+                self.end_with(End::Completed);
+                Err(Halt::Completed)
+            }
+            Poll::Pending => {
+                self.register(i, cx);
+                Err(Halt::Pending)
+            }
+        }
+    }
+
     fn cancel(&mut self, i: usize) {
         self.alive[i] = false;
         self.slots[i] = None;
         self.wakers[i] = None;
         self.wake_all();
+    }
+}
+
+/// Why [`Core::pull`] gave no element.
+enum Halt {
+    Failed(StreamError),
+    Completed,
+    Pending,
+}
+
+impl Halt {
+    /// What the output answers its consumer.
+    fn answer<U>(self) -> Poll<Option<Item<U>>> {
+        match self {
+            Halt::Failed(e) => Poll::Ready(Some(Err(e))),
+            Halt::Completed => Poll::Ready(None),
+            Halt::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -133,31 +176,18 @@ where
             core.register(i, cx);
             return Poll::Pending;
         }
-        match core.upstream.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(x))) => {
-                let n = core.slots.len();
-                for j in 0..n {
-                    if j != i && core.alive[j] {
-                        core.slots[j] = Some(x.clone());
-                    }
-                }
-                core.wake_all();
-                Poll::Ready(Some(Ok(x)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                core.told_failure[i] = true;
-                core.end_with(End::Failed(e.clone()));
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => {
-                core.end_with(End::Completed);
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                core.register(i, cx);
-                Poll::Pending
+        let x = match core.pull(i, cx) {
+            Ok(x) => x,
+            Err(halt) => return halt.answer(),
+        };
+        let n = core.slots.len();
+        for j in 0..n {
+            if j != i && core.alive[j] {
+                core.slots[j] = Some(x.clone());
             }
         }
+        core.wake_all();
+        Poll::Ready(Some(Ok(x)))
     }
 }
 
@@ -198,25 +228,13 @@ where
         if let Some(p) = core.ended(i) {
             return p;
         }
-        match core.upstream.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(x))) => {
+        match core.pull(i, cx) {
+            Ok(x) => {
                 // Others waiting must now poll the upstream themselves.
                 core.wake_all();
                 Poll::Ready(Some(Ok(x)))
             }
-            Poll::Ready(Some(Err(e))) => {
-                core.told_failure[i] = true;
-                core.end_with(End::Failed(e.clone()));
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => {
-                core.end_with(End::Completed);
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                core.register(i, cx);
-                Poll::Pending
-            }
+            Err(halt) => halt.answer(),
         }
     }
 }
@@ -285,8 +303,8 @@ where
             if let Some(p) = st.core.ended(i) {
                 return p;
             }
-            match st.core.upstream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(x))) => {
+            match st.core.pull(i, cx) {
+                Ok(x) => {
                     let n = st.core.slots.len();
                     let j = (st.f)(&x);
                     if j >= n {
@@ -313,19 +331,7 @@ where
                     st.core.register(i, cx);
                     return Poll::Pending;
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    st.core.told_failure[i] = true;
-                    st.core.end_with(End::Failed(e.clone()));
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Ready(None) => {
-                    st.core.end_with(End::Completed);
-                    return Poll::Ready(None);
-                }
-                Poll::Pending => {
-                    st.core.register(i, cx);
-                    return Poll::Pending;
-                }
+                Err(halt) => return halt.answer(),
             }
         }
     }
@@ -407,25 +413,13 @@ where
         st.core.register(i, cx);
         return Poll::Pending;
     }
-    match st.core.upstream.as_mut().poll_next(cx) {
-        Poll::Ready(Some(Ok((a, b)))) => {
+    match st.core.pull(i, cx) {
+        Ok((a, b)) => {
             let x = stash(st, a, b);
             st.core.wake_all();
             Poll::Ready(Some(Ok(x)))
         }
-        Poll::Ready(Some(Err(e))) => {
-            st.core.told_failure[i] = true;
-            st.core.end_with(End::Failed(e.clone()));
-            Poll::Ready(Some(Err(e)))
-        }
-        Poll::Ready(None) => {
-            st.core.end_with(End::Completed);
-            Poll::Ready(None)
-        }
-        Poll::Pending => {
-            st.core.register(i, cx);
-            Poll::Pending
-        }
+        Err(halt) => halt.answer(),
     }
 }
 

@@ -8,15 +8,42 @@ use pin_project_lite::pin_project;
 
 use crate::error::{Item, StreamError};
 
+/// The set of futures in flight: ordered (results in upstream order) or
+/// unordered (results as they complete).
+pub trait InFlight<Fut: Future>: Stream<Item = Fut::Output> + Unpin + Default {
+    /// Adds a future.
+    fn add(&mut self, fut: Fut);
+    /// How many futures are in flight.
+    fn count(&self) -> usize;
+}
+
+impl<Fut: Future> InFlight<Fut> for FuturesOrdered<Fut> {
+    fn add(&mut self, fut: Fut) {
+        self.push_back(fut);
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+impl<Fut: Future> InFlight<Fut> for FuturesUnordered<Fut> {
+    fn add(&mut self, fut: Fut) {
+        self.push(fut);
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
 pin_project! {
-    /// Stream for [`FlowOps::map_async`](crate::FlowOps::map_async): up to `parallelism`
-    /// futures in flight, results emitted in upstream order.
+    /// Stream for the async mapping operators: up to `parallelism` futures of
+    /// `f` in flight in `W` (see [`MapAsync`] and [`MapAsyncUnordered`]).
     #[must_use = "streams do nothing unless polled"]
-    pub struct MapAsync<S, F, Fut: Future> {
+    pub struct MapAsyncWith<S, F, W> {
         #[pin]
         stream: S,
         f: F,
-        in_flight: FuturesOrdered<Fut>,
+        in_flight: W,
         parallelism: usize,
         upstream_done: bool,
         pending_error: Option<StreamError>,
@@ -24,12 +51,20 @@ pin_project! {
     }
 }
 
-impl<S, F, Fut: Future> MapAsync<S, F, Fut> {
+/// Stream for [`FlowOps::map_async`](crate::FlowOps::map_async): up to `parallelism`
+/// futures in flight, results emitted in upstream order.
+pub type MapAsync<S, F, Fut> = MapAsyncWith<S, F, FuturesOrdered<Fut>>;
+
+/// Stream for [`FlowOps::map_async_unordered`](crate::FlowOps::map_async_unordered):
+/// up to `parallelism` futures in flight, results emitted as they complete.
+pub type MapAsyncUnordered<S, F, Fut> = MapAsyncWith<S, F, FuturesUnordered<Fut>>;
+
+impl<S, F, W: Default> MapAsyncWith<S, F, W> {
     pub(crate) fn new(stream: S, parallelism: usize, f: F) -> Self {
-        MapAsync {
+        MapAsyncWith {
             stream,
             f,
-            in_flight: FuturesOrdered::new(),
+            in_flight: W::default(),
             parallelism: parallelism.max(1),
             upstream_done: false,
             pending_error: None,
@@ -38,11 +73,12 @@ impl<S, F, Fut: Future> MapAsync<S, F, Fut> {
     }
 }
 
-impl<S, F, Fut, T, U> Stream for MapAsync<S, F, Fut>
+impl<S, F, Fut, W, T, U> Stream for MapAsyncWith<S, F, W>
 where
     S: Stream<Item = Item<T>>,
     F: FnMut(T) -> Fut,
     Fut: Future<Output = Item<U>>,
+    W: InFlight<Fut>,
 {
     type Item = Item<U>;
 
@@ -52,85 +88,9 @@ where
             return Poll::Ready(None);
         }
         // Fill the window (only pulls upstream while there is room: backpressure).
-        while !*this.upstream_done && this.in_flight.len() < *this.parallelism {
+        while !*this.upstream_done && this.in_flight.count() < *this.parallelism {
             match this.stream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(x))) => this.in_flight.push_back((this.f)(x)),
-                Poll::Ready(Some(Err(e))) => {
-                    *this.upstream_done = true;
-                    *this.pending_error = Some(e);
-                }
-                Poll::Ready(None) => *this.upstream_done = true,
-                Poll::Pending => break,
-            }
-        }
-        match Pin::new(&mut *this.in_flight).poll_next(cx) {
-            Poll::Ready(Some(Ok(y))) => Poll::Ready(Some(Ok(y))),
-            Poll::Ready(Some(Err(e))) => {
-                *this.done = true;
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => {
-                if *this.upstream_done {
-                    *this.done = true;
-                    match this.pending_error.take() {
-                        Some(e) => Poll::Ready(Some(Err(e))),
-                        None => Poll::Ready(None),
-                    }
-                } else {
-                    Poll::Pending
-                }
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-pin_project! {
-    /// Stream for [`FlowOps::map_async_unordered`](crate::FlowOps::map_async_unordered):
-    /// up to `parallelism` futures in flight, results emitted as they complete.
-    #[must_use = "streams do nothing unless polled"]
-    pub struct MapAsyncUnordered<S, F, Fut> {
-        #[pin]
-        stream: S,
-        f: F,
-        in_flight: FuturesUnordered<Fut>,
-        parallelism: usize,
-        upstream_done: bool,
-        pending_error: Option<StreamError>,
-        done: bool,
-    }
-}
-
-impl<S, F, Fut> MapAsyncUnordered<S, F, Fut> {
-    pub(crate) fn new(stream: S, parallelism: usize, f: F) -> Self {
-        MapAsyncUnordered {
-            stream,
-            f,
-            in_flight: FuturesUnordered::new(),
-            parallelism: parallelism.max(1),
-            upstream_done: false,
-            pending_error: None,
-            done: false,
-        }
-    }
-}
-
-impl<S, F, Fut, T, U> Stream for MapAsyncUnordered<S, F, Fut>
-where
-    S: Stream<Item = Item<T>>,
-    F: FnMut(T) -> Fut,
-    Fut: Future<Output = Item<U>>,
-{
-    type Item = Item<U>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item<U>>> {
-        let mut this = self.project();
-        if *this.done {
-            return Poll::Ready(None);
-        }
-        while !*this.upstream_done && this.in_flight.len() < *this.parallelism {
-            match this.stream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(x))) => this.in_flight.push((this.f)(x)),
+                Poll::Ready(Some(Ok(x))) => this.in_flight.add((this.f)(x)),
                 Poll::Ready(Some(Err(e))) => {
                     *this.upstream_done = true;
                     *this.pending_error = Some(e);

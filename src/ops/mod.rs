@@ -13,7 +13,7 @@ mod stateful;
 mod supervised;
 mod time;
 
-pub use async_map::{MapAsync, MapAsyncUnordered};
+pub use async_map::{InFlight, MapAsync, MapAsyncUnordered, MapAsyncWith};
 pub use grouping::{Grouped, GroupedWithin, Sliding};
 pub use rate::Expand;
 pub use recover::Recover;
