@@ -1,0 +1,436 @@
+//! Serving-stage benchmarks, one command:
+//!
+//! ```text
+//! cargo bench -p flowstage-stages --bench serving
+//! ```
+//!
+//! 1. Overhead: 1M records through the serving stage with a trivial model,
+//!    against a bare `map` doing the same per-record work (convert the record,
+//!    time and score it, build the `ServingResult`). Best of 5 runs each.
+//! 2. Swap latency: while records flow at full speed, a model descriptor is
+//!    offered (loaded on the blocking pool, installed between two records);
+//!    the latency is from the offer to the first result scored by the new
+//!    model, as seen by the consumer. 200 swaps, HDR histogram p50/p99.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flowstage::prelude::*;
+use flowstage::stage::{
+    GraphStageBuilder, GraphStageLogic, Inlet, InletId, Outlet, OutletId, StageContext,
+};
+use flowstage_model::pb::model_descriptor::MessageContent;
+use flowstage_model::pb::{ModelDescriptor, ServingResult};
+use flowstage_model::{FieldDesc, Model, ModelError, ModelType, Record, Score, Value};
+use flowstage_stages::serving::{
+    BuiltModel, ModelLoader, ModelMessage, ServingRecord, ServingStage,
+};
+use hdrhistogram::Histogram;
+
+#[derive(Debug, Clone)]
+struct Rec(u64);
+
+impl ServingRecord for Rec {
+    fn data_type(&self) -> &str {
+        "t"
+    }
+    fn to_record(&self) -> Record {
+        Record::with_capacity(1).with("x", self.0 as f64)
+    }
+    fn record_ts(&self) -> i64 {
+        i64::try_from(self.0).unwrap_or(i64::MAX)
+    }
+}
+
+#[derive(Debug)]
+struct Trivial(f64);
+
+impl Model for Trivial {
+    fn model_type(&self) -> ModelType {
+        ModelType::Other(100)
+    }
+    fn inputs(&self) -> &[FieldDesc] {
+        &[]
+    }
+    fn outputs(&self) -> &[FieldDesc] {
+        &[]
+    }
+    fn score(&self, r: &Record) -> Result<Score, ModelError> {
+        let x = r
+            .get("x")
+            .and_then(Value::as_f64)
+            .ok_or_else(|| ModelError::Input("x".into()))?;
+        Ok(Score {
+            value: Value::Number(x * self.0),
+            outputs: vec![],
+        })
+    }
+    fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
+        Ok(self.0.to_le_bytes().to_vec())
+    }
+}
+
+fn trivial_loader(d: &ModelDescriptor) -> Result<Box<dyn Model>, ModelError> {
+    let f = match &d.message_content {
+        Some(MessageContent::Data(b)) if b.len() == 8 => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            f64::from_le_bytes(a)
+        }
+        _ => return Err(ModelError::EmptyDescriptor(d.name.clone())),
+    };
+    Ok(Box::new(Trivial(f)))
+}
+
+const N: u64 = 1_000_000;
+
+async fn bare_map() -> Duration {
+    let model: Arc<dyn Model> = Arc::new(Trivial(2.0));
+    let start = Instant::now();
+    let n = Source::from_iter((0..N).map(Rec))
+        .map(move |r| work(&*model, &r))
+        .run_with(Sink::fold(0u64, |n, _r: ServingResult| n + 1))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, N);
+    start.elapsed()
+}
+
+async fn stage() -> Duration {
+    let models = Source::single(ModelMessage::Built(BuiltModel::new(
+        "m",
+        "",
+        "t",
+        Arc::new(Trivial(2.0)),
+    )));
+    let start = Instant::now();
+    let (results, _state) =
+        match ServingStage::new(trivial_loader).build(models, Source::from_iter((0..N).map(Rec))) {
+            Ok(x) => x,
+            Err(e) => panic!("build: {e}"),
+        };
+    let n = results
+        .run_with(Sink::fold(0u64, |n, _r: ServingResult| n + 1))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, N);
+    start.elapsed()
+}
+
+/// The same per-record work in the smallest custom stage (one inlet, one
+/// outlet, no statistics): the core's own per-element cost, for reference.
+struct Minimal {
+    data: Inlet<Rec>,
+    out: Outlet<ServingResult>,
+    model: Arc<dyn Model>,
+}
+
+impl GraphStageLogic for Minimal {
+    type Event = ();
+
+    fn on_push(&mut self, ctx: &mut StageContext<'_, ()>, _: InletId) -> Result<(), StreamError> {
+        let r = ctx.grab(self.data)?;
+        ctx.push(self.out, work(&*self.model, &r))
+    }
+
+    fn on_pull(&mut self, ctx: &mut StageContext<'_, ()>, _: OutletId) -> Result<(), StreamError> {
+        ctx.pull(self.data)
+    }
+}
+
+fn work(model: &dyn Model, r: &Rec) -> ServingResult {
+    let rec = r.to_record();
+    let t0 = Instant::now();
+    let scored = model.score(&rec);
+    let d = t0.elapsed();
+    let mut out = match scored {
+        Ok(s) => s.to_serving_result("m", r.data_type(), d),
+        Err(e) => ServingResult {
+            error: e.to_string(),
+            ..Default::default()
+        },
+    };
+    out.record_ts = r.record_ts();
+    out
+}
+
+async fn minimal_stage() -> Duration {
+    let start = Instant::now();
+    let mut b = GraphStageBuilder::new();
+    let data = b.add_inlet(Source::from_iter((0..N).map(Rec)));
+    let out = b.add_outlet();
+    let mut outlets = b.build_active(Minimal {
+        data,
+        out,
+        model: Arc::new(Trivial(2.0)),
+    });
+    let n = match outlets.source(out) {
+        Ok(s) => s
+            .run_with(Sink::fold(0u64, |n, _r: ServingResult| n + 1))
+            .await
+            .unwrap_or(0),
+        Err(e) => panic!("outlet: {e}"),
+    };
+    assert_eq!(n, N);
+    start.elapsed()
+}
+
+fn descriptor(k: usize) -> ModelMessage {
+    ModelMessage::Descriptor(ModelDescriptor {
+        name: format!("s{k}"),
+        description: String::new(),
+        data_type: "t".into(),
+        modeltype: 100,
+        message_content: Some(MessageContent::Data((k as f64).to_le_bytes().to_vec())),
+    })
+}
+
+/// Offers `swaps` models (`descriptor(k)` must be named `s{k}` or
+/// `s{k}-...`) while records made by `record` flow at full speed; returns the
+/// histogram of offer -> first record scored by the model, and the records served.
+async fn swap_latency<R: ServingRecord>(
+    swaps: usize,
+    loader: Arc<dyn ModelLoader>,
+    record: impl Fn(u64) -> R + Send + 'static,
+    descriptor: impl Fn(usize) -> ModelMessage,
+) -> (Histogram<u64>, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_data = stop.clone();
+    let data = Source::from_iter(
+        (0u64..).map_while(move |i| (!stop_data.load(Ordering::Relaxed)).then(|| record(i))),
+    );
+    let (models, queue) = {
+        let (q, s) =
+            Source::queue::<ModelMessage>(4, OverflowStrategy::Backpressure).pre_materialize();
+        (s, q)
+    };
+    let (results, _state) = match ServingStage::with_loader(loader).build(models, data) {
+        Ok(x) => x,
+        Err(e) => panic!("build: {e}"),
+    };
+    // offered[k]: when model k was offered; the consumer reports the first result of each.
+    let offered: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; swaps]));
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Duration)>();
+    let consumer = {
+        let offered = offered.clone();
+        let mut last = String::new();
+        tokio::spawn(
+            results.run_with(Sink::fold(0u64, move |n, r: ServingResult| {
+                if r.model_name != last {
+                    last.clone_from(&r.model_name);
+                    if let Some(k) = r
+                        .model_name
+                        .strip_prefix('s')
+                        .and_then(|k| k.split('-').next())
+                        .and_then(|k| k.parse::<usize>().ok())
+                    {
+                        let at = offered
+                            .lock()
+                            .ok()
+                            .and_then(|o| o.get(k).copied().flatten());
+                        if let Some(at) = at {
+                            let _ = seen_tx.send((k, at.elapsed()));
+                        }
+                    }
+                }
+                n + 1
+            })),
+        )
+    };
+    let mut hist = match Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3) {
+        Ok(h) => h,
+        Err(e) => panic!("histogram: {e}"),
+    };
+    for k in 0..swaps {
+        if let Ok(mut o) = offered.lock() {
+            o[k] = Some(Instant::now());
+        }
+        let _ = queue.offer(descriptor(k)).await;
+        // Wait for the first result scored by model k.
+        loop {
+            match seen_rx.recv().await {
+                Some((seen, d)) if seen == k => {
+                    hist.saturating_record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+                    break;
+                }
+                Some(_) => continue,
+                None => panic!("consumer ended"),
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    queue.complete();
+    let records = match consumer.await {
+        Ok(Ok(n)) => n,
+        other => panic!("consumer: {other:?}"),
+    };
+    (hist, records)
+}
+
+fn report(what: &str, swaps: usize, records: u64, h: &Histogram<u64>) {
+    println!(
+        "swap latency, {what} (offer -> first record scored by the new model), {swaps} swaps \
+         while {records} records flowed at full speed: p50 {:.1} us, p99 {:.1} us, max {:.1} us \
+         (target p99 <= 20 ms)",
+        h.value_at_quantile(0.5) as f64 / 1e3,
+        h.value_at_quantile(0.99) as f64 / 1e3,
+        h.max() as f64 / 1e3
+    );
+}
+
+/// Swap latency with the tutorial's models (from `../shared/data/wine`): the
+/// TensorFlow frozen graph, the SavedModel (by location), and with feature
+/// `pmml` the seven PMML files, in turn, over wine records.
+#[cfg(feature = "tensorflow")]
+mod tutorial {
+    use super::*;
+    use flowstage_model::pb::model_descriptor::ModelType as PbType;
+    use flowstage_model::pb::WineRecord;
+    use flowstage_model::{FieldMapping, ModelRegistry, ModelsDir};
+    use flowstage_stages::serving::RegistryLoader;
+    use std::path::PathBuf;
+
+    fn dir() -> PathBuf {
+        // Benches run in the package directory (stages/).
+        ["../../shared/data/wine", "../shared/data/wine"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.join("winequality_red.csv").is_file())
+            .unwrap_or_else(|| PathBuf::from("../../shared/data/wine"))
+    }
+
+    pub async fn run(swaps: usize) {
+        let dir = dir();
+        let Ok(csv) = std::fs::read_to_string(dir.join("winequality_red.csv")) else {
+            println!(
+                "(no wine data at {}: tutorial swap latency skipped)",
+                dir.display()
+            );
+            return;
+        };
+        let wine: Vec<WineRecord> = csv
+            .lines()
+            .filter_map(|l| {
+                let v: Vec<f64> = l.split(';').filter_map(|c| c.trim().parse().ok()).collect();
+                (v.len() >= 11).then(|| WineRecord {
+                    fixed_acidity: v[0],
+                    volatile_acidity: v[1],
+                    citric_acid: v[2],
+                    residual_sugar: v[3],
+                    chlorides: v[4],
+                    free_sulfur_dioxide: v[5],
+                    total_sulfur_dioxide: v[6],
+                    density: v[7],
+                    p_h: v[8],
+                    sulphates: v[9],
+                    alcohol: v[10],
+                    data_type: "wine".into(),
+                    ts: 0,
+                })
+            })
+            .collect();
+        let mut files: Vec<(String, PbType, MessageContent)> = Vec::new();
+        if let Ok(b) = std::fs::read(dir.join("optimized_WineQuality.pb")) {
+            files.push(("tf".into(), PbType::Tensorflow, MessageContent::Data(b)));
+        }
+        files.push((
+            "saved".into(),
+            PbType::Tensorflowsaved,
+            MessageContent::Location("saved/1".into()),
+        ));
+        if cfg!(feature = "pmml") {
+            let mut pmml: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            pmml.retain(|p| p.extension().is_some_and(|x| x == "pmml"));
+            pmml.sort();
+            for p in pmml {
+                if let Ok(b) = std::fs::read(&p) {
+                    let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned());
+                    files.push((
+                        stem.unwrap_or_default(),
+                        PbType::Pmml,
+                        MessageContent::Data(b),
+                    ));
+                }
+            }
+        }
+        let models_dir = match ModelsDir::new(&dir) {
+            Ok(d) => d,
+            Err(e) => panic!("models dir: {e}"),
+        };
+        let loader =
+            RegistryLoader::new(ModelRegistry::with_defaults().with_models_dir(models_dir))
+                .with_mapping(FieldMapping::wine());
+        let n_files = files.len();
+        let n_wine = wine.len().max(1);
+        let (h, records) = swap_latency(
+            swaps,
+            Arc::new(loader),
+            move |i| wine[usize::try_from(i).unwrap_or(0) % n_wine].clone(),
+            |k| {
+                let (name, t, content) = &files[k % n_files];
+                ModelMessage::Descriptor(ModelDescriptor {
+                    name: format!("s{k}-{name}"),
+                    description: String::new(),
+                    data_type: "wine".into(),
+                    modeltype: *t as i32,
+                    message_content: Some(content.clone()),
+                })
+            },
+        )
+        .await;
+        report(
+            &format!("the tutorial's {n_files} models in turn (load included)"),
+            swaps,
+            records,
+            &h,
+        );
+    }
+}
+
+fn main() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("runtime: {e}"),
+    };
+    // `cargo bench` passes `--bench`; anything else (e.g. `cargo test --benches`) runs a quick pass.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    rt.block_on(async {
+        let runs = if quick { 1 } else { 5 };
+        let mut best_map = Duration::MAX;
+        let mut best_stage = Duration::MAX;
+        let mut best_minimal = Duration::MAX;
+        for _ in 0..runs {
+            best_map = best_map.min(bare_map().await);
+            best_stage = best_stage.min(stage().await);
+            best_minimal = best_minimal.min(minimal_stage().await);
+        }
+        let per = |d: Duration| d.as_nanos() as f64 / N as f64;
+        println!(
+            "overhead: {N} records, trivial model (best of {runs}): bare map {:.1} ns/record, \
+             serving stage {:.1} ns/record, ratio {:.2}x (target <= 1.2x)",
+            per(best_map),
+            per(best_stage),
+            best_stage.as_secs_f64() / best_map.as_secs_f64()
+        );
+        println!(
+            "reference: the same work in a minimal one-inlet custom stage: {:.1} ns/record, \
+             ratio {:.2}x to the bare map (the stage core's own per-element cost)",
+            per(best_minimal),
+            best_minimal.as_secs_f64() / best_map.as_secs_f64()
+        );
+        let swaps = if quick { 20 } else { 200 };
+        let (h, records) = swap_latency(swaps, Arc::new(trivial_loader), Rec, descriptor).await;
+        report("trivial model", swaps, records, &h);
+        #[cfg(feature = "tensorflow")]
+        tutorial::run(if quick { 10 } else { 100 }).await;
+        #[cfg(not(feature = "tensorflow"))]
+        println!("(swap latency with the tutorial's models: run with --features tensorflow,pmml)");
+    });
+}

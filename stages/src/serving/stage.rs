@@ -1,0 +1,614 @@
+//! The serving stage's handlers.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use flowstage::stage::{GraphStageLogic, Inlet, InletId, Outlet, OutletId, StageContext};
+use flowstage::StreamError;
+use flowstage_model::pb::{ModelDescriptor, ServingResult};
+use flowstage_model::{Model, ModelError, ModelType, Record};
+
+use super::stats::{
+    nanos, now_ms, BufferState, HistoryEntry, LiveStats, LoadFailure, ServingSnapshot,
+    ServingState, Totals, TypeCounters,
+};
+use super::{ModelLoader, ModelMessage, ServingConfig, ServingRecord};
+
+const BATCH_TIMER: u64 = 2;
+
+pub(crate) struct Ports<R> {
+    pub(crate) models: Inlet<ModelMessage>,
+    pub(crate) data: Inlet<R>,
+    pub(crate) out: Outlet<ServingResult>,
+}
+
+/// What comes in through the stage's async callback.
+pub(crate) enum Event {
+    /// A model load finished.
+    Loaded(Loaded),
+    /// Time to publish statistics (from a ticker task: cheaper per record than
+    /// a stage timer, which is polled on every round).
+    Tick,
+}
+
+/// A model load finished (on the blocking pool).
+pub(crate) struct Loaded {
+    data_type: String,
+    seq: u64,
+    name: String,
+    description: String,
+    model_type: ModelType,
+    offered_at: Instant,
+    load_ns: u64,
+    result: Result<Arc<dyn Model>, ModelError>,
+}
+
+struct Current {
+    model: Arc<dyn Model>,
+    stats: LiveStats,
+}
+
+/// The dataTypes, in a vector: there are few, and a string compare against
+/// the last one used is cheaper per record than hashing.
+#[derive(Default)]
+struct Types {
+    list: Vec<(String, TypeState)>,
+    last: usize,
+}
+
+impl Types {
+    #[inline]
+    fn get_mut(&mut self, dt: &str) -> Option<&mut TypeState> {
+        if self.list.get(self.last).is_none_or(|(n, _)| n != dt) {
+            self.last = self.list.iter().position(|(n, _)| n == dt)?;
+        }
+        self.list.get_mut(self.last).map(|(_, t)| t)
+    }
+
+    fn entry(&mut self, dt: &str) -> &mut TypeState {
+        let i = match self.list.iter().position(|(n, _)| n == dt) {
+            Some(i) => i,
+            None => {
+                self.list.push((dt.to_string(), TypeState::default()));
+                self.list.len() - 1
+            }
+        };
+        &mut self.list[i].1
+    }
+}
+
+#[derive(Default)]
+struct TypeState {
+    current: Option<Current>,
+    /// Sequence number of the installed model (models offered later win).
+    installed_seq: u64,
+    next_seq: u64,
+    counters: TypeCounters,
+}
+
+pub(crate) struct ServingLogic<R> {
+    ports: Ports<R>,
+    loader: Arc<dyn ModelLoader>,
+    config: ServingConfig,
+    state: ServingState,
+    types: Types,
+    totals: Totals,
+    /// Records waiting for their batch (batch_size > 1).
+    pending: Vec<R>,
+    /// Results waiting for downstream demand.
+    results: VecDeque<ServingResult>,
+    loads_in_flight: usize,
+    data_done: bool,
+    next_publish: Instant,
+    dirty: bool,
+}
+
+impl<R: ServingRecord> ServingLogic<R> {
+    pub(crate) fn new(
+        ports: Ports<R>,
+        loader: Arc<dyn ModelLoader>,
+        config: ServingConfig,
+        state: ServingState,
+    ) -> Self {
+        ServingLogic {
+            ports,
+            loader,
+            next_publish: Instant::now() + config.publish_interval,
+            config,
+            state,
+            types: Types::default(),
+            totals: Totals::default(),
+            pending: Vec::new(),
+            results: VecDeque::new(),
+            loads_in_flight: 0,
+            data_done: false,
+            dirty: true,
+        }
+    }
+
+    fn publish(&mut self, running: bool) {
+        let data_types = self
+            .types
+            .list
+            .iter()
+            .map(|(dt, ts)| {
+                let current = ts.current.as_ref().map(|c| c.stats.snapshot());
+                (dt.clone(), ts.counters.to_state(dt, current))
+            })
+            .collect();
+        self.state.publish(ServingSnapshot {
+            published_ms: now_ms(),
+            data_types,
+            totals: self.totals.clone(),
+            buffer: BufferState {
+                fill: (self.pending.len() + self.results.len()) as u64,
+                capacity: self.config.batch_size as u64,
+            },
+            running,
+        });
+        self.dirty = false;
+        self.next_publish = Instant::now() + self.config.publish_interval;
+    }
+
+    // ---- models -------------------------------------------------------------
+
+    fn pull_models_if_room(
+        &mut self,
+        ctx: &mut StageContext<'_, Event>,
+    ) -> Result<(), StreamError> {
+        let m = self.ports.models;
+        if self.loads_in_flight < self.config.max_pending_loads
+            && !ctx.is_closed(m)
+            && !ctx.has_been_pulled(m)
+            && !ctx.is_available(m)
+        {
+            ctx.pull(m)?;
+        }
+        Ok(())
+    }
+
+    fn offer(&mut self, ctx: &mut StageContext<'_, Event>, msg: ModelMessage) {
+        let offered_at = Instant::now();
+        match msg {
+            ModelMessage::Built(b) => {
+                let ts = self.types.entry(&b.data_type);
+                ts.next_seq += 1;
+                let seq = ts.next_seq;
+                let model_type = b.model.model_type();
+                self.install(Loaded {
+                    data_type: b.data_type,
+                    seq,
+                    name: b.name,
+                    description: b.description,
+                    model_type,
+                    offered_at,
+                    load_ns: 0,
+                    result: Ok(b.model),
+                });
+            }
+            ModelMessage::Descriptor(d) => {
+                let ts = self.types.entry(&d.data_type);
+                ts.next_seq += 1;
+                ts.counters.loading += 1;
+                let seq = ts.next_seq;
+                self.loads_in_flight += 1;
+                self.dirty = true;
+                let loader = self.loader.clone();
+                let job = move || load(&*loader, d, seq, offered_at);
+                match tokio::runtime::Handle::try_current() {
+                    Ok(handle) => {
+                        let callback = ctx.async_callback();
+                        handle.spawn_blocking(move || {
+                            // If the stage stopped meanwhile, the model is dropped.
+                            let _ = callback.invoke(Event::Loaded(job()));
+                        });
+                    }
+                    // Not on a runtime (cannot happen when the stage is run by
+                    // tokio): load in place.
+                    Err(_) => {
+                        let loaded = job();
+                        self.loaded(loaded);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A load finished: install the model or record the failure.
+    fn loaded(&mut self, loaded: Loaded) {
+        self.loads_in_flight = self.loads_in_flight.saturating_sub(1);
+        if let Some(ts) = self.types.get_mut(&loaded.data_type) {
+            ts.counters.loading = ts.counters.loading.saturating_sub(1);
+        }
+        self.install(loaded);
+    }
+
+    fn install(&mut self, loaded: Loaded) {
+        let ts = self.types.entry(&loaded.data_type);
+        self.dirty = true;
+        let model = match loaded.result {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(
+                    model = %loaded.name, data_type = %loaded.data_type, error = %e,
+                    "model failed to load; the current model keeps serving"
+                );
+                ts.counters.load_failures += 1;
+                self.totals.load_failures += 1;
+                ts.counters.last_error = Some(LoadFailure {
+                    model_name: loaded.name,
+                    error: e.to_string(),
+                    at_ms: now_ms(),
+                });
+                self.publish(true);
+                return;
+            }
+        };
+        if loaded.seq < ts.installed_seq {
+            // A model offered later is already serving: this one is stale.
+            tracing::info!(
+                model = %loaded.name, data_type = %loaded.data_type,
+                "model loaded after a newer one was installed; dropped"
+            );
+            return;
+        }
+        ts.installed_seq = loaded.seq;
+        let stats = LiveStats::new(
+            loaded.name.clone(),
+            loaded.description,
+            loaded.model_type.to_string(),
+            loaded.offered_at,
+            loaded.load_ns,
+        );
+        let old = ts.current.replace(Current { model, stats });
+        ts.counters.swaps += 1;
+        self.totals.swaps += 1;
+        if let Some(old) = old {
+            ts.counters.history.push_back(HistoryEntry {
+                stats: old.stats.snapshot(),
+                replaced_ms: now_ms(),
+                replaced_by: loaded.name.clone(),
+            });
+            while ts.counters.history.len() > self.config.history_limit {
+                ts.counters.history.pop_front();
+            }
+            // `old.model` is dropped here (unless a caller still holds it).
+        }
+        tracing::info!(model = %loaded.name, data_type = %loaded.data_type, "model installed");
+        self.publish(true);
+    }
+
+    // ---- data ---------------------------------------------------------------
+
+    fn score_one(&mut self, rec: R) -> ServingResult {
+        self.totals.records += 1;
+        let current = self
+            .types
+            .get_mut(rec.data_type())
+            .and_then(|ts| ts.current.as_mut().map(|c| (c, &mut ts.counters)));
+        let Some((cur, counters)) = current else {
+            return self.no_model(&rec);
+        };
+        let record = rec.to_record();
+        let start = Instant::now();
+        let scored = cur.model.score(&record);
+        let end = Instant::now();
+        let ns = nanos(end - start);
+        if cur.stats.swap_latency_ns.is_none() {
+            cur.stats.swap_latency_ns = Some(nanos(end - cur.stats.offered_at));
+        }
+        cur.stats.record(ns, scored.is_ok());
+        counters.record_duration(ns);
+        let result = finish(
+            &rec,
+            cur.stats.name(),
+            ns,
+            scored,
+            counters,
+            &mut self.totals,
+        );
+        self.dirty = true;
+        if end >= self.next_publish {
+            self.publish(true);
+        }
+        result
+    }
+
+    fn no_model(&mut self, rec: &R) -> ServingResult {
+        self.totals.no_model += 1;
+        if let Some(ts) = self.types.get_mut(rec.data_type()) {
+            ts.counters.no_model += 1;
+        }
+        self.dirty = true;
+        ServingResult {
+            processed: false,
+            data_type: rec.data_type().to_string(),
+            error: format!("not processed: no model for dataType {}", rec.data_type()),
+            record_ts: rec.record_ts(),
+            record_key: rec.record_key(),
+            ..Default::default()
+        }
+    }
+
+    /// Scores the pending batch: records of one dataType together through
+    /// `score_batch`, results in record order.
+    fn score_pending(&mut self) {
+        let batch = std::mem::take(&mut self.pending);
+        if batch.is_empty() {
+            return;
+        }
+        if batch.len() == 1 {
+            for rec in batch {
+                let r = self.score_one(rec);
+                self.results.push_back(r);
+            }
+            return;
+        }
+        let mut out: Vec<Option<ServingResult>> = (0..batch.len()).map(|_| None).collect();
+        // Group indices by dataType, in order of first appearance.
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, rec) in batch.iter().enumerate() {
+            match groups.iter_mut().find(|(dt, _)| *dt == rec.data_type()) {
+                Some((_, idx)) => idx.push(i),
+                None => groups.push((rec.data_type(), vec![i])),
+            }
+        }
+        for (dt, idx) in groups {
+            self.totals.records += idx.len() as u64;
+            let current = self
+                .types
+                .get_mut(dt)
+                .and_then(|ts| ts.current.as_mut().map(|c| (c, &mut ts.counters)));
+            let Some((cur, counters)) = current else {
+                for i in idx {
+                    out[i] = Some(self.no_model(&batch[i]));
+                }
+                continue;
+            };
+            let records: Vec<Record> = idx.iter().map(|&i| batch[i].to_record()).collect();
+            let start = Instant::now();
+            let scores = cur.model.score_batch(&records);
+            let end = Instant::now();
+            let per = nanos(end - start) / idx.len() as u64;
+            if cur.stats.swap_latency_ns.is_none() {
+                cur.stats.swap_latency_ns = Some(nanos(end - cur.stats.offered_at));
+            }
+            let mut scores = scores.into_iter();
+            for &i in &idx {
+                let scored = scores.next().unwrap_or_else(|| {
+                    Err(ModelError::Scoring(
+                        "score_batch gave too few results".into(),
+                    ))
+                });
+                cur.stats.record(per, scored.is_ok());
+                counters.record_duration(per);
+                out[i] = Some(finish(
+                    &batch[i],
+                    cur.stats.name(),
+                    per,
+                    scored,
+                    counters,
+                    &mut self.totals,
+                ));
+            }
+        }
+        self.dirty = true;
+        self.results.extend(out.into_iter().flatten());
+        if Instant::now() >= self.next_publish {
+            self.publish(true);
+        }
+    }
+
+    /// Pushes a waiting result if downstream wants one; completes when done.
+    fn deliver(&mut self, ctx: &mut StageContext<'_, Event>) -> Result<(), StreamError> {
+        let out = self.ports.out;
+        if ctx.has_demand(out) {
+            if let Some(r) = self.results.pop_front() {
+                ctx.push(out, r)?;
+            }
+        }
+        if self.data_done && self.results.is_empty() && self.pending.is_empty() {
+            self.publish(false);
+            ctx.complete_stage();
+        }
+        Ok(())
+    }
+
+    /// Pulls a record if downstream wants a result, or to fill a started batch,
+    /// never holding more than `batch_size` records.
+    fn pull_data(&mut self, ctx: &mut StageContext<'_, Event>) -> Result<(), StreamError> {
+        let d = self.ports.data;
+        if self.data_done || ctx.is_closed(d) || ctx.has_been_pulled(d) || ctx.is_available(d) {
+            return Ok(());
+        }
+        let held = self.pending.len() + self.results.len();
+        let wanted =
+            (ctx.has_demand(self.ports.out) && self.results.is_empty()) || !self.pending.is_empty();
+        if held < self.config.batch_size && wanted {
+            ctx.pull(d)?;
+        }
+        Ok(())
+    }
+}
+
+fn load(loader: &dyn ModelLoader, d: ModelDescriptor, seq: u64, offered_at: Instant) -> Loaded {
+    let start = Instant::now();
+    let result = loader.load(&d).map(Arc::from);
+    Loaded {
+        model_type: ModelType::from_wire(d.modeltype),
+        data_type: d.data_type,
+        seq,
+        name: d.name,
+        description: d.description,
+        offered_at,
+        load_ns: nanos(start.elapsed()),
+        result,
+    }
+}
+
+/// The result for a scored (or failed) record.
+fn finish<R: ServingRecord>(
+    rec: &R,
+    model_name: &str,
+    ns: u64,
+    scored: Result<flowstage_model::Score, ModelError>,
+    counters: &mut TypeCounters,
+    totals: &mut Totals,
+) -> ServingResult {
+    let duration = std::time::Duration::from_nanos(ns);
+    let mut result = match scored {
+        Ok(score) => {
+            counters.scored += 1;
+            totals.scored += 1;
+            score.to_serving_result(model_name, rec.data_type(), duration)
+        }
+        Err(e) => {
+            counters.scoring_errors += 1;
+            totals.errors += 1;
+            ServingResult {
+                processed: false,
+                model_name: model_name.to_string(),
+                data_type: rec.data_type().to_string(),
+                duration_ns: i64::try_from(ns).unwrap_or(i64::MAX),
+                error: e.to_string(),
+                ..Default::default()
+            }
+        }
+    };
+    result.record_ts = rec.record_ts();
+    result.record_key = rec.record_key();
+    result
+}
+
+impl<R: ServingRecord> GraphStageLogic for ServingLogic<R> {
+    type Event = Event;
+
+    fn pre_start(&mut self, ctx: &mut StageContext<'_, Event>) -> Result<(), StreamError> {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let callback = ctx.async_callback();
+            let every = self
+                .config
+                .publish_interval
+                .max(std::time::Duration::from_millis(1));
+            // Ends at the first tick after the stage stopped.
+            handle.spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if callback.invoke(Event::Tick).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        self.publish(true);
+        ctx.pull(self.ports.models)
+    }
+
+    fn on_push(
+        &mut self,
+        ctx: &mut StageContext<'_, Event>,
+        inlet: InletId,
+    ) -> Result<(), StreamError> {
+        if self.ports.models == inlet {
+            let msg = ctx.grab(self.ports.models)?;
+            self.offer(ctx, msg);
+            return self.pull_models_if_room(ctx);
+        }
+        let rec = ctx.grab(self.ports.data)?;
+        if self.config.batch_size <= 1 {
+            let r = self.score_one(rec);
+            if self.results.is_empty() && ctx.has_demand(self.ports.out) {
+                ctx.push(self.ports.out, r)?;
+                if self.data_done {
+                    self.deliver(ctx)?;
+                }
+                return self.pull_data(ctx);
+            }
+            self.results.push_back(r);
+        } else {
+            self.pending.push(rec);
+            if self.pending.len() >= self.config.batch_size {
+                ctx.cancel_timer(BATCH_TIMER);
+                self.score_pending();
+            } else if self.pending.len() == 1 {
+                ctx.schedule_once(BATCH_TIMER, self.config.batch_timeout);
+            }
+        }
+        self.deliver(ctx)?;
+        self.pull_data(ctx)
+    }
+
+    fn on_upstream_finish(
+        &mut self,
+        ctx: &mut StageContext<'_, Event>,
+        inlet: InletId,
+    ) -> Result<(), StreamError> {
+        if self.ports.data == inlet {
+            ctx.cancel_timer(BATCH_TIMER);
+            self.score_pending();
+            self.data_done = true;
+            self.deliver(ctx)?;
+        }
+        // The model stream may end: the current models keep serving.
+        Ok(())
+    }
+
+    fn on_upstream_failure(
+        &mut self,
+        _ctx: &mut StageContext<'_, Event>,
+        inlet: InletId,
+        error: StreamError,
+    ) -> Result<(), StreamError> {
+        if self.ports.models == inlet {
+            // Losing the model stream must not stop serving: the current models
+            // keep scoring (no more swaps).
+            tracing::error!(error = %error, "model stream failed; current models keep serving");
+            return Ok(());
+        }
+        Err(error)
+    }
+
+    fn on_pull(
+        &mut self,
+        ctx: &mut StageContext<'_, Event>,
+        _outlet: OutletId,
+    ) -> Result<(), StreamError> {
+        self.deliver(ctx)?;
+        self.pull_data(ctx)
+    }
+
+    fn on_timer(&mut self, ctx: &mut StageContext<'_, Event>, key: u64) -> Result<(), StreamError> {
+        if key == BATCH_TIMER {
+            self.score_pending();
+            self.deliver(ctx)?;
+            self.pull_data(ctx)?;
+        }
+        Ok(())
+    }
+
+    fn on_event(
+        &mut self,
+        ctx: &mut StageContext<'_, Event>,
+        event: Event,
+    ) -> Result<(), StreamError> {
+        match event {
+            Event::Loaded(loaded) => {
+                self.loaded(loaded);
+                self.pull_models_if_room(ctx)
+            }
+            Event::Tick => {
+                if self.dirty {
+                    self.publish(true);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn post_stop(&mut self) {
+        self.publish(false);
+    }
+}

@@ -1,0 +1,457 @@
+//! Statistics of the serving stage and the snapshots it publishes.
+//!
+//! The stage owns the live statistics and, from time to time (every
+//! [`ServingConfig::publish_interval`](super::ServingConfig::publish_interval),
+//! on every model swap or failed load, and when it stops), publishes an
+//! immutable [`ServingSnapshot`] through a [`ServingState`]. Readers (the HTTP
+//! server, tests, your code) load the latest snapshot without any lock the
+//! scoring path could wait on.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// Upper bounds (nanoseconds) of the scoring-duration buckets exported on
+/// `/metrics` (`le` labels, in seconds there); a final `+Inf` bucket follows.
+pub const DURATION_BUCKETS_NS: [u64; 14] = [
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Statistics of one model while it serves (or when it stopped serving).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ModelStats {
+    /// The model's name (`ModelDescriptor.name`).
+    pub name: String,
+    /// The model's description.
+    pub description: String,
+    /// The model's type (`pmml`, `tensorflow`, `tensorflow-saved`, `onnx`, ...).
+    pub model_type: String,
+    /// When the model became current, epoch milliseconds.
+    pub since_ms: u64,
+    /// Records given to the model (scored successfully or not).
+    pub usage: u64,
+    /// Records whose scoring failed.
+    pub errors: u64,
+    /// Total scoring time, nanoseconds.
+    pub total_ns: u64,
+    /// Shortest scoring time, nanoseconds; `None` (JSON `null`) before the first
+    /// record: the minimum starts at +infinity.
+    pub min_ns: Option<u64>,
+    /// Longest scoring time, nanoseconds; `None` before the first record.
+    pub max_ns: Option<u64>,
+    /// Mean scoring time, nanoseconds; `None` before the first record.
+    pub mean_ns: Option<f64>,
+    /// Median scoring time (HDR histogram, 3 significant digits), nanoseconds.
+    pub p50_ns: Option<u64>,
+    /// 90th percentile, nanoseconds.
+    pub p90_ns: Option<u64>,
+    /// 99th percentile, nanoseconds.
+    pub p99_ns: Option<u64>,
+    /// 99.9th percentile, nanoseconds.
+    pub p999_ns: Option<u64>,
+    /// Time spent loading the model off the scoring path, nanoseconds (0 for a
+    /// model offered already built).
+    pub load_ns: u64,
+    /// From the model being offered to the first record scored by it,
+    /// nanoseconds; `None` until that record.
+    pub swap_latency_ns: Option<u64>,
+}
+
+/// A model that served earlier, with its final statistics.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HistoryEntry {
+    /// Final statistics.
+    #[serde(flatten)]
+    pub stats: ModelStats,
+    /// When it was replaced, epoch milliseconds.
+    pub replaced_ms: u64,
+    /// The name of the model that replaced it.
+    pub replaced_by: String,
+}
+
+/// A model load that failed (the previous model kept serving).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LoadFailure {
+    /// The name of the model that failed to load.
+    pub model_name: String,
+    /// The error, as text.
+    pub error: String,
+    /// When the load failed, epoch milliseconds.
+    pub at_ms: u64,
+}
+
+/// The published state of one dataType.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DataTypeState {
+    /// The dataType.
+    pub data_type: String,
+    /// The current model and its statistics; `None` before the first model.
+    pub current: Option<ModelStats>,
+    /// The last failed load, if any.
+    pub last_error: Option<LoadFailure>,
+    /// Models that became current (the first one included).
+    pub swaps: u64,
+    /// Failed model loads.
+    pub load_failures: u64,
+    /// Model loads in progress.
+    pub loading: u64,
+    /// Records of this dataType scored successfully (all models).
+    pub scored: u64,
+    /// Records of this dataType whose scoring failed (all models).
+    pub scoring_errors: u64,
+    /// Records of this dataType answered "not processed: no model".
+    pub no_model: u64,
+    /// Earlier models, oldest first (served by `/state/{dataType}/history`,
+    /// not part of `/state`).
+    #[serde(skip)]
+    pub history: Vec<HistoryEntry>,
+    /// Scoring-duration counts per [`DURATION_BUCKETS_NS`] bucket (not
+    /// cumulative; one more entry for `+Inf`), all models.
+    #[serde(skip)]
+    pub duration_buckets: Vec<u64>,
+    /// Sum of all scoring durations, nanoseconds, all models.
+    #[serde(skip)]
+    pub duration_sum_ns: u64,
+}
+
+/// Counters over all dataTypes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Records received.
+    pub records: u64,
+    /// Records scored successfully.
+    pub scored: u64,
+    /// Records whose scoring failed.
+    pub errors: u64,
+    /// Records answered "not processed: no model" (any dataType, also those
+    /// no model was ever offered for).
+    pub no_model: u64,
+    /// Models that became current.
+    pub swaps: u64,
+    /// Failed model loads.
+    pub load_failures: u64,
+}
+
+/// How full the stage's data buffer is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BufferState {
+    /// Records held by the stage (waiting for their batch, or scored and waiting
+    /// for downstream demand).
+    pub fill: u64,
+    /// The most records the stage holds (the batch size).
+    pub capacity: u64,
+}
+
+/// Everything the stage publishes, at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ServingSnapshot {
+    /// When this snapshot was taken, epoch milliseconds.
+    pub published_ms: u64,
+    /// Per dataType (those a model was ever offered for).
+    pub data_types: BTreeMap<String, DataTypeState>,
+    /// Counters over all dataTypes.
+    pub totals: Totals,
+    /// The data buffer.
+    pub buffer: BufferState,
+    /// Whether the stage is still running.
+    pub running: bool,
+}
+
+impl ServingSnapshot {
+    /// The dataTypes that have a current model, sorted.
+    pub fn models(&self) -> Vec<String> {
+        self.data_types
+            .values()
+            .filter(|s| s.current.is_some())
+            .map(|s| s.data_type.clone())
+            .collect()
+    }
+
+    /// The name of the current model of `data_type`.
+    pub fn current_model(&self, data_type: &str) -> Option<&str> {
+        self.data_types
+            .get(data_type)
+            .and_then(|s| s.current.as_ref())
+            .map(|c| c.name.as_str())
+    }
+}
+
+/// A handle on the serving stage's published state. Cheap to clone; reading
+/// never blocks the stage.
+#[derive(Clone, Debug)]
+pub struct ServingState {
+    inner: Arc<StateInner>,
+}
+
+#[derive(Debug)]
+struct StateInner {
+    current: ArcSwap<ServingSnapshot>,
+    version: watch::Sender<u64>,
+}
+
+impl Default for ServingState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServingState {
+    /// An empty state (no dataType yet).
+    pub fn new() -> Self {
+        ServingState {
+            inner: Arc::new(StateInner {
+                current: ArcSwap::from_pointee(ServingSnapshot::default()),
+                version: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Arc<ServingSnapshot> {
+        self.inner.current.load_full()
+    }
+
+    /// How many snapshots were published.
+    pub fn version(&self) -> u64 {
+        *self.inner.version.borrow()
+    }
+
+    /// Waits until a published snapshot satisfies `pred`, and returns it. This
+    /// waits for an event, without polling; it waits forever if no snapshot ever
+    /// satisfies `pred` (wrap it in a timeout where that matters). Check
+    /// [`ServingSnapshot::running`] to stop waiting for a stage that stopped.
+    pub async fn wait_for(&self, pred: impl Fn(&ServingSnapshot) -> bool) -> Arc<ServingSnapshot> {
+        let mut rx = self.inner.version.subscribe();
+        loop {
+            let s = self.snapshot();
+            if pred(&s) {
+                return s;
+            }
+            if rx.changed().await.is_err() {
+                return self.snapshot();
+            }
+        }
+    }
+
+    pub(crate) fn publish(&self, snapshot: ServingSnapshot) {
+        self.inner.current.store(Arc::new(snapshot));
+        self.inner.version.send_modify(|v| *v += 1);
+    }
+}
+
+/// Live statistics of the current model of one dataType (owned by the stage).
+pub(crate) struct LiveStats {
+    name: String,
+    description: String,
+    model_type: String,
+    since_ms: u64,
+    usage: u64,
+    errors: u64,
+    total_ns: u64,
+    /// `u64::MAX` stands for +infinity (no record yet).
+    min_ns: u64,
+    max_ns: u64,
+    hist: Option<Histogram<u64>>,
+    load_ns: u64,
+    pub(crate) offered_at: Instant,
+    pub(crate) swap_latency_ns: Option<u64>,
+}
+
+impl LiveStats {
+    pub(crate) fn new(
+        name: String,
+        description: String,
+        model_type: String,
+        offered_at: Instant,
+        load_ns: u64,
+    ) -> Self {
+        // 1 ns .. 1 hour, 3 significant digits; larger values saturate.
+        // (The bounds are valid constants, so this is always `Some`.)
+        let hist = Histogram::new_with_bounds(1, 3_600_000_000_000, 3).ok();
+        LiveStats {
+            name,
+            description,
+            model_type,
+            since_ms: now_ms(),
+            usage: 0,
+            errors: 0,
+            total_ns: 0,
+            min_ns: u64::MAX,
+            max_ns: 0,
+            hist,
+            load_ns,
+            offered_at,
+            swap_latency_ns: None,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[inline]
+    pub(crate) fn record(&mut self, ns: u64, ok: bool) {
+        self.usage += 1;
+        if !ok {
+            self.errors += 1;
+        }
+        self.total_ns = self.total_ns.saturating_add(ns);
+        self.min_ns = self.min_ns.min(ns);
+        self.max_ns = self.max_ns.max(ns);
+        if let Some(h) = self.hist.as_mut() {
+            h.saturating_record(ns.max(1));
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> ModelStats {
+        let any = self.usage > 0;
+        let q = |p: f64| {
+            self.hist
+                .as_ref()
+                .filter(|_| any)
+                .map(|h| h.value_at_quantile(p))
+        };
+        ModelStats {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            model_type: self.model_type.clone(),
+            since_ms: self.since_ms,
+            usage: self.usage,
+            errors: self.errors,
+            total_ns: self.total_ns,
+            min_ns: any.then_some(self.min_ns),
+            max_ns: any.then_some(self.max_ns),
+            mean_ns: any.then(|| self.total_ns as f64 / self.usage as f64),
+            p50_ns: q(0.5),
+            p90_ns: q(0.9),
+            p99_ns: q(0.99),
+            p999_ns: q(0.999),
+            load_ns: self.load_ns,
+            swap_latency_ns: self.swap_latency_ns,
+        }
+    }
+}
+
+/// Lifetime counters of one dataType (owned by the stage).
+pub(crate) struct TypeCounters {
+    pub(crate) swaps: u64,
+    pub(crate) load_failures: u64,
+    pub(crate) loading: u64,
+    pub(crate) scored: u64,
+    pub(crate) scoring_errors: u64,
+    pub(crate) no_model: u64,
+    pub(crate) buckets: [u64; DURATION_BUCKETS_NS.len() + 1],
+    pub(crate) sum_ns: u64,
+    pub(crate) last_error: Option<LoadFailure>,
+    pub(crate) history: VecDeque<HistoryEntry>,
+}
+
+impl Default for TypeCounters {
+    fn default() -> Self {
+        TypeCounters {
+            swaps: 0,
+            load_failures: 0,
+            loading: 0,
+            scored: 0,
+            scoring_errors: 0,
+            no_model: 0,
+            buckets: [0; DURATION_BUCKETS_NS.len() + 1],
+            sum_ns: 0,
+            last_error: None,
+            history: VecDeque::new(),
+        }
+    }
+}
+
+impl TypeCounters {
+    #[inline]
+    pub(crate) fn record_duration(&mut self, ns: u64) {
+        let i = DURATION_BUCKETS_NS
+            .iter()
+            .position(|&b| ns <= b)
+            .unwrap_or(DURATION_BUCKETS_NS.len());
+        self.buckets[i] += 1;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+    }
+
+    pub(crate) fn to_state(&self, data_type: &str, current: Option<ModelStats>) -> DataTypeState {
+        DataTypeState {
+            data_type: data_type.to_string(),
+            current,
+            last_error: self.last_error.clone(),
+            swaps: self.swaps,
+            load_failures: self.load_failures,
+            loading: self.loading,
+            scored: self.scored,
+            scoring_errors: self.scoring_errors,
+            no_model: self.no_model,
+            history: self.history.iter().cloned().collect(),
+            duration_buckets: self.buckets.to_vec(),
+            duration_sum_ns: self.sum_ns,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_starts_at_infinity_and_moves() {
+        let mut s = LiveStats::new("m".into(), "d".into(), "t".into(), Instant::now(), 0);
+        let empty = s.snapshot();
+        assert_eq!(empty.min_ns, None);
+        assert_eq!(empty.p50_ns, None);
+        s.record(500, true);
+        s.record(300, false);
+        s.record(900, true);
+        let snap = s.snapshot();
+        assert_eq!(snap.min_ns, Some(300));
+        assert_eq!(snap.max_ns, Some(900));
+        assert_eq!(snap.usage, 3);
+        assert_eq!(snap.errors, 1);
+        assert_eq!(snap.total_ns, 1700);
+        let p50 = snap.p50_ns.unwrap_or(0);
+        assert!((499..=501).contains(&p50), "p50 {p50}");
+    }
+
+    #[test]
+    fn buckets_are_assigned_by_upper_bound() {
+        let mut c = TypeCounters::default();
+        c.record_duration(1_000);
+        c.record_duration(1_001);
+        c.record_duration(u64::MAX);
+        assert_eq!(c.buckets[0], 1);
+        assert_eq!(c.buckets[1], 1);
+        assert_eq!(c.buckets[DURATION_BUCKETS_NS.len()], 1);
+    }
+}
