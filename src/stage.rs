@@ -771,7 +771,8 @@ impl<L: GraphStageLogic> Core<L> {
     }
 
     fn wake_dirty(&mut self, except: Option<usize>) {
-        for j in std::mem::take(&mut self.ports.dirty) {
+        // Drained, not taken: the buffer is reused, no allocation per push.
+        for j in self.ports.dirty.drain(..) {
             if Some(j) != except {
                 self.wakers.wake_slot(j);
             }
