@@ -37,48 +37,7 @@ fi
 
 cd "$here"
 
-JAVA="${JAVA:-java}"
-MVN="${MVN:-mvn}"
-stamp="target/.build-ok"
-
-need_build() {
-  [[ -f "$stamp" && -d target/lib && -f target/classes/flowstage/peers/Main.class ]] || return 0
-  [[ -n "$(find pom.xml src -newer "$stamp" -print -quit)" ]]
-}
-
-if need_build; then
-  command -v "$MVN" >/dev/null || { echo "run.sh: '$MVN' not found (need Maven 3.6+)" >&2; exit 1; }
-  log="$(mktemp "${TMPDIR:-/tmp}/jpmml-peer-mvn.XXXXXX")"
-  if "$MVN" -q -B -o package >"$log" 2>&1; then
-    :
-  else
-    echo "run.sh: offline build failed; resolving from Maven Central (first run)..." >&2
-    if ! "$MVN" -q -B package >"$log" 2>&1; then
-      echo "run.sh: Maven build failed; log follows" >&2
-      cat "$log" >&2
-      rm -f "$log"
-      exit 1
-    fi
-  fi
-  rm -f "$log"
-  touch "$stamp"
-fi
-
-# Java 17+ required (pom targets release 17).
-jv="$("$JAVA" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java\.specification\.version = //p')"
-if [[ -z "$jv" || "${jv%%.*}" -lt 17 ]]; then
-  echo "run.sh: need Java 17+, '$JAVA' reports '${jv:-unknown}'" >&2
-  exit 1
-fi
-
-# Keep only '#' and 'PEER ' lines on stdout; route anything else the JVM prints to stderr.
-# pipefail makes a JVM failure (e.g. a bad model file, exit 2) the script's exit status.
-# shellcheck disable=SC2086
-"$JAVA" -Xms1g -Xmx1g ${JAVA_OPTS:-} -cp "target/classes:target/lib/*" flowstage.peers.Main \
-  ${models[@]+"${models[@]}"} \
-  | while IFS= read -r line; do
-      case "$line" in
-        '#'* | 'PEER '*) printf '%s\n' "$line" ;;
-        *) printf '%s\n' "$line" >&2 ;;
-      esac
-    done
+. "$here/../lib.sh"
+peer_build jpmml
+peer_check_java
+peer_run ${models[@]+"${models[@]}"}
