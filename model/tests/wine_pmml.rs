@@ -11,15 +11,11 @@ use flowstage_model::pb::WineRecord;
 use flowstage_model::{LoadOptions, ModelRegistry, ModelType, OutputValue, Record};
 use serde_json::Value as Json;
 
-const MODELS: [&str; 7] = [
-    "winequalityDecisionTreeClassification",
-    "winequalityDesisionTreeRegression",
-    "winequalityGeneralizedLinearRegressionGamma",
-    "winequalityGeneralizedLinearRegressionGaussian",
-    "winequalityLinearRegression",
-    "winequalityMultilayerPerceptron",
-    "winequalityRandonForrestClassification",
-];
+// The tutorial model list, shared with the PMML crate's own wine test and bench.
+#[path = "../../pmml/tests/common/wine.rs"]
+#[allow(dead_code)]
+mod wine;
+use wine::MODELS;
 
 fn wine_record(row: &[f64]) -> Record {
     let w = WineRecord {

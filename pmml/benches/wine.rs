@@ -23,30 +23,9 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const COLUMNS: [&str; 12] = [
-    "fixed acidity",
-    "volatile acidity",
-    "citric acid",
-    "residual sugar",
-    "chlorides",
-    "free sulfur dioxide",
-    "total sulfur dioxide",
-    "density",
-    "pH",
-    "sulphates",
-    "alcohol",
-    "quality",
-];
-
-const MODELS: [&str; 7] = [
-    "winequalityDecisionTreeClassification",
-    "winequalityDesisionTreeRegression",
-    "winequalityGeneralizedLinearRegressionGamma",
-    "winequalityGeneralizedLinearRegressionGaussian",
-    "winequalityLinearRegression",
-    "winequalityMultilayerPerceptron",
-    "winequalityRandonForrestClassification",
-];
+#[path = "../tests/common/wine.rs"]
+mod wine;
+use wine::{COLUMNS, MODELS};
 
 fn env_f64(key: &str, default: f64) -> Result<f64, String> {
     match std::env::var(key) {

@@ -7,30 +7,7 @@ use flowstage_pmml::{Pmml, Value};
 use serde_json::Value as Json;
 use std::path::PathBuf;
 
-const COLUMNS: [&str; 12] = [
-    "fixed acidity",
-    "volatile acidity",
-    "citric acid",
-    "residual sugar",
-    "chlorides",
-    "free sulfur dioxide",
-    "total sulfur dioxide",
-    "density",
-    "pH",
-    "sulphates",
-    "alcohol",
-    "quality",
-];
-
-const MODELS: [&str; 7] = [
-    "winequalityDecisionTreeClassification",
-    "winequalityDesisionTreeRegression",
-    "winequalityGeneralizedLinearRegressionGamma",
-    "winequalityGeneralizedLinearRegressionGaussian",
-    "winequalityLinearRegression",
-    "winequalityMultilayerPerceptron",
-    "winequalityRandonForrestClassification",
-];
+use common::wine::{COLUMNS, MODELS};
 
 fn wine_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/wine");

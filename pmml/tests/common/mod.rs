@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod wine;
+
 use flowstage_pmml::Value;
 use serde_json::Value as Json;
 
