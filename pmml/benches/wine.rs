@@ -11,14 +11,16 @@
 //! # bench=flowstage-pmml ...
 //! RESULT flowstage-pmml <model-file-stem> <records_per_second> <median_seconds_per_pass> <rows> <cpu_records_per_second>
 //! ```
-//! The last column divides by the thread's CPU time (Linux; wall time elsewhere).
+//! The last column divides by the thread's CPU time (Linux; wall time elsewhere). With `API=into`
+//! the passes call `evaluate_into` with one reused `Outputs` instead, and the lines are
+//! `RESULT_INTO ...` (not read by `scripts/bench-pmml.sh`).
 //!
 //! `cargo bench -p flowstage-pmml --bench wine [-- model.pmml ...]`. Env: WINE_DIR (default
 //! `<repo>/../shared/data/wine`), ROWS (default all 1,599), ITERS (5), MIN_SECONDS (0.5),
 //! WARMUP_SECONDS (1, of thread CPU time), VERBOSE=1 (per-sample times on stderr).
 //! Without the wine data the benchmark says so and exits successfully.
 
-use flowstage_pmml::{Pmml, Value};
+use flowstage_pmml::{Evaluator, Outputs, Pmml, Value};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -107,29 +109,58 @@ fn read_rows(csv: &Path) -> Result<Vec<Vec<f64>>, String> {
     Ok(rows)
 }
 
-/// One timed pass over all rows; returns a cheap checksum of the outputs (each value is read, as
-/// a caller would).
-fn pass(model: &flowstage_pmml::Evaluator, inputs: &[Vec<Value>]) -> Result<u64, String> {
+/// A cheap checksum step over one record's outputs (each value is read, as a caller would).
+#[inline]
+fn fold(mut h: u64, out: &Outputs) -> u64 {
+    for v in out.values() {
+        let x = match v {
+            Value::Double(x) => x.to_bits(),
+            Value::Float(x) => u64::from(x.to_bits()),
+            Value::Integer(x) => *x as u64,
+            Value::String(s) => s.len() as u64 ^ u64::from(s.bytes().next().unwrap_or(0)),
+            Value::Boolean(b) => u64::from(*b),
+            Value::Missing => 7,
+        };
+        h = h.rotate_left(5).wrapping_add(x);
+    }
+    h
+}
+
+/// One timed pass over all rows; returns a cheap checksum of the outputs. `Api::Evaluate` takes
+/// a fresh `Outputs` per record (`evaluate`), `Api::Into` reuses one (`evaluate_into`).
+fn pass(model: &Evaluator, inputs: &[Vec<Value>], api: Api) -> Result<u64, String> {
     let mut h = 0u64;
-    for args in inputs {
-        let out = model.evaluate(args).map_err(|e| e.to_string())?;
-        for v in out.values() {
-            let x = match v {
-                Value::Double(x) => x.to_bits(),
-                Value::Float(x) => u64::from(x.to_bits()),
-                Value::Integer(x) => *x as u64,
-                Value::String(s) => s.len() as u64 ^ u64::from(s.bytes().next().unwrap_or(0)),
-                Value::Boolean(b) => u64::from(*b),
-                Value::Missing => 7,
-            };
-            h = h.rotate_left(5).wrapping_add(x);
+    match api {
+        Api::Evaluate => {
+            for args in inputs {
+                let out = model.evaluate(args).map_err(|e| e.to_string())?;
+                h = fold(h, &out);
+            }
+        }
+        Api::Into => {
+            let mut out = Outputs::default();
+            for args in inputs {
+                model
+                    .evaluate_into(args, &mut out)
+                    .map_err(|e| e.to_string())?;
+                h = fold(h, &out);
+            }
         }
     }
     Ok(h)
 }
 
+/// Which entry point the timed passes call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Api {
+    /// `Evaluator::evaluate` (a fresh `Outputs` per record) — the reported RESULT.
+    Evaluate,
+    /// `Evaluator::evaluate_into` (one reused `Outputs`) — `API=into`, reported as RESULT_INTO.
+    Into,
+}
+
 /// One pass over all rows; returns a bit-exact hash of every output value.
-fn digest(model: &flowstage_pmml::Evaluator, inputs: &[Vec<Value>]) -> Result<u64, String> {
+fn digest(model: &Evaluator, inputs: &[Vec<Value>]) -> Result<u64, String> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for args in inputs {
         let out = model.evaluate(args).map_err(|e| e.to_string())?;
@@ -152,6 +183,7 @@ struct Settings {
     min_seconds: f64,
     warmup_seconds: f64,
     verbose: bool,
+    api: Api,
 }
 
 fn bench(path: &Path, rows: &[Vec<f64>], s: &Settings) -> Result<(), String> {
@@ -183,7 +215,7 @@ fn bench(path: &Path, rows: &[Vec<f64>], s: &Settings) -> Result<(), String> {
     let warm = Clock::now();
     let mut warm_passes = 0usize;
     loop {
-        checksum = checksum.wrapping_add(pass(&model, &inputs)?);
+        checksum = checksum.wrapping_add(pass(&model, &inputs, s.api)?);
         warm_passes += 1;
         let (wall, cpu) = warm.elapsed();
         if cpu >= s.warmup_seconds || wall >= 20.0 * s.warmup_seconds {
@@ -191,7 +223,7 @@ fn bench(path: &Path, rows: &[Vec<f64>], s: &Settings) -> Result<(), String> {
         }
     }
     let t = Instant::now();
-    checksum = checksum.wrapping_add(pass(&model, &inputs)?);
+    checksum = checksum.wrapping_add(pass(&model, &inputs, s.api)?);
     let one = t.elapsed().as_secs_f64().max(1e-9);
     let reps = ((s.min_seconds / one).ceil() as usize).max(1);
 
@@ -200,7 +232,7 @@ fn bench(path: &Path, rows: &[Vec<f64>], s: &Settings) -> Result<(), String> {
     for i in 0..s.iters {
         let c = Clock::now();
         for _ in 0..reps {
-            checksum = checksum.wrapping_add(pass(&model, &inputs)?);
+            checksum = checksum.wrapping_add(pass(&model, &inputs, s.api)?);
         }
         let (w, cp) = c.elapsed();
         wall.push(w / reps as f64);
@@ -221,7 +253,12 @@ fn bench(path: &Path, rows: &[Vec<f64>], s: &Settings) -> Result<(), String> {
     let (mw, mc) = (median(&wall), median(&cpu));
     let n = inputs.len() as f64;
     println!(
-        "RESULT flowstage-pmml {stem} {:.0} {mw:.9} {} {:.0}",
+        "{} flowstage-pmml {stem} {:.0} {mw:.9} {} {:.0}",
+        if s.api == Api::Into {
+            "RESULT_INTO"
+        } else {
+            "RESULT"
+        },
         n / mw,
         inputs.len(),
         n / mc
@@ -259,6 +296,11 @@ fn run() -> Result<(), String> {
         min_seconds: env_f64("MIN_SECONDS", 0.5)?.max(1e-3),
         warmup_seconds: env_f64("WARMUP_SECONDS", 1.0)?.max(0.0),
         verbose: std::env::var("VERBOSE").is_ok_and(|v| v == "1"),
+        api: if std::env::var("API").is_ok_and(|v| v == "into") {
+            Api::Into
+        } else {
+            Api::Evaluate
+        },
     };
     let files = if files.is_empty() {
         MODELS

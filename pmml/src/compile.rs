@@ -784,7 +784,9 @@ impl Compiler {
             }
             "TreeModel" => crate::models::tree::compile(self, m, function, target.as_ref())?,
             "NeuralNetwork" => crate::models::neural::compile(self, m, function, target.as_ref())?,
-            "MiningModel" => crate::models::mining::compile(self, m, function, target.as_ref())?,
+            "MiningModel" => {
+                crate::models::mining::compile(self, m, function, target.as_ref(), top)?
+            }
             "ClusteringModel" => {
                 crate::models::clustering::compile(self, m, function, target.as_ref())?
             }

@@ -177,10 +177,11 @@ impl Treatment {
         if raw.is_missing() {
             return self.missing(name);
         }
-        if let Value::Double(f) = raw {
-            if f.is_nan() {
-                return self.missing(name);
-            }
+        // A NaN number given as a value is a missing value (the API's convention).
+        match raw {
+            Value::Double(f) if f.is_nan() => return self.missing(name),
+            Value::Float(f) if f.is_nan() => return self.missing(name),
+            _ => {}
         }
         if self
             .missing_values
@@ -190,6 +191,9 @@ impl Treatment {
             return self.missing(name);
         }
         let value = match raw.cast(self.data_type) {
+            // A numeric "NaN" text is an invalid value (JPMML: "cannot accept invalid value NaN").
+            Some(Value::Double(f)) if f.is_nan() => return self.invalid_value(name, raw),
+            Some(Value::Float(f)) if f.is_nan() => return self.invalid_value(name, raw),
             Some(v) => v,
             None => return self.invalid_value(name, raw),
         };
@@ -249,13 +253,30 @@ impl Treatment {
     }
 }
 
-/// Per-record evaluation state: one value cache per compiled field.
+/// One entry of the per-record value cache: the value is current only while `gen` equals the
+/// evaluation's generation, so starting a record is one increment instead of clearing the cache.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Slot {
+    pub gen: u32,
+    pub value: Value,
+}
+
+/// "Not a directly readable input" in [`Ctx::direct`].
+pub(crate) const NOT_DIRECT: u32 = u32::MAX;
+
+/// Per-record evaluation state: a lazily-filled value cache over the compiled fields.
 pub(crate) struct Ctx<'e> {
     pub fields: &'e [FieldDef],
     /// The top-level inputs' treatments and raw values.
     pub inputs: &'e [crate::compile::InputDef],
     pub raw: &'e [Value],
-    pub values: Vec<Option<Value>>,
+    /// Per field: the index of a top-level input of data type double whose preparation is a
+    /// plain conversion ([`crate::compile::InputDef::plain`]), read straight from `raw` when it
+    /// holds a present double; [`NOT_DIRECT`] otherwise.
+    direct: &'e [u32],
+    /// The value cache (at least `fields.len()` slots), current where `slot.gen == gen`.
+    slots: &'e mut [Slot],
+    gen: u32,
     /// Parameter values of the user-defined function being evaluated (a stack of frames).
     pub params: Vec<Value>,
     pub frame: usize,
@@ -276,29 +297,25 @@ pub(crate) const MAX_FIELD_DEPTH: usize = 64;
 pub(crate) const MAX_EVAL_DEPTH: usize = 256;
 
 impl<'e> Ctx<'e> {
-    #[allow(dead_code)]
+    /// A context for one record over a value cache of at least `fields.len()` slots, none of
+    /// which is current for generation `gen` (see [`crate::Scratch`]).
     pub fn new(
         fields: &'e [FieldDef],
         inputs: &'e [crate::compile::InputDef],
         raw: &'e [Value],
+        direct: &'e [u32],
+        slots: &'e mut [Slot],
+        gen: u32,
     ) -> Self {
-        Self::with_values(fields, inputs, raw, vec![None; fields.len()])
-    }
-
-    /// A context over a value cache supplied by the caller (which must hold `fields.len()`
-    /// `None`s, or values that are exactly what computing those fields would give).
-    pub fn with_values(
-        fields: &'e [FieldDef],
-        inputs: &'e [crate::compile::InputDef],
-        raw: &'e [Value],
-        values: Vec<Option<Value>>,
-    ) -> Self {
-        debug_assert_eq!(values.len(), fields.len());
+        debug_assert!(slots.len() >= fields.len());
+        debug_assert_eq!(direct.len(), fields.len());
         Ctx {
             fields,
             inputs,
             raw,
-            values,
+            direct,
+            slots,
+            gen,
             params: Vec::new(),
             frame: 0,
             reason_codes: Vec::new(),
@@ -308,17 +325,58 @@ impl<'e> Ctx<'e> {
         }
     }
 
+    /// Sets a field's value for this record.
+    #[inline]
     pub fn set(&mut self, id: FieldId, v: Value) {
-        self.values[id] = Some(v);
+        self.slots[id] = Slot {
+            gen: self.gen,
+            value: v,
+        };
+    }
+
+    /// The cached value of a field, if it was computed (or set) for this record.
+    #[inline(always)]
+    pub fn cached(&self, id: FieldId) -> Option<&Value> {
+        let s = &self.slots[id];
+        (s.gen == self.gen).then_some(&s.value)
+    }
+
+    /// Moves a field's value for this record out of the cache (`None` if it was never
+    /// computed); a later read computes it again.
+    pub fn take(&mut self, id: FieldId) -> Option<Value> {
+        let gen = self.gen;
+        let s = &mut self.slots[id];
+        if s.gen != gen {
+            return None;
+        }
+        s.gen = gen.wrapping_sub(1);
+        Some(std::mem::take(&mut s.value))
     }
 
     /// The value of a field (computing and caching derived fields).
     #[inline]
     pub fn get(&mut self, id: FieldId) -> Result<Value, EvalError> {
-        if let Some(v) = &self.values[id] {
+        if let Some(v) = self.cached(id) {
             return Ok(v.clone());
         }
+        if let Some(x) = self.direct_double(id) {
+            return Ok(Value::Double(x));
+        }
         self.get_slow(id)
+    }
+
+    /// A direct input's present double argument (what preparing it gives).
+    #[inline(always)]
+    fn direct_double(&self, id: FieldId) -> Option<f64> {
+        let d = self.direct[id];
+        if d != NOT_DIRECT {
+            if let Some(Value::Double(x)) = self.raw.get(d as usize) {
+                if !x.is_nan() {
+                    return Some(*x);
+                }
+            }
+        }
+        None
     }
 
     #[inline(never)]
@@ -337,6 +395,24 @@ impl<'e> Ctx<'e> {
         self.depth -= 1;
         self.field_depth -= 1;
         r
+    }
+
+    /// A field's value as a double when it is at hand without computing anything: a cached
+    /// double, or a direct input holding a present double. `None` means "take the general path"
+    /// (not "missing").
+    #[inline(always)]
+    pub fn double_at_hand(&self, id: FieldId) -> Option<f64> {
+        // A direct input's cached value (if any) is the same double: read the argument first.
+        if let Some(x) = self.direct_double(id) {
+            return Some(x);
+        }
+        let s = &self.slots[id];
+        if s.gen == self.gen {
+            if let Value::Double(x) = s.value {
+                return Some(x);
+            }
+        }
+        None
     }
 
     fn compute(&mut self, id: FieldId) -> Result<Value, EvalError> {
@@ -382,22 +458,22 @@ impl<'e> Ctx<'e> {
                 treatment.prepare(&def.name, &raw)?
             }
         };
-        self.values[id] = Some(v.clone());
+        self.set(id, v.clone());
         Ok(v)
     }
 
     /// The value of a field as a number (`None` when missing).
     #[inline(always)]
     pub fn num(&mut self, id: FieldId) -> Result<Option<f64>, EvalError> {
-        match self.values.get(id) {
-            Some(Some(Value::Double(x))) => Ok(Some(*x)),
-            _ => self.num_slow(id),
+        match self.double_at_hand(id) {
+            Some(x) => Ok(Some(x)),
+            None => self.num_slow(id),
         }
     }
 
     #[inline(never)]
     fn num_slow(&mut self, id: FieldId) -> Result<Option<f64>, EvalError> {
-        if let Some(v) = &self.values[id] {
+        if let Some(v) = self.cached(id) {
             return num_of(v, &self.fields[id].name);
         }
         let v = self.get(id)?;

@@ -50,7 +50,7 @@ pub use error::{EvalError, LoadError};
 pub use value::{DataType, OpType, Value};
 
 use compile::{Compiler, InputDef, MODEL_ELEMENTS};
-use fields::{Ctx, FieldDef};
+use fields::{Ctx, FieldDef, Slot, NOT_DIRECT};
 use model::Model;
 use std::collections::HashMap;
 use std::path::Path;
@@ -62,9 +62,44 @@ use xml::El;
 pub const DEFAULT_TARGET: &str = "__default_target__";
 
 thread_local! {
-    /// Per-thread value cache reused across evaluations (taken out while in use, so a nested or
-    /// re-entrant evaluation simply allocates its own).
-    static SCRATCH: std::cell::Cell<Vec<Option<Value>>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Per-thread working memory reused across evaluations (borrowed while in use; a re-entrant
+    /// evaluation, which cannot happen today, would simply use a fresh one).
+    static SCRATCH: std::cell::RefCell<Scratch> = const { std::cell::RefCell::new(Scratch::new()) };
+}
+
+/// Per-record working memory: the value cache of the fields. A record starts by bumping the
+/// generation, which invalidates every cached value at once (no clearing, no allocation once the
+/// cache is large enough); values of earlier records are dropped when overwritten.
+#[derive(Debug)]
+struct Scratch {
+    slots: Vec<Slot>,
+    gen: u32,
+}
+
+impl Scratch {
+    const fn new() -> Scratch {
+        Scratch {
+            slots: Vec::new(),
+            gen: 0,
+        }
+    }
+
+    /// Starts a record over `n` fields: returns the cache and the record's generation, for
+    /// which no slot is current.
+    #[inline]
+    fn begin(&mut self, n: usize) -> (&mut [Slot], u32) {
+        if self.slots.len() < n {
+            self.slots.resize_with(n, Slot::default);
+        }
+        self.gen = self.gen.wrapping_add(1);
+        if self.gen == 0 {
+            for s in &mut self.slots {
+                s.gen = 0;
+            }
+            self.gen = 1;
+        }
+        (&mut self.slots[..n], self.gen)
+    }
 }
 
 /// Limits applied while loading a document.
@@ -172,10 +207,154 @@ pub struct FieldInfo {
 
 /// The results of one evaluation: the target field(s), then every final OutputField, in
 /// [`Evaluator::result_fields`] order. Any of them may be [`Value::Missing`].
-#[derive(Clone)]
+///
+/// A list-valued result (the target of a MiningModel with `multipleModelMethod="selectAll"`:
+/// one value per segment whose predicate is true, as JPMML-Evaluator returns it) reads as
+/// [`Value::Missing`] in [`Outputs::values`] / [`Outputs::get`]; [`Outputs::get_list`] gives
+/// its values.
 pub struct Outputs {
-    names: Arc<[String]>,
+    /// Always `Some` (`None` only while being dropped or consumed). Boxed and recycled through
+    /// a small per-thread pool ([`SPARE`]): an `Outputs` is one pointer, so returning it costs
+    /// no copy of the values just written (which would stall on store forwarding), and a record
+    /// allocates nothing.
+    body: Option<Box<Body>>,
+}
+
+/// The contents of an [`Outputs`].
+#[derive(Clone)]
+struct Body {
+    names: Names,
     values: Values,
+    /// List-valued results: (index into `names`, values). Empty for almost every model.
+    lists: Vec<(usize, Vec<Value>)>,
+}
+
+impl Body {
+    const EMPTY: Body = Body {
+        names: Names::Static(&[]),
+        values: Values::Inline {
+            len: 0,
+            items: [Value::Missing, Value::Missing],
+        },
+        lists: Vec::new(),
+    };
+}
+
+/// The body of an `Outputs` whose body is gone (never observed: only during drop).
+static EMPTY_BODY: Body = Body::EMPTY;
+
+/// Most spare [`Body`]s kept per thread.
+const MAX_SPARE: usize = 8;
+
+thread_local! {
+    /// Bodies of dropped [`Outputs`], reused by the next evaluations on this thread (boxed: they
+    /// move between the pool and `Outputs` as they are).
+    #[allow(clippy::vec_box)]
+    static SPARE: std::cell::RefCell<Vec<Box<Body>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A body from this thread's pool (stale contents, overwritten by the evaluation), else a new one.
+#[inline]
+fn spare_body() -> Box<Body> {
+    SPARE
+        .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Box::new(Body::EMPTY))
+}
+
+impl Drop for Outputs {
+    fn drop(&mut self) {
+        if let Some(body) = self.body.take() {
+            // Into the pool, if there is room (else, or while the thread exits, freed here).
+            let _ = SPARE.try_with(move |s| {
+                if let Ok(mut s) = s.try_borrow_mut() {
+                    if s.len() < MAX_SPARE {
+                        s.push(body);
+                    }
+                }
+            });
+        }
+    }
+}
+
+impl Clone for Outputs {
+    fn clone(&self) -> Self {
+        Outputs {
+            body: Some(Box::new(self.body().clone())),
+        }
+    }
+}
+
+/// The result field names of an evaluator, shared by its [`Outputs`] without a reference count:
+/// interned for the life of the process (deduplicated by content, so loading the same model
+/// again, or another one with the same result fields, adds nothing). Past [`MAX_INTERNED`]
+/// distinct lists, names are reference-counted instead.
+#[derive(Clone)]
+enum Names {
+    Static(&'static [String]),
+    Shared(Arc<[String]>),
+}
+
+/// Most distinct result-name lists interned (see [`Names`]).
+const MAX_INTERNED: usize = 4096;
+
+/// The interned result-name lists.
+static INTERNED: std::sync::Mutex<Vec<&'static [String]>> = std::sync::Mutex::new(Vec::new());
+
+impl Names {
+    fn intern(names: Vec<String>) -> Names {
+        let mut interned = INTERNED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = interned.iter().find(|s| ***s == names[..]) {
+            return Names::Static(s);
+        }
+        if interned.len() >= MAX_INTERNED {
+            return Names::Shared(names.into());
+        }
+        let s: &'static [String] = Box::leak(names.into_boxed_slice());
+        interned.push(s);
+        Names::Static(s)
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[String] {
+        match self {
+            Names::Static(s) => s,
+            Names::Shared(s) => s,
+        }
+    }
+
+    /// The same list (not merely equal names).
+    #[inline]
+    fn same(&self, other: &Names) -> bool {
+        match (self, other) {
+            (Names::Static(a), Names::Static(b)) => std::ptr::eq(*a, *b),
+            (Names::Shared(a), Names::Shared(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl std::ops::Deref for Names {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        self.as_slice()
+    }
+}
+
+impl PartialEq for Names {
+    fn eq(&self, other: &Names) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl std::fmt::Debug for Names {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_slice().fmt(f)
+    }
 }
 
 /// How many result values an [`Outputs`] holds without a heap allocation.
@@ -193,6 +372,43 @@ enum Values {
 }
 
 impl Values {
+    /// Replaces the contents with the `n` values of `items` (reusing the heap buffer, if any).
+    #[inline]
+    fn assign(&mut self, n: usize, items: impl Iterator<Item = Value>) {
+        if n <= INLINE_VALUES {
+            match self {
+                Values::Inline { len, items: slots } => {
+                    *len = n;
+                    for (slot, v) in slots.iter_mut().zip(items) {
+                        *slot = v;
+                    }
+                }
+                Values::Heap(_) => {
+                    let mut slots: [Value; INLINE_VALUES] = Default::default();
+                    for (slot, v) in slots.iter_mut().zip(items) {
+                        *slot = v;
+                    }
+                    *self = Values::Inline {
+                        len: n,
+                        items: slots,
+                    };
+                }
+            }
+        } else {
+            match self {
+                Values::Heap(v) => {
+                    v.clear();
+                    v.extend(items);
+                }
+                Values::Inline { .. } => {
+                    let mut v = Vec::with_capacity(n);
+                    v.extend(items);
+                    *self = Values::Heap(v);
+                }
+            }
+        }
+    }
+
     fn as_slice(&self) -> &[Value] {
         match self {
             Values::Inline { len, items } => &items[..*len],
@@ -210,53 +426,94 @@ impl Values {
 
 impl std::fmt::Debug for Outputs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outputs")
-            .field("names", &self.names)
-            .field("values", &self.values.as_slice())
-            .finish()
+        let b = self.body();
+        let mut d = f.debug_struct("Outputs");
+        d.field("names", &b.names)
+            .field("values", &b.values.as_slice());
+        if !b.lists.is_empty() {
+            d.field("lists", &b.lists);
+        }
+        d.finish()
     }
 }
 
 impl PartialEq for Outputs {
     fn eq(&self, other: &Self) -> bool {
-        self.names == other.names && self.values.as_slice() == other.values.as_slice()
+        let (a, b) = (self.body(), other.body());
+        a.names == b.names && a.values.as_slice() == b.values.as_slice() && a.lists == b.lists
+    }
+}
+
+impl Default for Outputs {
+    /// Empty outputs (no fields), e.g. a buffer for [`Evaluator::evaluate_into`].
+    fn default() -> Self {
+        Outputs {
+            body: Some(Box::new(Body::EMPTY)),
+        }
     }
 }
 
 impl Outputs {
+    #[inline]
+    fn body(&self) -> &Body {
+        self.body.as_deref().unwrap_or(&EMPTY_BODY)
+    }
+
     /// The value of a result field by name.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.names
+        let b = self.body();
+        b.names
             .iter()
             .position(|n| n == name)
-            .and_then(|i| self.values.as_slice().get(i))
+            .and_then(|i| b.values.as_slice().get(i))
     }
 
     /// The values, in [`Evaluator::result_fields`] order.
+    #[inline]
     pub fn values(&self) -> &[Value] {
-        self.values.as_slice()
+        self.body().values.as_slice()
+    }
+
+    /// The values of a list-valued result field by name (the target of a MiningModel with
+    /// `multipleModelMethod="selectAll"`: one value per segment whose predicate is true, in
+    /// document order, [`Value::Missing`] for a segment without a prediction); `None` for a
+    /// single-valued field or an unknown name.
+    pub fn get_list(&self, name: &str) -> Option<&[Value]> {
+        let i = self.body().names.iter().position(|n| n == name)?;
+        self.list_at(i)
+    }
+
+    /// The values of the list-valued result at `index` (in [`Evaluator::result_fields`] order);
+    /// `None` when that result is single-valued (see [`Outputs::get_list`]).
+    pub fn list_at(&self, index: usize) -> Option<&[Value]> {
+        self.body()
+            .lists
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, v)| v.as_slice())
     }
 
     /// The result field names.
     pub fn names(&self) -> &[String] {
-        &self.names
+        &self.body().names
     }
 
     /// `(name, value)` pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.names
+        let b = self.body();
+        b.names
             .iter()
             .map(String::as_str)
-            .zip(self.values.as_slice().iter())
+            .zip(b.values.as_slice().iter())
     }
 
     /// Consumes the outputs into a name → value map.
-    pub fn into_map(self) -> HashMap<String, Value> {
-        self.names
-            .iter()
-            .cloned()
-            .zip(self.values.into_vec())
-            .collect()
+    pub fn into_map(mut self) -> HashMap<String, Value> {
+        let Some(b) = self.body.take() else {
+            return HashMap::new();
+        };
+        let Body { names, values, .. } = *b;
+        names.iter().cloned().zip(values.into_vec()).collect()
     }
 }
 
@@ -272,9 +529,12 @@ pub struct Evaluator {
     output_slots: Vec<usize>,
     /// The output slots are pairwise distinct (their values can be moved out of the context).
     output_slots_distinct: bool,
-    /// The `plain` inputs (prepared up front): (input index, field slot, data type is double).
-    eager_inputs: Vec<(usize, usize, bool)>,
-    result_names: Arc<[String]>,
+    /// The result is the target value alone, a double computed by `Model::evaluate_number`.
+    number_path: bool,
+    /// Per field: the input index of a plain double input (read straight from the arguments),
+    /// else [`NOT_DIRECT`] (see `Ctx::double_at_hand`).
+    direct: Vec<u32>,
+    result_names: Names,
     model: Model,
     model_element: String,
     function_name: String,
@@ -366,21 +626,25 @@ impl Evaluator {
         let finals: Vec<&model::OutputDef> = model.result_outputs();
         let output_info: Vec<FieldInfo> = finals.iter().map(|o| info(&c, o.field)).collect();
         let output_slots: Vec<usize> = finals.iter().map(|o| o.field).collect();
-        let eager_inputs = c
-            .inputs
-            .iter()
-            .filter(|i| i.plain)
-            .map(|i| (i.input, i.field, i.treatment.data_type == DataType::Double))
-            .collect();
+        let mut direct = vec![NOT_DIRECT; c.fields.len()];
+        for i in &c.inputs {
+            if i.plain && i.treatment.data_type == DataType::Double {
+                if let (Some(d), Ok(input)) = (direct.get_mut(i.field), u32::try_from(i.input)) {
+                    *d = input;
+                }
+            }
+        }
         let output_slots_distinct = output_slots
             .iter()
             .enumerate()
             .all(|(i, a)| !output_slots[..i].contains(a));
-        let result_names: Arc<[String]> = target_info
-            .iter()
-            .chain(output_info.iter())
-            .map(|f| f.name.clone())
-            .collect();
+        let result_names = Names::intern(
+            target_info
+                .iter()
+                .chain(output_info.iter())
+                .map(|f| f.name.clone())
+                .collect(),
+        );
         let evaluator = Evaluator {
             fields: c.fields,
             inputs: c.inputs,
@@ -389,7 +653,8 @@ impl Evaluator {
             output_info,
             output_slots,
             output_slots_distinct,
-            eager_inputs,
+            direct,
+            number_path: model.has_number_path(),
             result_names,
             model,
             model_element: m.name().to_string(),
@@ -435,93 +700,84 @@ impl Evaluator {
 
     /// Evaluates one record given as one value per input field, in [`Evaluator::input_fields`]
     /// order (the fast path). Values are converted to each field's data type (strings parsed);
-    /// [`Value::Missing`] (or a NaN double) is a missing value.
+    /// [`Value::Missing`] (or a NaN number) is a missing value.
+    #[inline]
     pub fn evaluate(&self, inputs: &[Value]) -> Result<Outputs, EvalError> {
+        let mut out = Outputs {
+            body: Some(spare_body()),
+        };
+        self.evaluate_into(inputs, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Evaluator::evaluate`] into a caller's [`Outputs`], reusing it: when `out` came from
+    /// this evaluator (or from an earlier `evaluate_into` of it), scoring a record allocates
+    /// nothing and touches no reference count. Start with `Outputs::default()`. On an error,
+    /// `out` keeps its previous contents.
+    #[inline]
+    pub fn evaluate_into(&self, inputs: &[Value], out: &mut Outputs) -> Result<(), EvalError> {
         if inputs.len() != self.inputs.len() {
             return Err(EvalError::InputCount {
                 expected: self.inputs.len(),
                 got: inputs.len(),
             });
         }
-        // Inputs are prepared (converted, validated, treated) lazily, when first used, so an
-        // invalid value in a field the record's path never reads is not an error (as in JPMML).
-        // Numbers for inputs whose preparation is a plain conversion that cannot fail
-        // (`InputDef::plain`) are prepared up front: same values, no error possible, and cheaper
-        // than the lazy path.
-        // The scratch cache is handed back all-`None`; only a length change needs a refill.
-        SCRATCH.with(|cell| {
-            let mut values = cell.take();
-            let r = self.evaluate_with(inputs, &mut values);
-            cell.set(values);
-            r
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.evaluate_in(&mut scratch, inputs, out),
+            Err(_) => self.evaluate_in(&mut Scratch::new(), inputs, out),
         })
     }
 
-    fn evaluate_with(
+    fn evaluate_in(
         &self,
+        scratch: &mut Scratch,
         inputs: &[Value],
-        scratch: &mut Vec<Option<Value>>,
-    ) -> Result<Outputs, EvalError> {
-        if scratch.len() != self.fields.len() {
-            scratch.clear();
-            scratch.resize(self.fields.len(), None);
-        }
-        for &(i, field, double) in &self.eager_inputs {
-            let (Some(raw), Some(slot)) = (inputs.get(i), scratch.get_mut(field)) else {
-                continue;
-            };
-            match raw {
-                Value::Double(x) if double => {
-                    if !x.is_nan() {
-                        *slot = Some(Value::Double(*x));
-                    }
+        out: &mut Outputs,
+    ) -> Result<(), EvalError> {
+        // Inputs are prepared (converted, validated, treated) lazily, when first used, so an
+        // invalid value in a field the record's path never reads is not an error (as in JPMML);
+        // a present double for a plain double input is read straight from `inputs`.
+        let (slots, gen) = scratch.begin(self.fields.len());
+        let mut ctx = Ctx::new(&self.fields, &self.inputs, inputs, &self.direct, slots, gen);
+        let mut list = None;
+        let target = if self.number_path {
+            Some(
+                self.model
+                    .evaluate_number(&mut ctx)?
+                    .map_or(Value::Missing, Value::Double),
+            )
+        } else {
+            let mut pred = model::Prediction::Missing;
+            self.model.evaluate_to(&mut ctx, &mut pred)?;
+            match pred {
+                _ if self.target_info.is_empty() => None,
+                model::Prediction::List(values) => {
+                    list = Some(values);
+                    Some(Value::Missing)
                 }
-                raw => {
-                    if let Some(v) = self
-                        .inputs
-                        .get(i)
-                        .and_then(|d| d.treatment.prepare_number(raw))
-                    {
-                        *slot = Some(v);
-                    }
-                }
+                pred => Some(pred.into_value()),
             }
+        };
+        let out = out.body.get_or_insert_with(spare_body);
+        if !out.names.same(&self.result_names) {
+            out.names = self.result_names.clone();
         }
-        let values = std::mem::take(scratch);
-        let mut ctx = Ctx::with_values(&self.fields, &self.inputs, inputs, values);
-        let result = self.model.evaluate(&mut ctx).map(|pred| {
-            let target = (!self.target_info.is_empty()).then(|| pred.into_value());
-            let outputs = self.output_slots.iter().map(|slot| {
-                let v = if self.output_slots_distinct {
-                    ctx.values[*slot].take()
-                } else {
-                    ctx.values[*slot].clone()
-                };
-                v.unwrap_or(Value::Missing)
-            });
-            let n = self.result_names.len();
-            if n <= INLINE_VALUES {
-                let mut items: [Value; INLINE_VALUES] = Default::default();
-                for (item, v) in items.iter_mut().zip(target.into_iter().chain(outputs)) {
-                    *item = v;
-                }
-                Values::Inline { len: n, items }
+        out.lists.clear();
+        if let Some(values) = list {
+            out.lists.push((0, values));
+        }
+        let distinct = self.output_slots_distinct;
+        let outputs = self.output_slots.iter().map(|slot| {
+            let v = if distinct {
+                ctx.take(*slot)
             } else {
-                let mut values = Vec::with_capacity(n);
-                values.extend(target);
-                values.extend(outputs);
-                Values::Heap(values)
-            }
+                ctx.cached(*slot).cloned()
+            };
+            v.unwrap_or(Value::Missing)
         });
-        // Hand the value cache back (all `None`) for the next record on this thread.
-        *scratch = ctx.values;
-        for v in scratch.iter_mut().filter(|v| v.is_some()) {
-            *v = None;
-        }
-        Ok(Outputs {
-            names: self.result_names.clone(),
-            values: result?,
-        })
+        out.values
+            .assign(self.result_names.len(), target.into_iter().chain(outputs));
+        Ok(())
     }
 
     /// Evaluates one record given by field name. Input fields absent from the map are missing;
@@ -554,5 +810,33 @@ mod tests {
     #[test]
     fn evaluator_is_send_sync() {
         assert_send_sync::<Evaluator>();
+        assert_send_sync::<Outputs>();
+    }
+
+    #[test]
+    fn result_names_are_interned_once() {
+        let a = Names::intern(vec!["y".into(), "p".into()]);
+        let b = Names::intern(vec!["y".into(), "p".into()]);
+        assert!(a.same(&b));
+        assert!(!a.same(&Names::intern(vec!["y".into()])));
+        assert_eq!(&a[..], &["y".to_string(), "p".to_string()][..]);
+    }
+
+    #[test]
+    fn scratch_generations_invalidate_every_slot() {
+        let mut s = Scratch::new();
+        let (slots, g1) = s.begin(3);
+        slots[1] = Slot {
+            gen: g1,
+            value: Value::Double(1.0),
+        };
+        let (slots, g2) = s.begin(3);
+        assert_ne!(g1, g2);
+        assert!(slots.iter().all(|slot| slot.gen != g2));
+        // Wrap-around: every slot is reset, none is current.
+        s.gen = u32::MAX;
+        let (slots, g3) = s.begin(3);
+        assert_eq!(g3, 1);
+        assert!(slots.iter().all(|slot| slot.gen == 0));
     }
 }

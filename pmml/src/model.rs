@@ -19,6 +19,35 @@ pub(crate) struct Rescale {
     pub cast: Option<String>,
 }
 
+impl Rescale {
+    /// Clamps and rescales a number (no cast).
+    #[inline]
+    fn rescale(&self, mut x: f64) -> f64 {
+        if let Some(min) = self.min {
+            x = x.max(min);
+        }
+        if let Some(max) = self.max {
+            x = x.min(max);
+        }
+        x * self.factor + self.constant
+    }
+
+    /// Clamps, rescales and casts a numeric prediction in place (a non-number is left alone).
+    fn apply(&self, value: &mut Value) {
+        let Some(x) = value.as_f64() else { return };
+        let x = self.rescale(x);
+        *value = match self.cast.as_deref() {
+            Some("round") => Value::Integer((x + 0.5).floor() as i64),
+            Some("ceiling") => Value::Integer(x.ceil() as i64),
+            Some("floor") => Value::Integer(x.floor() as i64),
+            _ => match value {
+                Value::Float(_) => Value::Float(x as f32),
+                _ => Value::Double(x),
+            },
+        };
+    }
+}
+
 /// What a model knows about its target field.
 #[derive(Debug, Clone)]
 pub(crate) struct TargetInfo {
@@ -48,10 +77,39 @@ pub(crate) enum Prediction {
         result: Value,
         /// Shared so that a tree node's categories are not copied per record.
         labels: std::sync::Arc<[Value]>,
-        probs: Vec<f64>,
+        probs: Probs,
         confidences: Option<Vec<f64>>,
         entity: Option<Entity>,
     },
+    /// One value per firing segment of a top-level `multipleModelMethod="selectAll"` (never
+    /// aggregated, never post-processed by Targets, no OutputFields).
+    List(Vec<Value>),
+}
+
+/// The class probabilities of a prediction: computed for the record, or shared with the model
+/// (a tree node's distribution, reported without copying it).
+#[derive(Debug, Clone)]
+pub(crate) enum Probs {
+    Owned(Vec<f64>),
+    Shared(std::sync::Arc<[f64]>),
+}
+
+impl std::ops::Deref for Probs {
+    type Target = [f64];
+
+    #[inline]
+    fn deref(&self) -> &[f64] {
+        match self {
+            Probs::Owned(v) => v,
+            Probs::Shared(s) => s,
+        }
+    }
+}
+
+impl From<Vec<f64>> for Probs {
+    fn from(v: Vec<f64>) -> Self {
+        Probs::Owned(v)
+    }
 }
 
 impl Prediction {
@@ -66,7 +124,7 @@ impl Prediction {
             Some(b) => Prediction::Classes {
                 result: labels[b].clone(),
                 labels,
-                probs,
+                probs: probs.into(),
                 confidences: None,
                 entity: None,
             },
@@ -88,7 +146,7 @@ impl Prediction {
     /// The predicted value, consuming the prediction (no copy of a string label).
     pub fn into_value(self) -> Value {
         match self {
-            Prediction::Missing => Value::Missing,
+            Prediction::Missing | Prediction::List(_) => Value::Missing,
             Prediction::Value { value, .. } => value,
             Prediction::Classes { result, .. } => result,
         }
@@ -96,7 +154,7 @@ impl Prediction {
 
     pub fn value(&self) -> Value {
         match self {
-            Prediction::Missing => Value::Missing,
+            Prediction::Missing | Prediction::List(_) => Value::Missing,
             Prediction::Value { value, .. } => value.clone(),
             Prediction::Classes { result, .. } => result.clone(),
         }
@@ -186,7 +244,15 @@ impl Model {
 
     /// Evaluates the model and its output fields (which are stored in their slots).
     pub fn evaluate(&self, ctx: &mut Ctx) -> Result<Prediction, EvalError> {
-        let pred = match &self.kind {
+        let mut pred = Prediction::Missing;
+        self.evaluate_to(ctx, &mut pred)?;
+        Ok(pred)
+    }
+
+    /// [`Model::evaluate`] into `pred` (post-processed in place: a prediction is large, and
+    /// moving it through every step costs more than the arithmetic of a small model).
+    pub fn evaluate_to(&self, ctx: &mut Ctx, pred: &mut Prediction) -> Result<(), EvalError> {
+        *pred = match &self.kind {
             ModelKind::Regression(m) => m.evaluate(ctx, self)?,
             ModelKind::GeneralRegression(m) => m.evaluate(ctx, self)?,
             ModelKind::Tree(m) => m.evaluate(ctx, self)?,
@@ -199,58 +265,83 @@ impl Model {
             ModelKind::RuleSet(m) => m.evaluate(ctx, self)?,
             ModelKind::Knn(m) => m.evaluate(ctx, self)?,
         };
-        let pred = self.apply_target(pred);
-        self.compute_outputs(ctx, &pred)?;
-        Ok(pred)
+        if self.target.is_some() {
+            self.apply_target(pred);
+        }
+        if self.outputs.is_empty() {
+            return Ok(());
+        }
+        self.compute_outputs(ctx, pred)
     }
 
-    /// Applies Targets (rescaling, clamping, casting, default value) to a regression result.
-    fn apply_target(&self, pred: Prediction) -> Prediction {
-        let Some(t) = &self.target else { return pred };
+    /// `true` when [`Model::evaluate_number`] applies: a regression model, regression tree or
+    /// general regression model without OutputFields whose result is just a double — a double
+    /// (not float) regression target without a rescaling cast, only double tree scores.
+    pub fn has_number_path(&self) -> bool {
+        let Some(t) = &self.target else { return false };
+        !self.classification
+            && self.outputs.is_empty()
+            && t.rescale.as_ref().is_none_or(|r| r.cast.is_none())
+            && match &self.kind {
+                ModelKind::Regression(_) => t.data_type != DataType::Float,
+                ModelKind::Tree(tree) => tree.scores_are_doubles(),
+                ModelKind::GeneralRegression(glm) => glm.is_regression(),
+                _ => false,
+            }
+    }
+
+    /// For a model that [`Model::has_number_path`]: the value of [`Model::evaluate`]'s
+    /// prediction as a number (`None`: missing), post-processed by Targets the same way —
+    /// without building a [`Prediction`] (and so without moving one, or a [`Value`], around).
+    pub fn evaluate_number(&self, ctx: &mut Ctx) -> Result<Option<f64>, EvalError> {
+        let y = match &self.kind {
+            ModelKind::Regression(m) => m.number(ctx)?,
+            ModelKind::Tree(m) => m.number(ctx)?,
+            ModelKind::GeneralRegression(m) => m.number(ctx)?,
+            _ => {
+                return Err(EvalError::InvalidResult(
+                    "internal: no numeric result path for this model".into(),
+                ))
+            }
+        };
+        let Some(t) = &self.target else { return Ok(y) };
+        // The default value goes through the same rescaling as a prediction.
+        let Some(mut x) = y.or(t.default) else {
+            return Ok(None);
+        };
+        if let Some(r) = &t.rescale {
+            x = r.rescale(x);
+        }
+        Ok(Some(x))
+    }
+
+    /// Applies Targets (rescaling, clamping, casting, default value) to a regression result, and
+    /// priors to a missing classification.
+    fn apply_target(&self, pred: &mut Prediction) {
+        let Some(t) = &self.target else { return };
         if self.classification {
             if let Prediction::Missing = pred {
                 if !t.priors.is_empty() {
                     let (labels, probs): (Vec<Value>, Vec<f64>) = t.priors.iter().cloned().unzip();
-                    return Prediction::from_distribution(labels, probs);
+                    *pred = Prediction::from_distribution(labels, probs);
                 }
             }
-            return pred;
+            return;
         }
-        match pred {
+        if let Prediction::Missing = pred {
             // The default value goes through the same rescaling as a prediction.
-            Prediction::Missing => match t.default {
-                Some(d) => self.apply_target(Prediction::Value {
-                    value: Value::Double(d),
-                    entity: None,
-                }),
-                None => Prediction::Missing,
-            },
-            Prediction::Value { value, entity } => {
-                let Some(r) = &t.rescale else {
-                    return Prediction::Value { value, entity };
-                };
-                let Some(mut x) = value.as_f64() else {
-                    return Prediction::Value { value, entity };
-                };
-                if let Some(min) = r.min {
-                    x = x.max(min);
+            match t.default {
+                Some(d) => {
+                    *pred = Prediction::Value {
+                        value: Value::Double(d),
+                        entity: None,
+                    }
                 }
-                if let Some(max) = r.max {
-                    x = x.min(max);
-                }
-                x = x * r.factor + r.constant;
-                let value = match r.cast.as_deref() {
-                    Some("round") => Value::Integer((x + 0.5).floor() as i64),
-                    Some("ceiling") => Value::Integer(x.ceil() as i64),
-                    Some("floor") => Value::Integer(x.floor() as i64),
-                    _ => match value {
-                        Value::Float(_) => Value::Float(x as f32),
-                        _ => Value::Double(x),
-                    },
-                };
-                Prediction::Value { value, entity }
+                None => return,
             }
-            other => other,
+        }
+        if let (Prediction::Value { value, .. }, Some(r)) = (pred, &t.rescale) {
+            r.apply(value);
         }
     }
 

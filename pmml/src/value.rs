@@ -153,21 +153,8 @@ pub(crate) fn parse_as(s: &str, data_type: DataType) -> Option<Value> {
         DataType::String => Value::String(s.to_string()),
         DataType::Double => Value::Double(parse_f64(s)?),
         DataType::Float => Value::Float(parse_f32(s)?),
-        DataType::Integer => {
-            let t = s.trim();
-            match t.parse::<i64>() {
-                Ok(v) => Value::Integer(v),
-                Err(_) => {
-                    let f = parse_f64(t)?;
-                    if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 {
-                        Value::Integer(f as i64)
-                    } else {
-                        return None;
-                    }
-                }
-            }
-        }
-        DataType::Boolean => match s.trim() {
+        DataType::Integer => Value::Integer(parse_i32(s)?),
+        DataType::Boolean => match java_trim(s) {
             t if t.eq_ignore_ascii_case("true") => Value::Boolean(true),
             t if t.eq_ignore_ascii_case("false") => Value::Boolean(false),
             t => match parse_f64(t)? {
@@ -179,43 +166,112 @@ pub(crate) fn parse_as(s: &str, data_type: DataType) -> Option<Value> {
     })
 }
 
-fn java_special(t: &str) -> Option<f64> {
-    match t {
-        "NaN" => Some(f64::NAN),
-        "Infinity" | "+Infinity" | "INF" => Some(f64::INFINITY),
-        "-Infinity" | "-INF" => Some(f64::NEG_INFINITY),
-        _ => None,
-    }
+/// Trims the way Java's `String.trim` does (every char `<= ' '` at either end).
+fn java_trim(s: &str) -> &str {
+    s.trim_matches(|c: char| c <= ' ')
 }
 
-/// Parses a double the way Java's `Double.parseDouble` does for ordinary decimal text.
+/// The non-finite spellings: Java's `NaN` / `Infinity` (exact case, optional sign) and the
+/// `INF` / `inf` forms (any case, optional sign) that JPMML-Evaluator also accepts for input
+/// values (XML Schema's lexical form of infinity).
+fn java_special(t: &str) -> Option<f64> {
+    let (neg, body) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let v = if body == "NaN" {
+        f64::NAN
+    } else if body == "Infinity" || body.eq_ignore_ascii_case("inf") {
+        f64::INFINITY
+    } else {
+        return None;
+    };
+    Some(if neg { -v } else { v })
+}
+
+/// The decimal text of a Java floating-point literal (`Double.parseDouble` grammar): optional
+/// sign, digits with an optional `.` (at least one digit), an optional exponent, an optional
+/// `f`/`F`/`d`/`D` type suffix — which is dropped. `None` for anything else (hexadecimal
+/// floating-point text is not accepted).
+fn java_decimal(t: &str) -> Option<&str> {
+    let b = t.as_bytes();
+    let mut i = 0;
+    if matches!(b.first(), Some(b'+' | b'-')) {
+        i += 1;
+    }
+    let mut digits = 0;
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+        digits += 1;
+    }
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+            digits += 1;
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    if i < b.len() && matches!(b[i], b'e' | b'E') {
+        i += 1;
+        if i < b.len() && matches!(b[i], b'+' | b'-') {
+            i += 1;
+        }
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+    }
+    let end = i;
+    if i < b.len() && matches!(b[i], b'f' | b'F' | b'd' | b'D') {
+        i += 1;
+    }
+    (i == b.len()).then(|| &t[..end])
+}
+
+/// Parses a double the way Java's `Double.parseDouble` does (as JPMML-Evaluator parses input
+/// text): blanks trimmed, `1e3`, `+5`, `.5`, `5.`, `1d`, `NaN`, `Infinity` accepted, plus `inf` /
+/// `INF`; `0x10`, `1_000`, `1,5` rejected. A numeric `NaN` parses (to NaN); input preparation
+/// then treats it as an invalid value, as JPMML does.
 pub(crate) fn parse_f64(s: &str) -> Option<f64> {
-    let t = s.trim();
+    let t = java_trim(s);
     if let Some(v) = java_special(t) {
         return Some(v);
     }
-    if t.is_empty()
-        || t.chars()
-            .any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-    {
-        return None;
-    }
-    t.parse::<f64>().ok()
+    java_decimal(t)?.parse::<f64>().ok()
 }
 
-/// Parses a float the way Java's `Float.parseFloat` does (correctly rounded to 32 bits).
+/// Parses a float the way Java's `Float.parseFloat` does (correctly rounded to 32 bits; the same
+/// grammar as [`parse_f64`]).
 pub(crate) fn parse_f32(s: &str) -> Option<f32> {
-    let t = s.trim();
+    let t = java_trim(s);
     if let Some(v) = java_special(t) {
         return Some(v as f32);
     }
-    if t.is_empty()
-        || t.chars()
-            .any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-    {
-        return None;
-    }
-    t.parse::<f32>().ok()
+    java_decimal(t)?.parse::<f32>().ok()
+}
+
+/// Parses an integer as JPMML does: a (32-bit) `Long.parseLong` text, else a double that is a
+/// mathematical integer; out of the 32-bit range is `None`.
+fn parse_i32(s: &str) -> Option<i64> {
+    let t = java_trim(s);
+    let v = match t.parse::<i64>() {
+        Ok(v) => v,
+        Err(_) => {
+            let f = parse_f64(t)?;
+            if f.fract() != 0.0 || !f.is_finite() || f.abs() > 9.007_199_254_740_992e15 {
+                return None;
+            }
+            f as i64
+        }
+    };
+    i32::try_from(v).ok().map(i64::from)
 }
 
 /// Formats a double like Java's `Double.toString` for the common cases (used when a number

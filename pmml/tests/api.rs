@@ -199,3 +199,138 @@ fn model_verification_is_checked_when_asked() {
     // Not asked: not checked.
     assert!(Pmml::from_str(&verified_doc("2.6")).is_ok());
 }
+
+#[test]
+fn evaluate_into_reuses_the_buffer_and_agrees_with_evaluate() {
+    let m = Pmml::from_str(&tree_doc("double", "0.5")).expect("loads");
+    let mut out = flowstage_pmml::Outputs::default();
+    assert!(out.values().is_empty());
+    for x in [0.1, 0.9, f64::NAN, 0.5] {
+        let args = [Value::Double(x), Value::Missing];
+        m.evaluate_into(&args, &mut out).expect("scores");
+        assert_eq!(out, m.evaluate(&args).expect("scores"));
+        assert_eq!(out.names(), m.result_fields());
+    }
+    // An error leaves the previous result in place.
+    let before = out.clone();
+    assert!(m.evaluate_into(&[Value::Double(1.0)], &mut out).is_err());
+    assert_eq!(out, before);
+}
+
+fn select_all_doc(nested: bool) -> String {
+    let segmentation = r#"<Segmentation multipleModelMethod="selectAll">
+      <Segment id="a"><True/><RegressionModel functionName="regression"><MiningSchema><MiningField name="y" usageType="target"/><MiningField name="x"/></MiningSchema><RegressionTable intercept="1"><NumericPredictor name="x" coefficient="2"/></RegressionTable></RegressionModel></Segment>
+      <Segment id="b"><SimplePredicate field="x" operator="greaterThan" value="0"/><RegressionModel functionName="regression"><MiningSchema><MiningField name="y" usageType="target"/><MiningField name="x"/></MiningSchema><RegressionTable intercept="0"><NumericPredictor name="x" coefficient="1"/></RegressionTable></RegressionModel></Segment>
+    </Segmentation>"#;
+    let model = if nested {
+        format!(
+            r#"<MiningModel functionName="regression"><MiningSchema><MiningField name="y" usageType="target"/><MiningField name="x"/></MiningSchema>
+    <Segmentation multipleModelMethod="selectFirst"><Segment><True/><MiningModel functionName="regression"><MiningSchema><MiningField name="y" usageType="target"/><MiningField name="x"/></MiningSchema>{segmentation}</MiningModel></Segment></Segmentation></MiningModel>"#
+        )
+    } else {
+        format!(
+            r#"<MiningModel functionName="regression"><MiningSchema><MiningField name="y" usageType="target"/><MiningField name="x"/></MiningSchema>{segmentation}</MiningModel>"#
+        )
+    };
+    format!(
+        r#"<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
+  <DataDictionary>
+    <DataField name="x" optype="continuous" dataType="double"/>
+    <DataField name="y" optype="continuous" dataType="double"/>
+  </DataDictionary>
+  {model}
+</PMML>"#
+    )
+}
+
+#[test]
+fn select_all_returns_a_list_per_record() {
+    let m = Pmml::from_str(&select_all_doc(false)).expect("loads");
+    let out = m.evaluate(&[Value::Double(2.0)]).expect("scores");
+    assert_eq!(
+        out.get_list("y"),
+        Some(&[Value::Double(5.0), Value::Double(2.0)][..])
+    );
+    assert_eq!(out.list_at(0), out.get_list("y"));
+    // The list is not a single value.
+    assert_eq!(out.get("y"), Some(&Value::Missing));
+    let out = m.evaluate(&[Value::Double(-1.0)]).expect("scores");
+    assert_eq!(out.get_list("y"), Some(&[Value::Double(-1.0)][..]));
+    // A segment without a prediction contributes a missing value.
+    let out = m.evaluate(&[Value::Missing]).expect("scores");
+    assert_eq!(out.get_list("y"), Some(&[Value::Missing][..]));
+    // A single-valued result has no list.
+    let single = Pmml::from_str(&tree_doc("double", "0.5")).expect("loads");
+    let out = single
+        .evaluate(&[Value::Double(0.1), Value::Missing])
+        .expect("scores");
+    assert_eq!(out.get_list("label"), None);
+}
+
+#[test]
+fn nested_select_all_is_refused_at_load_time() {
+    match Pmml::from_str(&select_all_doc(true)) {
+        Err(flowstage_pmml::LoadError::Unsupported { element, .. }) => {
+            assert_eq!(element, "Segmentation")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn input_text_is_parsed_as_java_does() {
+    let doc = r#"<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
+  <DataDictionary>
+    <DataField name="x" optype="continuous" dataType="double"/>
+    <DataField name="i" optype="continuous" dataType="integer"/>
+    <DataField name="y" optype="continuous" dataType="double"/>
+  </DataDictionary>
+  <RegressionModel functionName="regression">
+    <MiningSchema><MiningField name="y" usageType="target"/><MiningField name="x"/><MiningField name="i"/></MiningSchema>
+    <RegressionTable intercept="0"><NumericPredictor name="x" coefficient="1"/><NumericPredictor name="i" coefficient="0"/></RegressionTable>
+  </RegressionModel>
+</PMML>"#;
+    let m = Pmml::from_str(doc).expect("loads");
+    let y = |x: &str, i: &str| {
+        m.evaluate(&[Value::from(x), Value::from(i)])
+            .map(|o| o.values()[0].clone())
+    };
+    for (text, want) in [
+        ("1e3", 1000.0),
+        (" +5 ", 5.0),
+        (".5", 0.5),
+        ("5.", 5.0),
+        ("1d", 1.0),
+        ("2.5F", 2.5),
+        ("inf", f64::INFINITY),
+        ("-INF", f64::NEG_INFINITY),
+        ("Infinity", f64::INFINITY),
+        ("1e400", f64::INFINITY),
+    ] {
+        assert_eq!(y(text, "1").ok(), Some(Value::Double(want)), "{text:?}");
+    }
+    for text in [
+        "NaN", "0x10", "1_000", "1,5", "e5", ".", "1e", "infinity", "1dd",
+    ] {
+        assert!(
+            matches!(y(text, "1"), Err(EvalError::InvalidValue { .. })),
+            "{text:?}"
+        );
+    }
+    // An integer field is 32-bit and takes integral doubles.
+    assert!(y("1", "2147483647").is_ok());
+    assert!(y("1", "1e2").is_ok());
+    for text in ["2147483648", "3.5", "0x10"] {
+        assert!(
+            matches!(y("1", text), Err(EvalError::InvalidValue { .. })),
+            "{text:?}"
+        );
+    }
+    // A NaN double (not text) is a missing value, as documented.
+    assert_eq!(
+        m.evaluate(&[Value::Double(f64::NAN), Value::Integer(1)])
+            .expect("scores")
+            .values()[0],
+        Value::Missing
+    );
+}

@@ -15,18 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Cases that are known not to pass yet, with the reason. Keep this list short and honest.
-const KNOWN_FAILURES: &[(&str, &str)] = &[
-    (
-        "hw_mining_reg_selectAll",
-        "multipleModelMethod=selectAll returns a list of predictions per record; Value has no \
-         list variant, so the evaluator refuses the model at load time (typed Unsupported error)",
-    ),
-    (
-        "hw_input_parsing",
-        "input text parsing differs from JPMML's (Java Double.parseDouble) on 5 rows: JPMML \
-         rejects a numeric 'NaN' as invalid and reads 'inf' and '1d' as numbers",
-    ),
-];
+const KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 fn suite_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conformance")
@@ -147,6 +136,23 @@ fn run_case(dir: &Path) -> CaseResult {
             (Ok(o), None) => {
                 for (name, v) in exp {
                     res.values += 1;
+                    // A list-valued result (selectAll) is compared element by element.
+                    if let Json::Array(items) = v {
+                        match o.get_list(name) {
+                            Some(ours) if ours.len() == items.len() => {
+                                for (k, (ours, e)) in ours.iter().zip(items).enumerate() {
+                                    if let Err(msg) = common::compare(ours, e) {
+                                        res.failures
+                                            .push(format!("row {i} field {name:?}[{k}]: {msg}"));
+                                    }
+                                }
+                            }
+                            ours => res.failures.push(format!(
+                                "row {i} field {name:?}: got list {ours:?}, expected {v}"
+                            )),
+                        }
+                        continue;
+                    }
                     match o.get(name) {
                         None => res.failures.push(format!(
                             "row {i}: no result field {name:?} (we have {:?})",

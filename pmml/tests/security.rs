@@ -272,7 +272,7 @@ fn errors_name_element_attribute_and_line() {
     let doc = valid_body(
         r#"<MiningModel functionName="regression">
     <MiningSchema><MiningField name="x"/></MiningSchema>
-    <Segmentation multipleModelMethod="selectAll"><Segment><True/><RegressionModel functionName="regression"><MiningSchema><MiningField name="x"/></MiningSchema><RegressionTable intercept="1"/></RegressionModel></Segment></Segmentation>
+    <Segmentation multipleModelMethod="randomPick"><Segment><True/><RegressionModel functionName="regression"><MiningSchema><MiningField name="x"/></MiningSchema><RegressionTable intercept="1"/></RegressionModel></Segment></Segmentation>
   </MiningModel>"#,
     );
     match Pmml::from_str(&doc).unwrap_err() {

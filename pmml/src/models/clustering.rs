@@ -176,7 +176,7 @@ impl Clustering {
         Ok(Prediction::Classes {
             result,
             labels: labels.into(),
-            probs: dists,
+            probs: dists.into(),
             confidences: None,
             entity,
         })

@@ -316,7 +316,66 @@ impl GeneralRegression {
         Ok(true)
     }
 
+    /// `true` for a regression (general linear or generalized linear model), whose prediction
+    /// is a double: what [`GeneralRegression::number`] computes.
+    pub fn is_regression(&self) -> bool {
+        matches!(self.kind, Kind::Linear | Kind::Generalized(_))
+    }
+
+    /// The predicted number of a regression ([`GeneralRegression::is_regression`]; `None`: no
+    /// prediction) — the value of [`GeneralRegression::evaluate`]'s prediction, without
+    /// building a [`Prediction`].
+    pub fn number(&self, ctx: &mut Ctx) -> Result<Option<f64>, EvalError> {
+        let mut xs = TERMS.with(std::cell::Cell::take);
+        let r = self.number_with(ctx, &mut xs);
+        TERMS.with(|t| t.set(xs));
+        r
+    }
+
+    fn number_with(&self, ctx: &mut Ctx, xs: &mut Vec<f64>) -> Result<Option<f64>, EvalError> {
+        if !self.terms(ctx, xs)? {
+            return Ok(None);
+        }
+        let xs = &xs[..];
+        let dot = |row: &[(usize, f64)]| row.iter().map(|(p, b)| b * xs[*p]).sum::<f64>();
+        let mut eta = dot(&self.betas[0]);
+        let offset = match self.offset_field {
+            Some(f) => match ctx.num(f)? {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+            None => self.offset_value,
+        };
+        // JPMML applies the offset to generalizedLinear models only.
+        if let Kind::Generalized(_) = self.kind {
+            eta += offset;
+        }
+        let mut y = match self.kind {
+            Kind::Generalized(link) => link.inverse(eta),
+            _ => eta,
+        };
+        if let Kind::Generalized(_) = self.kind {
+            let trials = match self.trials_field {
+                Some(f) => ctx.num(f)?,
+                None => self.trials_value,
+            };
+            if let Some(t) = trials {
+                y *= t;
+            }
+        }
+        Ok(Some(y))
+    }
+
     pub fn evaluate(&self, ctx: &mut Ctx, model: &Model) -> Result<Prediction, EvalError> {
+        if self.is_regression() {
+            return Ok(match self.number(ctx)? {
+                Some(y) => Prediction::Value {
+                    value: Value::Double(y),
+                    entity: None,
+                },
+                None => Prediction::Missing,
+            });
+        }
         let mut xs = TERMS.with(std::cell::Cell::take);
         let r = self.evaluate_with(ctx, model, &mut xs);
         TERMS.with(|t| t.set(xs));
@@ -335,37 +394,10 @@ impl GeneralRegression {
         let xs = &xs[..];
         let dot = |row: &[(usize, f64)]| row.iter().map(|(p, b)| b * xs[*p]).sum::<f64>();
         match self.kind {
-            Kind::Linear | Kind::Generalized(_) => {
-                let mut eta = dot(&self.betas[0]);
-                let offset = match self.offset_field {
-                    Some(f) => match ctx.num(f)? {
-                        Some(v) => v,
-                        None => return Ok(Prediction::Missing),
-                    },
-                    None => self.offset_value,
-                };
-                // JPMML applies the offset to generalizedLinear models only.
-                if let Kind::Generalized(_) = self.kind {
-                    eta += offset;
-                }
-                let mut y = match self.kind {
-                    Kind::Generalized(link) => link.inverse(eta),
-                    _ => eta,
-                };
-                if let Kind::Generalized(_) = self.kind {
-                    let trials = match self.trials_field {
-                        Some(f) => ctx.num(f)?,
-                        None => self.trials_value,
-                    };
-                    if let Some(t) = trials {
-                        y *= t;
-                    }
-                }
-                Ok(Prediction::Value {
-                    value: Value::Double(y),
-                    entity: None,
-                })
-            }
+            // Handled by `number` (see `evaluate`).
+            Kind::Linear | Kind::Generalized(_) => Err(EvalError::InvalidResult(
+                "internal: a regression GeneralRegressionModel takes the numeric path".into(),
+            )),
             Kind::Multinomial => {
                 let reference = self.reference.unwrap_or(0);
                 let mut etas: Vec<f64> = self

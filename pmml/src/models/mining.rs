@@ -21,6 +21,8 @@ enum Method {
     Sum,
     WeightedSum,
     SelectFirst,
+    /// Every firing segment's prediction, as a list (top-level models only).
+    SelectAll,
     ModelChain,
 }
 
@@ -122,6 +124,7 @@ pub(crate) fn compile(
     m: Node,
     function: &str,
     target: Option<&TargetInfo>,
+    top: bool,
 ) -> Result<ModelKind, LoadError> {
     let seg = m.req_kid("Segmentation")?;
     let method = match seg.req_attr("multipleModelMethod")? {
@@ -135,6 +138,7 @@ pub(crate) fn compile(
         "sum" => Method::Sum,
         "weightedSum" => Method::WeightedSum,
         "selectFirst" => Method::SelectFirst,
+        "selectAll" => Method::SelectAll,
         "modelChain" => Method::ModelChain,
         _ => return Err(seg.unsupported_attr("multipleModelMethod")),
     };
@@ -153,6 +157,22 @@ pub(crate) fn compile(
         "returnMissing" => MissingPrediction::ReturnMissing,
         _ => return Err(seg.bad_attr("missingPredictionTreatment", "unknown treatment")),
     };
+    if method == Method::SelectAll {
+        // The result is a list of the segments' predictions (see `Prediction::List`): only the
+        // top-level model can report one, and no OutputField is computed from it.
+        if !top {
+            return Err(seg.unsupported(
+                "multipleModelMethod=\"selectAll\" in a nested MiningModel (a list-valued segment result)",
+            ));
+        }
+        if m.kid("Output")
+            .is_some_and(|o| !o.kids_named("OutputField").is_empty())
+        {
+            return Err(m.unsupported(
+                "OutputFields of a MiningModel with multipleModelMethod=\"selectAll\"",
+            ));
+        }
+    }
     let missing_threshold = seg.f64_attr("missingThreshold")?.unwrap_or(1.0);
     if seg.kid("LocalTransformations").is_some() {
         return Err(seg.unsupported("Segmentation-level LocalTransformations"));
@@ -170,6 +190,11 @@ pub(crate) fn compile(
                 .find(|k| crate::compile::MODEL_ELEMENTS.contains(&k.name()))
                 .ok_or_else(|| s.invalid("Segment has no model"))?;
             let model = c.model(model_node, target, false)?;
+            if method == Method::SelectAll && !model.outputs.is_empty() {
+                return Err(model_node.unsupported(
+                    "OutputFields in a segment of multipleModelMethod=\"selectAll\"",
+                ));
+            }
             if method == Method::ModelChain {
                 for o in &model.outputs {
                     c.bind(&o.name, o.field);
@@ -279,6 +304,24 @@ fn add_label(labels: &mut Vec<Value>, sums: &mut Vec<f64>, l: &Value) -> usize {
 }
 
 impl Mining {
+    /// `selectAll`: the prediction of every segment whose predicate is true, in document order
+    /// (a segment without a prediction contributes a missing value); no firing segment is a
+    /// missing result, as in JPMML-Evaluator.
+    fn evaluate_all(&self, ctx: &mut Ctx) -> Result<Prediction, EvalError> {
+        let mut values = Vec::new();
+        for s in &self.segments {
+            if s.predicate.eval(ctx)? != Some(true) {
+                continue;
+            }
+            values.push(s.model.evaluate(ctx)?.into_value());
+        }
+        Ok(if values.is_empty() {
+            Prediction::Missing
+        } else {
+            Prediction::List(values)
+        })
+    }
+
     /// [`Mining::evaluate`] for a [`Forest`]: same decisions, same sums in the same order.
     fn evaluate_forest(&self, f: &Forest, ctx: &mut Ctx) -> Result<Prediction, EvalError> {
         let mut sums = [0.0f64; FOREST_MAX_LABELS];
@@ -351,6 +394,9 @@ impl Mining {
     pub fn evaluate(&self, ctx: &mut Ctx, model: &Model) -> Result<Prediction, EvalError> {
         if let Some(f) = &self.forest {
             return self.evaluate_forest(f, ctx);
+        }
+        if self.method == Method::SelectAll {
+            return self.evaluate_all(ctx);
         }
         let mut results: Vec<(Prediction, f64, Option<&crate::model::Entity>)> = Vec::new();
         let mut total_weight = 0.0;
@@ -490,7 +536,7 @@ impl Mining {
                         *w
                     };
                     wsum += w;
-                    for (l, pr) in ls.iter().zip(probs) {
+                    for (l, pr) in ls.iter().zip(probs.iter()) {
                         let i = add_label(&mut labels, &mut sums, l);
                         sums[i] += if self.method == Method::Average {
                             *pr
@@ -505,10 +551,12 @@ impl Mining {
             Method::Max | Method::Median => {
                 // Per category, the max (median) probability over segments; the winning
                 // category's contributing segments are averaged.
-                let dists: Vec<(&[Value], &Vec<f64>)> = results
+                let dists: Vec<(&[Value], &[f64])> = results
                     .iter()
                     .filter_map(|(p, _, _)| match p {
-                        Prediction::Classes { labels, probs, .. } => Some((&labels[..], probs)),
+                        Prediction::Classes { labels, probs, .. } => {
+                            Some((&labels[..], &probs[..]))
+                        }
                         _ => None,
                     })
                     .collect();
@@ -520,7 +568,7 @@ impl Mining {
                         add_label(&mut labels, &mut sums, l);
                     }
                 }
-                let prob = |d: &(&[Value], &Vec<f64>), l: &Value| {
+                let prob = |d: &(&[Value], &[f64]), l: &Value| {
                     d.0.iter().position(|x| x.equals(l)).map_or(0.0, |i| d.1[i])
                 };
                 let mut best: Option<(usize, f64)> = None;
@@ -587,6 +635,6 @@ fn with_entity(p: Prediction, id: Option<&crate::model::Entity>) -> Prediction {
             confidences,
             entity: id.cloned(),
         },
-        Prediction::Missing => Prediction::Missing,
+        other => other,
     }
 }

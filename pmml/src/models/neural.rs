@@ -42,6 +42,68 @@ struct Layer {
     /// 0 none, 1 simplemax, 2 softmax
     norm: u8,
     neurons: Vec<Neuron>,
+    /// Set when every neuron reads the same consecutive activations `from..from + len`, in
+    /// order (a fully connected layer): the weights as a row-major neurons × `len` matrix.
+    dense: Option<Dense>,
+}
+
+#[derive(Debug)]
+struct Dense {
+    from: usize,
+    len: usize,
+    weights: Vec<f64>,
+}
+
+impl Layer {
+    fn dense_of(neurons: &[Neuron]) -> Option<Dense> {
+        let first = neurons.first()?;
+        let from = first.inputs.first()?.0 as usize;
+        let len = first.inputs.len();
+        let mut weights = Vec::with_capacity(len * neurons.len());
+        for n in neurons {
+            if n.inputs.len() != len {
+                return None;
+            }
+            for (k, (i, w)) in n.inputs.iter().enumerate() {
+                if *i as usize != from + k {
+                    return None;
+                }
+                weights.push(*w);
+            }
+        }
+        Some(Dense { from, len, weights })
+    }
+}
+
+/// The weighted sums of a dense layer: four neurons at a time over the same inputs (four
+/// independent chains, so the additions overlap); each neuron's sum is still added up term by
+/// term in input order, then the bias — exactly as the one-neuron loop does.
+fn dense_sums(d: &Dense, neurons: &[Neuron], src: &[f64], out: &mut Vec<f64>) {
+    let len = d.len;
+    let mut rows = d.weights.chunks_exact(len).zip(neurons);
+    while let (Some((w0, n0)), Some((w1, n1)), Some((w2, n2)), Some((w3, n3))) =
+        (rows.next(), rows.next(), rows.next(), rows.next())
+    {
+        let (mut z0, mut z1, mut z2, mut z3) = (0.0, 0.0, 0.0, 0.0);
+        for k in 0..len {
+            let x = src[k];
+            z0 += w0[k] * x;
+            z1 += w1[k] * x;
+            z2 += w2[k] * x;
+            z3 += w3[k] * x;
+        }
+        out.extend_from_slice(&[z0 + n0.bias, z1 + n1.bias, z2 + n2.bias, z3 + n3.bias]);
+    }
+    // The rest (fewer than four neurons).
+    let done = out.len();
+    let tail = d.weights.chunks_exact(len).zip(neurons).skip(done);
+    for (w, n) in tail {
+        let mut z = 0.0;
+        for (w, x) in w.iter().zip(src) {
+            z += w * x;
+        }
+        out.push(z + n.bias);
+    }
 }
 
 #[derive(Debug)]
@@ -67,6 +129,8 @@ pub(crate) struct Neural {
 thread_local! {
     /// Per-thread neuron activations buffer, reused across records.
     static ACTIVATIONS: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Per-thread buffer of a dense layer's weighted sums, reused across records.
+    static SUMS: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 fn activation(name: &str, node: Node, net: Node) -> Result<Activation, LoadError> {
@@ -95,6 +159,42 @@ fn activation(name: &str, node: Node, net: Node) -> Result<Activation, LoadError
         },
         _ => return Err(node.unsupported_attr("activationFunction")),
     })
+}
+
+impl Activation {
+    /// The activation of a weighted sum.
+    #[inline]
+    fn apply(self, z: f64) -> f64 {
+        match self {
+            Activation::Threshold(t) => {
+                if z > t {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::Logistic => 1.0 / (1.0 + (-z).exp()),
+            Activation::Tanh => z.tanh(),
+            Activation::Identity => z,
+            Activation::Exponential => z.exp(),
+            Activation::Reciprocal => 1.0 / z,
+            Activation::Square => z * z,
+            Activation::Gauss => (-(z * z)).exp(),
+            Activation::Sine => z.sin(),
+            Activation::Cosine => z.cos(),
+            Activation::Elliott => z / (1.0 + z.abs()),
+            Activation::Arctan => 2.0 * z.atan() / std::f64::consts::PI,
+            Activation::Rectifier(Some(leak)) => {
+                if z > 0.0 {
+                    z
+                } else {
+                    z * leak
+                }
+            }
+            Activation::Rectifier(None) => z.max(0.0),
+            Activation::RadialBasis { .. } => z,
+        }
+    }
 }
 
 fn norm_method(s: &str, node: Node) -> Result<u8, LoadError> {
@@ -169,10 +269,16 @@ pub(crate) fn compile(
                 return Err(l.invalid("duplicate neuron id"));
             }
         }
+        let dense = if matches!(act, Activation::RadialBasis { .. }) {
+            None
+        } else {
+            Layer::dense_of(&neurons)
+        };
         layers.push(Layer {
             activation: act,
             norm,
             neurons,
+            dense,
         });
     }
     let mut outputs = Vec::new();
@@ -228,10 +334,12 @@ pub(crate) fn compile(
 impl Neural {
     pub fn evaluate(&self, ctx: &mut Ctx, model: &Model) -> Result<Prediction, EvalError> {
         let mut act = ACTIVATIONS.with(std::cell::Cell::take);
+        let mut sums = SUMS.with(std::cell::Cell::take);
         act.clear();
         act.reserve(self.size);
-        let r = self.evaluate_into(ctx, model, &mut act);
+        let r = self.evaluate_into(ctx, model, &mut act, &mut sums);
         ACTIVATIONS.with(|a| a.set(act));
+        SUMS.with(|a| a.set(sums));
         r
     }
 
@@ -240,8 +348,16 @@ impl Neural {
         ctx: &mut Ctx,
         model: &Model,
         act: &mut Vec<f64>,
+        sums: &mut Vec<f64>,
     ) -> Result<Prediction, EvalError> {
         for e in &self.inputs {
+            // A present double input, as it is (what evaluating the reference gives).
+            if let Expr::Field { field, .. } = e {
+                if let Some(x) = ctx.double_at_hand(*field) {
+                    act.push(x);
+                    continue;
+                }
+            }
             let v = e.eval(ctx)?;
             match v {
                 Value::Missing => return Ok(Prediction::Missing),
@@ -258,6 +374,22 @@ impl Neural {
         }
         for layer in &self.layers {
             let start = act.len();
+            if let Some(d) = &layer.dense {
+                sums.clear();
+                let src = act.get(d.from..d.from + d.len).ok_or_else(|| {
+                    EvalError::InvalidResult("neuron reads a later neuron".into())
+                })?;
+                dense_sums(d, &layer.neurons, src, sums);
+                for z in sums.iter() {
+                    act.push(layer.activation.apply(*z));
+                }
+                match layer.norm {
+                    1 => normalize(&mut act[start..], false),
+                    2 => normalize(&mut act[start..], true),
+                    _ => {}
+                }
+                continue;
+            }
             for n in &layer.neurons {
                 let mut z = 0.0;
                 if let Activation::RadialBasis { altitude } = layer.activation {
@@ -276,36 +408,7 @@ impl Neural {
                     z += w * act[*i as usize];
                 }
                 z += n.bias;
-                let y = match layer.activation {
-                    Activation::Threshold(t) => {
-                        if z > t {
-                            1.0
-                        } else {
-                            0.0
-                        }
-                    }
-                    Activation::Logistic => 1.0 / (1.0 + (-z).exp()),
-                    Activation::Tanh => z.tanh(),
-                    Activation::Identity => z,
-                    Activation::Exponential => z.exp(),
-                    Activation::Reciprocal => 1.0 / z,
-                    Activation::Square => z * z,
-                    Activation::Gauss => (-(z * z)).exp(),
-                    Activation::Sine => z.sin(),
-                    Activation::Cosine => z.cos(),
-                    Activation::Elliott => z / (1.0 + z.abs()),
-                    Activation::Arctan => 2.0 * z.atan() / std::f64::consts::PI,
-                    Activation::Rectifier(Some(leak)) => {
-                        if z > 0.0 {
-                            z
-                        } else {
-                            z * leak
-                        }
-                    }
-                    Activation::Rectifier(None) => z.max(0.0),
-                    Activation::RadialBasis { .. } => z,
-                };
-                act.push(y);
+                act.push(layer.activation.apply(z));
             }
             match layer.norm {
                 1 => normalize(&mut act[start..], false),
@@ -313,6 +416,10 @@ impl Neural {
                 _ => {}
             }
         }
+        self.finish(model, act)
+    }
+
+    fn finish(&self, model: &Model, act: &[f64]) -> Result<Prediction, EvalError> {
         if !model.classification {
             let (idx, map) = &self.outputs[0];
             let y = act[*idx as usize];

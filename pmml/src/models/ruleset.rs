@@ -134,7 +134,7 @@ impl RuleSet {
             return Ok(Prediction::Classes {
                 result: d.clone(),
                 labels: vec![d.clone()].into(),
-                probs: vec![self.default_confidence],
+                probs: vec![self.default_confidence].into(),
                 confidences: Some(vec![self.default_confidence]),
                 entity: None,
             });
@@ -193,7 +193,7 @@ impl RuleSet {
         Ok(Prediction::Classes {
             result,
             labels: labels.into(),
-            probs: values.clone(),
+            probs: values.clone().into(),
             confidences: Some(values),
             entity: entity.map(crate::model::Entity::from),
         })

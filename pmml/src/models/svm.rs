@@ -296,7 +296,7 @@ impl Svm {
         Ok(Prediction::Classes {
             result: labels[best].clone(),
             labels: Vec::new().into(),
-            probs: Vec::new(),
+            probs: Vec::new().into(),
             confidences: None,
             entity: None,
         })

@@ -27,14 +27,65 @@ struct TreeNode {
     score: Option<Value>,
     id: Option<crate::model::Entity>,
     labels: std::sync::Arc<[Value]>,
-    probs: Vec<f64>,
+    /// Shared with the predictions (not copied per record).
+    probs: std::sync::Arc<[f64]>,
     confidences: Option<Vec<f64>>,
     default_child: Option<u32>,
+}
+
+/// A node's predicate in the form the descent tests inline: a numeric split or `<True/>`, else
+/// the node's full predicate ([`TreeNode::predicate`]).
+#[derive(Debug, Clone, Copy)]
+enum Test {
+    True,
+    /// `x <op> c` for a present `x` and a non-NaN `c`, as a mask of the outcomes that make it
+    /// true: [`LT`], [`EQ`], [`GT`].
+    Num {
+        field: u32,
+        mask: u8,
+        c: f64,
+    },
+    General,
+}
+
+const LT: u8 = 1;
+const EQ: u8 = 2;
+const GT: u8 = 4;
+
+/// The outcome mask of a comparison operator (`None` for the missing-value operators).
+fn op_mask(op: SimpleOp) -> Option<u8> {
+    Some(match op {
+        SimpleOp::Equal => EQ,
+        SimpleOp::NotEqual => LT | GT,
+        SimpleOp::LessThan => LT,
+        SimpleOp::LessOrEqual => LT | EQ,
+        SimpleOp::GreaterThan => GT,
+        SimpleOp::GreaterOrEqual => GT | EQ,
+        SimpleOp::IsMissing | SimpleOp::IsNotMissing => return None,
+    })
+}
+
+/// How `x` compares with `c`: [`LT`], [`EQ`] or [`GT`]; `None` when either is NaN (then the
+/// operators do not follow the masks: `NaN != c` holds).
+#[inline(always)]
+fn outcome(x: f64, c: f64) -> Option<u8> {
+    let o = u8::from(x < c) | (u8::from(x == c) << 1) | (u8::from(x > c) << 2);
+    (o != 0).then_some(o)
 }
 
 #[derive(Debug)]
 pub(crate) struct Tree {
     nodes: Vec<TreeNode>,
+    /// Per node, its test (parallel to `nodes`; compact, for the descent).
+    tests: Vec<Test>,
+    /// Per node, its children as a range of `child_list`.
+    kids: Vec<(u32, u32)>,
+    /// Every node's children, node after node.
+    child_list: Vec<u32>,
+    /// Per node: `Some((a, b))` when it has exactly two children whose tests compare the same
+    /// field with the same constant by complementary operators (a binary split `x <= c` /
+    /// `x > c`): when `a` is false for a number `x`, `b` holds, without testing it.
+    split: Vec<Option<(u32, u32)>>,
     penalty: f64,
     missing: MissingStrategy,
     last_on_no_true_child: bool,
@@ -77,6 +128,10 @@ pub(crate) fn compile(
     };
     let mut tree = Tree {
         nodes: Vec::new(),
+        tests: Vec::new(),
+        kids: Vec::new(),
+        child_list: Vec::new(),
+        split: Vec::new(),
         penalty: m.f64_attr("missingValuePenalty")?.unwrap_or(1.0),
         missing,
         last_on_no_true_child,
@@ -139,7 +194,7 @@ pub(crate) fn compile(
             score,
             id: n.attr("id").map(crate::model::Entity::from),
             labels: labels.into(),
-            probs: weights,
+            probs: weights.into(),
             confidences: if confidences.len() == sds.len() && !sds.is_empty() {
                 Some(confidences)
             } else {
@@ -166,6 +221,40 @@ pub(crate) fn compile(
                 return Err(m.invalid(format!("defaultChild {id:?} is not a child of its node")))
             }
         }
+    }
+    for n in &tree.nodes {
+        tree.tests.push(match &n.predicate {
+            Predicate::True => Test::True,
+            Predicate::Num { field, op, c } => match (u32::try_from(*field), op_mask(*op)) {
+                (Ok(field), Some(mask)) if !c.is_nan() => Test::Num { field, mask, c: *c },
+                _ => Test::General,
+            },
+            _ => Test::General,
+        });
+        let start = tree.child_list.len() as u32;
+        tree.child_list.extend_from_slice(&n.children);
+        tree.kids.push((start, n.children.len() as u32));
+    }
+    for n in &tree.nodes {
+        let split = match n.children[..] {
+            [a, b] => match (tree.tests[a as usize], tree.tests[b as usize]) {
+                (
+                    Test::Num {
+                        field: fa,
+                        mask: ma,
+                        c: ca,
+                    },
+                    Test::Num {
+                        field: fb,
+                        mask: mb,
+                        c: cb,
+                    },
+                ) if fa == fb && ca == cb && ma ^ mb == LT | EQ | GT => Some((a, b)),
+                _ => None,
+            },
+            _ => None,
+        };
+        tree.split.push(split);
     }
     Ok(ModelKind::Tree(tree))
 }
@@ -196,28 +285,20 @@ impl Tree {
     /// (which counts as a "missing level" for the confidence penalty).
     #[inline(always)]
     fn test(&self, idx: usize, ctx: &mut Ctx) -> Result<(Option<bool>, bool), EvalError> {
-        match &self.nodes[idx].predicate {
-            // The common split: a numeric field already prepared as a double (inputs usually
-            // are) — compared inline; anything else takes the general path.
-            Predicate::Num { field, op, c } => {
-                if let Some(Some(Value::Double(x))) = ctx.values.get(*field) {
-                    let (x, c) = (*x, *c);
-                    return Ok((
-                        Some(match op {
-                            SimpleOp::Equal => x == c,
-                            SimpleOp::NotEqual => x != c,
-                            SimpleOp::LessThan => x < c,
-                            SimpleOp::LessOrEqual => x <= c,
-                            SimpleOp::GreaterThan => x > c,
-                            _ => x >= c,
-                        }),
-                        false,
-                    ));
+        match self.tests[idx] {
+            // The common split: a numeric field at hand as a double (inputs usually are) —
+            // compared inline; anything else takes the general path.
+            Test::Num { field, mask, c } => {
+                if let Some(x) = ctx.double_at_hand(field as usize) {
+                    // A cached NaN (from a derived field) takes the general path.
+                    if let Some(o) = outcome(x, c) {
+                        return Ok((Some(mask & o != 0), false));
+                    }
                 }
                 Ok((self.nodes[idx].predicate.eval(ctx)?, false))
             }
-            Predicate::True => Ok((Some(true), false)),
-            p => self.test_general(p, ctx),
+            Test::True => Ok((Some(true), false)),
+            Test::General => self.test_general(&self.nodes[idx].predicate, ctx),
         }
     }
 
@@ -253,11 +334,30 @@ impl Tree {
         levels += i32::from(alt);
         let mut current = 0usize;
         'descend: loop {
-            let node = &self.nodes[current];
-            if node.children.is_empty() {
+            let (start, len) = self.kids[current];
+            if len == 0 {
                 return Ok(Some((current, levels)));
             }
-            for &ch in &node.children {
+            if let Some((a, b)) = self.split[current] {
+                if let Test::Num { field, mask, c } = self.tests[a as usize] {
+                    if let Some(o) = ctx
+                        .double_at_hand(field as usize)
+                        .and_then(|x| outcome(x, c))
+                    {
+                        // `a` holds, or else `b` (its complement) does: what testing `a`,
+                        // then `b`, gives. A branch (not a select): the next test depends on it.
+                        if mask & o != 0 {
+                            current = a as usize;
+                        } else {
+                            current = b as usize;
+                            std::hint::black_box(());
+                        }
+                        continue 'descend;
+                    }
+                }
+            }
+            let (start, len) = (start as usize, len as usize);
+            for &ch in &self.child_list[start..start + len] {
                 let (status, alt) = self.test(ch as usize, ctx)?;
                 levels += i32::from(alt);
                 match status {
@@ -277,6 +377,7 @@ impl Tree {
                         MissingStrategy::LastPrediction => return Ok(Some((current, levels))),
                         MissingStrategy::DefaultChild => {
                             // The predicate of the default child is not evaluated.
+                            let node = &self.nodes[current];
                             match node.default_child {
                                 Some(d) => {
                                     levels += 1;
@@ -295,11 +396,31 @@ impl Tree {
                 }
             }
             // No true child.
-            if self.last_on_no_true_child && node.score.is_some() {
+            if self.last_on_no_true_child && self.nodes[current].score.is_some() {
                 return Ok(Some((current, levels)));
             }
             return Ok(None);
         }
+    }
+
+    /// `true` when every node's score (if any) is a double, as a regression tree's are.
+    pub fn scores_are_doubles(&self) -> bool {
+        self.nodes
+            .iter()
+            .all(|n| matches!(n.score, None | Some(Value::Double(_))))
+    }
+
+    /// The score of the selected node of a regression tree whose scores are doubles (`None`: no
+    /// prediction) — the value of [`Tree::evaluate`]'s prediction.
+    #[inline]
+    pub fn number(&self, ctx: &mut Ctx) -> Result<Option<f64>, EvalError> {
+        Ok(match self.select(ctx)? {
+            Some((i, _)) => match self.nodes[i].score {
+                Some(Value::Double(x)) => Some(x),
+                _ => None,
+            },
+            None => None,
+        })
     }
 
     pub fn evaluate(&self, ctx: &mut Ctx, model: &Model) -> Result<Prediction, EvalError> {
@@ -321,7 +442,7 @@ impl Tree {
                 Some(v) => Prediction::Classes {
                     result: v.clone(),
                     labels: vec![v.clone()].into(),
-                    probs: vec![1.0],
+                    probs: vec![1.0].into(),
                     confidences: None,
                     entity: node.id.clone(),
                 },
@@ -338,7 +459,7 @@ impl Tree {
         let mut p = Prediction::Classes {
             result,
             labels: node.labels.clone(),
-            probs: node.probs.clone(),
+            probs: crate::model::Probs::Shared(node.probs.clone()),
             confidences: None,
             entity: None,
         };
