@@ -2,7 +2,9 @@
 //!
 //! * [`pb`]: the wire formats (`ModelDescriptor`, `WineRecord`, `ServingResult`,
 //!   `SavedModelArchive`), generated from `proto/` with prost at build time.
-//! * [`Model`]: one trait to score records, whatever produced the model.
+//! * [`Model`]: one trait to score records, whatever produced the model; batches come back as
+//!   per-record [`Score`]s ([`Model::score_batch`]) or as a columnar [`ScoreBatch`]
+//!   ([`Model::score_columnar`], no per-record allocations for tensor models).
 //! * [`Record`] / [`FieldMapping`]: records as named values, and the mapping from a record type's
 //!   field names to a model's input names.
 //! * [`ModelRegistry`] / [`ModelFactory`]: model types mapped to factories that create a model from
@@ -14,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 mod error;
 mod location;
 mod model;
@@ -45,6 +48,7 @@ pub mod pb {
     }
 }
 
+pub use batch::{MapRef, OutputRef, ScoreBatch};
 pub use error::ModelError;
 pub use location::ModelsDir;
 pub use model::{DataKind, FieldDesc, MappedModel, Model, ModelType};

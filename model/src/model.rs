@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::batch::ScoreBatch;
 use crate::error::ModelError;
 use crate::pb::model_descriptor::ModelType as PbModelType;
 use crate::record::{FieldMapping, Record};
@@ -135,6 +136,14 @@ pub trait Model: Send + Sync + fmt::Debug {
         records.iter().map(|r| self.score(r)).collect()
     }
 
+    /// Scores many records like [`Model::score_batch`] (same results, same order), kept as a
+    /// [`ScoreBatch`]: tensor models keep one buffer per output and build a record's values
+    /// only when asked, which saves the per-record allocations of a [`Score`]. The default
+    /// wraps [`Model::score_batch`].
+    fn score_columnar(&self, records: &[Record]) -> ScoreBatch {
+        ScoreBatch::from_scores(self.score_batch(records))
+    }
+
     /// Serializes the model so that the factory for [`Model::model_type`] restores it
     /// ([`crate::ModelFactory::restore`]); also usable as `ModelDescriptor.data`.
     fn to_bytes(&self) -> Result<Vec<u8>, ModelError>;
@@ -156,6 +165,9 @@ impl<M: Model + ?Sized> Model for Box<M> {
     fn score_batch(&self, records: &[Record]) -> Vec<Result<Score, ModelError>> {
         (**self).score_batch(records)
     }
+    fn score_columnar(&self, records: &[Record]) -> ScoreBatch {
+        (**self).score_columnar(records)
+    }
     fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
         (**self).to_bytes()
     }
@@ -176,6 +188,9 @@ impl<M: Model + ?Sized> Model for Arc<M> {
     }
     fn score_batch(&self, records: &[Record]) -> Vec<Result<Score, ModelError>> {
         (**self).score_batch(records)
+    }
+    fn score_columnar(&self, records: &[Record]) -> ScoreBatch {
+        (**self).score_columnar(records)
     }
     fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
         (**self).to_bytes()
@@ -223,6 +238,10 @@ impl<M: Model> Model for MappedModel<M> {
     fn score_batch(&self, records: &[Record]) -> Vec<Result<Score, ModelError>> {
         let mapped: Vec<Record> = records.iter().map(|r| self.mapping.apply(r)).collect();
         self.inner.score_batch(&mapped)
+    }
+    fn score_columnar(&self, records: &[Record]) -> ScoreBatch {
+        let mapped: Vec<Record> = records.iter().map(|r| self.mapping.apply(r)).collect();
+        self.inner.score_columnar(&mapped)
     }
     fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
         self.inner.to_bytes()

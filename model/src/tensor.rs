@@ -1,23 +1,92 @@
 //! A tract plan wrapped as a [`Model`]: records become rows of one float input tensor, output
-//! tensors are split back into per-record values.
+//! tensors become columns of a [`ScoreBatch`] (and per-record [`Score`]s on demand).
+//!
+//! Speed matters here (one record costs a few microseconds, most of it tract's per-call
+//! overhead):
+//! * Plans are concretized per batch size: tract picks much better matrix kernels for a known
+//!   row count than for a symbolic one (about 4x on the wine MLP). Batches run in chunks of at
+//!   most [`MAX_CHUNK`] rows, each through the plan for the next power of two (at least
+//!   [`MIN_PLAN_ROWS`]), padded with zero rows whose results are dropped; those plans are
+//!   built on first use and kept (at most 10). The plan single records use is built at load
+//!   time; the symbolic plan serves when a sized one cannot be built. Rows are therefore
+//!   assumed independent, as scoring records one by one does.
+//! * Each plan keeps a small pool of tract states, reused from call to call.
+//! * Row-wise tails of a graph (softmax, the argmax → class label of a classifier) can be run
+//!   natively ([`Tail`]) instead of in tract, which is slow for short rows.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tract_hir::internal::*;
 
+use crate::batch::{Classes, Column, ColumnData, ScoreBatch};
 use crate::error::ModelError;
 use crate::model::{DataKind, FieldDesc, Model, ModelType};
 use crate::record::{Record, Value};
-use crate::score::{argmax, OutputValue, Score};
+use crate::score::Score;
 
-/// How one output tensor is presented.
+/// Rows per plan run; larger batches run in chunks.
+pub(crate) const MAX_CHUNK: usize = 1024;
+/// Sized plans: 2^0 ..= 2^10 rows.
+const SIZED_PLANS: usize = 11;
+/// The smallest sized plan: a single record runs padded to two rows, because tract's
+/// one-row plans (matrix-vector products, extra reshapes) cost more per call than its
+/// two-row ones (about 20% on the wine MLP).
+const MIN_PLAN_ROWS: usize = 2;
+/// Tract states kept per plan for reuse.
+const POOL_MAX: usize = 16;
+
+/// Row-wise operations applied natively to a fetched `[N, k]` float32 tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Tail {
+    /// The tensor as it is.
+    None,
+    /// Softmax over each row.
+    Softmax,
+    /// A class label per row: the argmax of the row (after a softmax when set), looked up in
+    /// the classes.
+    Label(LabelTail),
+}
+
+/// See [`Tail::Label`].
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct LabelTail {
+    /// Softmax the row before the argmax (ties after rounding are broken as in the graph).
+    pub softmax: bool,
+    /// Last index among equal maxima (ONNX `select_last_index`), else the first.
+    pub last: bool,
+    /// The labels indexed by the argmax; `None`: the index itself.
+    pub classes: Option<Classes>,
+    /// One value per row (rank 1); else a one-element vector per row (rank 2).
+    pub scalar: bool,
+    /// Integer labels pass through float32.
+    pub as_f32: bool,
+}
+
+/// How one output is computed and presented.
 #[derive(Clone, Debug)]
 pub(crate) struct OutputSpec {
     /// The name in the [`Score`].
     pub name: String,
     /// When set, the rows are label → probability maps with these labels (ONNX ZipMap).
     pub map_labels: Option<Vec<String>>,
+    /// Index of the tensor among the plan's outputs.
+    pub fetch: usize,
+    /// What is computed from that tensor.
+    pub tail: Tail,
+}
+
+impl OutputSpec {
+    /// The plan's output `fetch`, as it is.
+    pub fn plain(name: String, fetch: usize) -> Self {
+        OutputSpec {
+            name,
+            map_labels: None,
+            fetch,
+            tail: Tail::None,
+        }
+    }
 }
 
 /// Formats a tract error with its causes.
@@ -33,15 +102,107 @@ pub(crate) struct TensorModelSpec {
     pub bytes: Vec<u8>,
 }
 
+/// One output as the model presents it (names and labels shared by every batch).
+#[derive(Debug)]
+struct Out {
+    name: Arc<str>,
+    map_labels: Option<Arc<[String]>>,
+    fetch: usize,
+    tail: Tail,
+    classes: Option<Arc<Classes>>,
+}
+
+/// A runnable plan and a pool of states to run it with.
+struct Runner {
+    plan: Arc<TypedRunnableModel>,
+    states: Mutex<Vec<TypedSimpleState>>,
+}
+
+impl Runner {
+    fn new(plan: Arc<TypedRunnableModel>) -> Self {
+        Runner {
+            plan,
+            states: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs the plan on one input. A state that failed (error or panic) is dropped, not
+    /// reused.
+    fn run(&self, input: TValue) -> Result<TVec<TValue>, ModelError> {
+        let pooled = self.states.lock().ok().and_then(|mut p| p.pop());
+        let state = match pooled {
+            Some(s) => s,
+            None => SimpleState::new(&self.plan).map_err(|e| ModelError::Scoring(tract_err(e)))?,
+        };
+        // A model that loaded must not take a serving thread down: a panic while running it
+        // is a scoring error.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let mut state = state;
+            let out = state.run(tvec!(input));
+            (out, state)
+        }));
+        match ran {
+            Ok((Ok(out), state)) => {
+                if let Ok(mut pool) = self.states.lock() {
+                    if pool.len() < POOL_MAX {
+                        pool.push(state);
+                    }
+                }
+                Ok(out)
+            }
+            Ok((Err(e), _)) => Err(ModelError::Scoring(tract_err(e))),
+            Err(_) => Err(ModelError::Scoring(
+                "the model panicked while running".into(),
+            )),
+        }
+    }
+}
+
+/// The plans of a model: one per power-of-two batch size (built on first use), and the
+/// symbolic one.
+struct Plans {
+    /// Decluttered, batch size symbolic: where sized plans come from.
+    typed: TypedModel,
+    batch: Symbol,
+    sized: [OnceLock<Option<Runner>>; SIZED_PLANS],
+    dynamic: Runner,
+}
+
+impl Plans {
+    fn build(typed: &TypedModel, batch: &Symbol, rows: usize) -> Option<Runner> {
+        let subs = HashMap::from([(batch.clone(), TDim::Val(rows as i64))]);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            typed
+                .set_symbols(&subs)
+                .and_then(|m| m.into_optimized())
+                .and_then(|m| m.into_runnable())
+                .ok()
+        }))
+        .ok()
+        .flatten()
+        .map(Runner::new)
+    }
+
+    /// The plan for exactly `rows` rows (a power of two up to [`MAX_CHUNK`]), when it can be
+    /// built.
+    fn sized(&self, rows: usize) -> Option<&Runner> {
+        if !rows.is_power_of_two() {
+            return None;
+        }
+        let slot = self.sized.get(rows.trailing_zeros() as usize)?;
+        slot.get_or_init(|| Self::build(&self.typed, &self.batch, rows))
+            .as_ref()
+    }
+}
+
 /// A runnable tensor model.
 pub(crate) struct TensorModel {
     model_type: ModelType,
-    plan: Arc<TypedRunnableModel>,
-    single: Option<Arc<TypedRunnableModel>>,
+    plans: Plans,
     input_dt: DatumType,
     width: usize,
     columns: Option<Vec<String>>,
-    outputs: Vec<OutputSpec>,
+    outputs: Vec<Out>,
     inputs_desc: Vec<FieldDesc>,
     outputs_desc: Vec<FieldDesc>,
     bytes: Vec<u8>,
@@ -70,8 +231,9 @@ fn kind_of(dt: DatumType) -> DataKind {
 }
 
 impl TensorModel {
-    /// Builds the plan: the model's single input gets the shape `[N, width]` (N symbolic), the
-    /// model is typed and optimized. `model` must already have its inputs and outputs selected.
+    /// Builds the plans: the model's single input gets the shape `[N, width]` (N symbolic),
+    /// the model is typed and decluttered, then optimized for N symbolic and for
+    /// [`MIN_PLAN_ROWS`] rows. `model` must already have its inputs and outputs selected.
     pub fn new(mut model: InferenceModel, spec: TensorModelSpec) -> Result<Self, ModelError> {
         let invalid = |reason: String| ModelError::invalid(spec.model_type, reason);
         let inputs = model
@@ -127,54 +289,102 @@ impl TensorModel {
                 "input {input_name} must be a matrix [batch, {width}], found rank {rank:?}"
             )));
         }
-        // A plan specialised for one row (cheaper per call than the symbolic one); when it
-        // cannot be built, single records go through the batch plan.
-        let single = {
-            let mut one = model.clone();
-            one.set_input_fact(
-                0,
-                InferenceFact::dt_shape(input_dt, tvec![1.to_dim(), width.to_dim()]),
-            )
-            .and_then(|_| one.into_optimized())
-            .and_then(|t| t.into_runnable())
-            .ok()
-        };
         model
             .set_input_fact(
                 0,
                 InferenceFact::dt_shape(input_dt, tvec![batch.to_dim(), width.to_dim()]),
             )
             .map_err(|e| invalid(tract_err(e)))?;
-        let n_outputs = model
+        let n_fetch = model
             .output_outlets()
             .map_err(|e| invalid(tract_err(e)))?
             .len();
-        if n_outputs != spec.outputs.len() {
+        if spec.outputs.iter().any(|o| o.fetch >= n_fetch) || spec.outputs.is_empty() {
             return Err(invalid(format!(
-                "model has {n_outputs} outputs, {} expected",
+                "model has {n_fetch} outputs, {} expected",
                 spec.outputs.len()
             )));
         }
-        let typed = model.into_optimized().map_err(|e| invalid(tract_err(e)))?;
+        let typed = model
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+            .map_err(|e| invalid(tract_err(e)))?;
+        let optimized = typed
+            .clone()
+            .into_optimized()
+            .map_err(|e| invalid(tract_err(e)))?;
+        let fetched = optimized
+            .output_outlets()
+            .map_err(|e| invalid(tract_err(e)))?
+            .to_vec();
         let mut outputs_desc = Vec::with_capacity(spec.outputs.len());
-        for (ix, out) in spec.outputs.iter().enumerate() {
-            let outlet = typed.output_outlets().map_err(|e| invalid(tract_err(e)))?[ix];
-            let f = typed
-                .outlet_fact(outlet)
+        let mut outputs = Vec::with_capacity(spec.outputs.len());
+        for out in spec.outputs {
+            let f = optimized
+                .outlet_fact(fetched[out.fetch])
                 .map_err(|e| invalid(tract_err(e)))?;
             let shape = f
                 .shape
                 .iter()
                 .map(|d| d.to_usize().ok())
                 .collect::<Vec<_>>();
+            let row_width = shape.get(1).copied().flatten();
+            let (kind, shape) = match &out.tail {
+                Tail::None => (kind_of(f.datum_type), shape),
+                tail => {
+                    // Native tails read rows of a float32 matrix of known width.
+                    let k = match (f.datum_type, shape.len(), row_width) {
+                        (DatumType::F32, 2, Some(k)) if k > 0 => k,
+                        _ => {
+                            return Err(invalid(format!(
+                                "output {}: a {:?} tensor of shape {shape:?} cannot feed a \
+                                 native tail",
+                                out.name, f.datum_type
+                            )))
+                        }
+                    };
+                    match tail {
+                        Tail::Label(l) => {
+                            if l.classes.as_ref().is_some_and(|c| c.len() < k) {
+                                return Err(invalid(format!(
+                                    "output {}: {k} scores but fewer class labels",
+                                    out.name
+                                )));
+                            }
+                            let kind = match &l.classes {
+                                Some(Classes::Strings(_)) => DataKind::Text,
+                                _ => DataKind::Int64,
+                            };
+                            let shape = if l.scalar {
+                                vec![None]
+                            } else {
+                                vec![None, Some(1)]
+                            };
+                            (kind, shape)
+                        }
+                        _ => (DataKind::Float32, shape),
+                    }
+                }
+            };
             outputs_desc.push(FieldDesc {
                 name: out.name.clone(),
                 kind: if out.map_labels.is_some() {
                     DataKind::Map
                 } else {
-                    kind_of(f.datum_type)
+                    kind
                 },
                 shape: Some(shape),
+            });
+            let classes = match &out.tail {
+                Tail::Label(l) => l.classes.clone().map(Arc::new),
+                _ => None,
+            };
+            outputs.push(Out {
+                name: out.name.into(),
+                map_labels: out.map_labels.map(Into::into),
+                fetch: out.fetch,
+                tail: out.tail,
+                classes,
             });
         }
         let mut inputs_desc = vec![FieldDesc {
@@ -189,39 +399,49 @@ impl TensorModel {
                 shape: None,
             }));
         }
-        let plan = typed.into_runnable().map_err(|e| invalid(tract_err(e)))?;
+        let dynamic = Runner::new(
+            optimized
+                .into_runnable()
+                .map_err(|e| invalid(tract_err(e)))?,
+        );
+        let plans = Plans {
+            typed,
+            batch,
+            sized: Default::default(),
+            dynamic,
+        };
+        // The plan single records use, now, so that the first record does not pay for it.
+        let _ = plans.sized(MIN_PLAN_ROWS);
         Ok(TensorModel {
             model_type: spec.model_type,
-            plan,
-            single,
+            plans,
             input_dt,
             width,
             columns: spec.columns,
-            outputs: spec.outputs,
+            outputs,
             inputs_desc,
             outputs_desc,
             bytes: spec.bytes,
         })
     }
 
-    /// Writes the record's row into `row`.
+    /// Writes the record's row into `row` (on error, `row` may hold part of it).
     fn fill_row(&self, record: &Record, row: &mut Vec<f32>) -> Result<(), ModelError> {
-        let number = |name: &str, v: &Value| -> Result<f32, ModelError> {
-            match v {
-                Value::Number(x) => Ok(*x as f32),
-                Value::Missing => Ok(f32::NAN),
-                Value::Text(t) => Err(ModelError::Input(format!(
-                    "field {name:?} is not a number: {t:?}"
-                ))),
-            }
-        };
+        fn not_a_number(name: &str, t: &str) -> ModelError {
+            ModelError::Input(format!("field {name:?} is not a number: {t:?}"))
+        }
+        row.reserve(self.width);
         match &self.columns {
             Some(cols) => {
                 for c in cols {
                     let v = record
                         .get(c)
                         .ok_or_else(|| ModelError::Input(format!("record has no field {c:?}")))?;
-                    row.push(number(c, v)?);
+                    row.push(match v {
+                        Value::Number(x) => *x as f32,
+                        Value::Missing => f32::NAN,
+                        Value::Text(t) => return Err(not_a_number(c, t)),
+                    });
                 }
             }
             None => {
@@ -233,58 +453,146 @@ impl TensorModel {
                     )));
                 }
                 for (n, v) in record.iter() {
-                    row.push(number(n, v)?);
+                    row.push(match v {
+                        Value::Number(x) => *x as f32,
+                        Value::Missing => f32::NAN,
+                        Value::Text(t) => return Err(not_a_number(n, t)),
+                    });
                 }
             }
         }
         Ok(())
     }
 
-    /// Runs the plan on `rows` rows of `data`, returning one score per row.
-    fn run(&self, rows: usize, data: &[f32]) -> Result<Vec<Score>, ModelError> {
-        let scoring = |e: TractError| ModelError::Scoring(tract_err(e));
-        let input = Tensor::from_shape(&[rows, self.width], data).map_err(scoring)?;
-        let input = if self.input_dt == DatumType::F32 {
-            input
-        } else {
-            input
-                .cast_to_dt(self.input_dt)
-                .map_err(scoring)?
-                .into_owned()
-        };
-        // A model that loaded must not take a serving thread down: a panic while running it
-        // is a scoring error.
-        let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let plan = match &self.single {
-                Some(single) if rows == 1 => single,
-                _ => &self.plan,
-            };
-            plan.run(tvec!(input.into_tvalue()))
-        }))
-        .map_err(|_| ModelError::Scoring("the model panicked while running".into()))?
-        .map_err(scoring)?;
-        let mut per_output: Vec<Vec<OutputValue>> = Vec::with_capacity(outputs.len());
-        for (spec, t) in self.outputs.iter().zip(outputs.iter()) {
-            per_output.push(split_rows(spec, t, rows)?);
-        }
-        let mut scores: Vec<Score> = (0..rows)
-            .map(|_| Score {
-                value: Value::Missing,
-                outputs: Vec::with_capacity(self.outputs.len()),
+    /// Empty columns for `rows` rows.
+    fn new_columns(&self, rows: usize) -> Vec<Column> {
+        self.outputs
+            .iter()
+            .map(|o| Column {
+                name: o.name.clone(),
+                width: 0,
+                scalar: false,
+                data: match (&o.map_labels, &o.tail, &o.classes) {
+                    (Some(labels), Tail::None | Tail::Softmax, _) => ColumnData::Map {
+                        labels: labels.clone(),
+                        values: Vec::with_capacity(rows * labels.len()),
+                    },
+                    (_, Tail::Label(l), Some(classes)) if l.scalar => ColumnData::Labels {
+                        classes: classes.clone(),
+                        index: Vec::with_capacity(rows),
+                        as_f32: l.as_f32,
+                    },
+                    (_, Tail::Label(_), Some(classes))
+                        if matches!(classes.as_ref(), Classes::Strings(_)) =>
+                    {
+                        ColumnData::Texts(Vec::with_capacity(rows))
+                    }
+                    _ => ColumnData::Numbers(Vec::new()),
+                },
             })
-            .collect();
-        for (spec, values) in self.outputs.iter().zip(per_output) {
-            for (score, v) in scores.iter_mut().zip(values) {
-                score.outputs.push((spec.name.clone(), v));
+            .collect()
+    }
+
+    /// Runs `rows` rows of `data` (row-major, `width` values each), in chunks through the
+    /// sized plans; one column per output.
+    fn run(&self, rows: usize, data: &[f32]) -> Result<Vec<Column>, ModelError> {
+        let scoring = |e: TractError| ModelError::Scoring(tract_err(e));
+        let w = self.width;
+        let mut columns = self.new_columns(rows);
+        let mut start = 0usize;
+        while start < rows {
+            let n = (rows - start).min(MAX_CHUNK);
+            let size = n.next_power_of_two().max(MIN_PLAN_ROWS);
+            let (runner, padded) = match self.plans.sized(size) {
+                Some(r) => (r, size),
+                None => (&self.plans.dynamic, n),
+            };
+            let chunk = data
+                .get(start * w..(start + n) * w)
+                .ok_or_else(|| ModelError::Scoring("input shorter than its rows".into()))?;
+            let input = if padded == n {
+                Tensor::from_shape(&[n, w], chunk).map_err(scoring)?
+            } else {
+                let mut buf = chunk.to_vec();
+                buf.resize(padded * w, 0.0);
+                Tensor::from_shape(&[padded, w], &buf).map_err(scoring)?
+            };
+            let input = if self.input_dt == DatumType::F32 {
+                input
+            } else {
+                input
+                    .cast_to_dt(self.input_dt)
+                    .map_err(scoring)?
+                    .into_owned()
+            };
+            let fetched = runner.run(input.into_tvalue())?;
+            // Softmaxed rows of a fetched tensor, computed once for the outputs that need them.
+            let mut softmaxed: Option<(usize, Vec<f32>)> = None;
+            for (out, column) in self.outputs.iter().zip(columns.iter_mut()) {
+                let t = fetched.get(out.fetch).ok_or_else(|| {
+                    ModelError::Scoring(format!("output {}: not computed", out.name))
+                })?;
+                if t.shape().first() != Some(&padded) {
+                    return Err(ModelError::Scoring(format!(
+                        "output {}: shape {:?} does not start with the batch size {padded}",
+                        out.name,
+                        t.shape()
+                    )));
+                }
+                let soft = match &out.tail {
+                    Tail::Softmax | Tail::Label(LabelTail { softmax: true, .. }) => {
+                        if softmaxed.as_ref().is_none_or(|(f, _)| *f != out.fetch) {
+                            let mut buf = softmaxed.take().map(|(_, b)| b).unwrap_or_default();
+                            let width: usize = t.shape().iter().skip(1).product();
+                            let view = t.try_as_plain_ram().map_err(scoring)?;
+                            let src = view.as_slice::<f32>().map_err(scoring)?;
+                            let src = src.get(..n * width).ok_or_else(|| {
+                                ModelError::Scoring(format!("output {}: too few rows", out.name))
+                            })?;
+                            softmax_rows(src, width.max(1), &mut buf);
+                            softmaxed = Some((out.fetch, buf));
+                        }
+                        softmaxed.as_ref().map(|(_, b)| b.as_slice())
+                    }
+                    _ => None,
+                };
+                append_rows(out, t, n, column, soft)?;
+            }
+            start += n;
+        }
+        Ok(columns)
+    }
+
+    /// Scores records into a columnar batch: rows that cannot be read fail alone, the others
+    /// run together.
+    fn columnar(&self, records: &[Record]) -> ScoreBatch {
+        let mut data = Vec::with_capacity(records.len() * self.width);
+        let mut failed: Vec<(usize, ModelError)> = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            let start = data.len();
+            if let Err(e) = self.fill_row(r, &mut data) {
+                data.truncate(start);
+                failed.push((i, e));
             }
         }
-        for s in &mut scores {
-            s.value = s
-                .outputs
-                .first()
-                .map_or(Value::Missing, |(_, v)| headline(v));
+        let good = records.len() - failed.len();
+        if good == 0 {
+            return ScoreBatch::from_columns(records.len(), vec![], failed);
         }
-        Ok(scores)
+        match self.run(good, &data) {
+            Ok(columns) => ScoreBatch::from_columns(records.len(), columns, failed),
+            Err(e) => {
+                let msg = e.to_string();
+                let mut failed = failed.into_iter().peekable();
+                let all = (0..records.len())
+                    .map(|i| match failed.next_if(|(j, _)| *j == i) {
+                        Some(f) => f,
+                        None => (i, ModelError::Scoring(msg.clone())),
+                    })
+                    .collect();
+                ScoreBatch::from_columns(records.len(), vec![], all)
+            }
+        }
     }
 }
 
@@ -340,75 +648,181 @@ fn last_dim(fact: &InferenceFact) -> Option<usize> {
         .ok()
 }
 
-/// The headline value of an output: a scalar as is, a one-element vector's element, a longer
-/// vector's argmax index, a map's most probable label.
-fn headline(v: &OutputValue) -> Value {
-    match v {
-        OutputValue::Number(x) => Value::Number(*x),
-        OutputValue::Text(t) => Value::Text(t.clone()),
-        OutputValue::Numbers(xs) if xs.len() == 1 => Value::Number(xs[0]),
-        OutputValue::Numbers(xs) => argmax(xs).map_or(Value::Missing, |i| Value::Number(i as f64)),
-        OutputValue::Texts(ts) if ts.len() == 1 => Value::Text(ts[0].clone()),
-        OutputValue::Texts(_) | OutputValue::Missing => Value::Missing,
-        OutputValue::Map(m) => {
-            let ps: Vec<f64> = m.iter().map(|(_, p)| *p).collect();
-            argmax(&ps)
-                .and_then(|i| m.get(i))
-                .map_or(Value::Missing, |(l, _)| Value::Text(l.clone()))
+/// `exp(x)` for `x <= 0` (NaN stays NaN), within 2 ulp of `f32::exp`: Cephes' expf
+/// polynomial, branch-free so that loops over it vectorize (libm's `expf` is a call per
+/// element and dominated softmax). The fallback when tract has no exp kernel for the host.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    let xc = if x < -87.0 { -87.0 } else { x };
+    let shifted = xc * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    // The integer n, read from the low bits of `shifted` (a float → int cast would not
+    // vectorize).
+    let ni = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let e = p * r * r + r + 1.0;
+    // n is in [-126, 0]: 2^n is a normal float.
+    let scale = f32::from_bits((ni.wrapping_add(127) as u32) << 23);
+    if x < -87.0 {
+        0.0
+    } else {
+        e * scale
+    }
+}
+
+/// Softmax of each `width`-long row of `src` into `dst` (float32, max subtracted first, as
+/// onnxruntime and tract compute it).
+fn softmax_rows(src: &[f32], width: usize, dst: &mut Vec<f32>) {
+    dst.clear();
+    dst.reserve(src.len());
+    for row in src.chunks_exact(width) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        dst.extend(row.iter().map(|&x| x - max));
+    }
+    // The whole buffer at once through tract's vectorized exp kernel (the one its softmax
+    // uses), else the portable loop.
+    type ExpSum = Box<dyn tract_linalg::reduce::MapReduce<f32, f32>>;
+    static EXP_SUM: OnceLock<Option<ExpSum>> = OnceLock::new();
+    let vectorized = EXP_SUM
+        .get_or_init(|| tract_linalg::routines::Func::Softmax2.map_reduce_f32().ok())
+        .as_ref()
+        .is_some_and(|k| k.run_with_params(dst, 0.0).is_ok());
+    if !vectorized {
+        for v in dst.iter_mut() {
+            *v = exp_nonpositive(*v);
+        }
+    }
+    for row in dst.chunks_exact_mut(width) {
+        let sum: f32 = row.iter().sum();
+        let inv = 1.0 / sum;
+        for v in row {
+            *v *= inv;
         }
     }
 }
 
-/// Splits an output tensor `[rows, ...]` into one value per row.
-fn split_rows(spec: &OutputSpec, t: &Tensor, rows: usize) -> Result<Vec<OutputValue>, ModelError> {
-    let bad = |why: String| ModelError::Scoring(format!("output {}: {why}", spec.name));
+/// The argmax as tract and onnxruntime compute it: NaN never wins, the first (or last)
+/// of equal maxima, index 0 when nothing beats `f32::MIN`.
+fn argmax_f32(row: &[f32], last: bool) -> usize {
+    let mut best = (0usize, f32::MIN);
+    for (i, &v) in row.iter().enumerate() {
+        if v > best.1 || (last && v == best.1) {
+            best = (i, v);
+        }
+    }
+    best.0
+}
+
+/// Appends the first `rows` rows of the fetched tensor `t` to `column`, computing `out`'s
+/// tail.
+fn append_rows(
+    out: &Out,
+    t: &Tensor,
+    rows: usize,
+    column: &mut Column,
+    softmaxed: Option<&[f32]>,
+) -> Result<(), ModelError> {
+    let bad = |why: String| ModelError::Scoring(format!("output {}: {why}", out.name));
     let shape = t.shape();
-    if shape.is_empty() || shape[0] != rows {
+    if shape.is_empty() || shape[0] < rows {
         return Err(bad(format!(
             "shape {shape:?} does not start with the batch size {rows}"
         )));
     }
     let per_row: usize = shape[1..].iter().product();
-    let scalar = shape.len() == 1;
-    if t.datum_type() == DatumType::String {
-        let view = t.try_as_plain_ram().map_err(|e| bad(tract_err(e)))?;
-        let strings = view.as_slice::<String>().map_err(|e| bad(tract_err(e)))?;
-        return Ok(strings
-            .chunks(per_row.max(1))
-            .take(rows)
-            .map(|c| {
-                if scalar {
-                    OutputValue::Text(c[0].clone())
-                } else {
-                    OutputValue::Texts(c.to_vec())
-                }
-            })
-            .collect());
-    }
-    let as_f64 = t.cast_to::<f64>().map_err(|e| bad(tract_err(e)))?;
-    let view = as_f64.try_as_plain_ram().map_err(|e| bad(tract_err(e)))?;
-    let values = view.as_slice::<f64>().map_err(|e| bad(tract_err(e)))?;
-    if per_row == 0 {
-        return Ok(vec![OutputValue::Numbers(vec![]); rows]);
-    }
-    let mut out = Vec::with_capacity(rows);
-    for chunk in values.chunks(per_row) {
-        out.push(match &spec.map_labels {
-            Some(labels) => {
-                if labels.len() != chunk.len() {
-                    return Err(bad(format!(
-                        "{} labels for {} probabilities",
-                        labels.len(),
-                        chunk.len()
-                    )));
-                }
-                OutputValue::Map(labels.iter().cloned().zip(chunk.iter().copied()).collect())
+    column.scalar = shape.len() == 1;
+    column.width = per_row;
+    let view = t.try_as_plain_ram().map_err(|e| bad(tract_err(e)))?;
+    if let Tail::Label(l) = &out.tail {
+        let values = match softmaxed {
+            Some(s) if l.softmax => s,
+            _ => view.as_slice::<f32>().map_err(|e| bad(tract_err(e)))?,
+        };
+        column.scalar = l.scalar;
+        column.width = 1;
+        for row in values.chunks_exact(per_row.max(1)).take(rows) {
+            let i = argmax_f32(row, l.last);
+            match &mut column.data {
+                ColumnData::Labels { index, .. } => index.push(i as u32),
+                ColumnData::Numbers(v) => v.push(match out.classes.as_deref() {
+                    Some(Classes::Ints(c)) if l.as_f32 => f64::from(c[i] as f32),
+                    Some(Classes::Ints(c)) => c[i] as f64,
+                    _ => i as f64,
+                }),
+                ColumnData::Texts(v) => match out.classes.as_deref() {
+                    Some(Classes::Strings(c)) => v.push(c[i].clone()),
+                    _ => v.push(i.to_string()),
+                },
+                ColumnData::Map { .. } => return Err(bad("a label cannot be a map".into())),
             }
-            None if scalar => OutputValue::Number(chunk[0]),
-            None => OutputValue::Numbers(chunk.to_vec()),
-        });
+        }
+        return Ok(());
     }
-    Ok(out)
+    if t.datum_type() == DatumType::String {
+        let strings = view.as_slice::<String>().map_err(|e| bad(tract_err(e)))?;
+        let data = match &mut column.data {
+            ColumnData::Texts(v) => v,
+            d => {
+                *d = ColumnData::Texts(Vec::with_capacity(rows * per_row));
+                match d {
+                    ColumnData::Texts(v) => v,
+                    _ => return Err(bad("internal: not a text column".into())),
+                }
+            }
+        };
+        data.extend_from_slice(&strings[..rows * per_row]);
+        return Ok(());
+    }
+    let values: &mut Vec<f64> = match &mut column.data {
+        ColumnData::Numbers(v) => v,
+        ColumnData::Map { labels, values } => {
+            if labels.len() != per_row {
+                return Err(bad(format!(
+                    "{} labels for {per_row} probabilities",
+                    labels.len()
+                )));
+            }
+            values
+        }
+        _ => return Err(bad("internal: not a numeric column".into())),
+    };
+    values.reserve(rows * per_row);
+    let n = rows * per_row;
+    match t.datum_type() {
+        DatumType::F32 => {
+            let src = view.as_slice::<f32>().map_err(|e| bad(tract_err(e)))?;
+            let src = &src[..n];
+            if out.tail == Tail::Softmax {
+                let soft = softmaxed.ok_or_else(|| bad("internal: no softmax".into()))?;
+                values.extend(soft[..n].iter().map(|&x| f64::from(x)));
+            } else {
+                values.extend(src.iter().map(|&x| f64::from(x)));
+            }
+        }
+        DatumType::F64 => {
+            values.extend_from_slice(&view.as_slice::<f64>().map_err(|e| bad(tract_err(e)))?[..n]);
+        }
+        DatumType::I64 => {
+            let src = view.as_slice::<i64>().map_err(|e| bad(tract_err(e)))?;
+            values.extend(src[..n].iter().map(|&x| x as f64));
+        }
+        _ => {
+            let as_f64 = t.cast_to::<f64>().map_err(|e| bad(tract_err(e)))?;
+            let view = as_f64.try_as_plain_ram().map_err(|e| bad(tract_err(e)))?;
+            let src = view.as_slice::<f64>().map_err(|e| bad(tract_err(e)))?;
+            values.extend_from_slice(&src[..n]);
+        }
+    }
+    Ok(())
 }
 
 impl Model for TensorModel {
@@ -427,53 +841,62 @@ impl Model for TensorModel {
     fn score(&self, record: &Record) -> Result<Score, ModelError> {
         let mut row = Vec::with_capacity(self.width);
         self.fill_row(record, &mut row)?;
-        self.run(1, &row)?
+        let columns = self.run(1, &row)?;
+        ScoreBatch::from_columns(1, columns, vec![])
+            .into_scores()
             .pop()
-            .ok_or_else(|| ModelError::Scoring("model returned no rows".into()))
+            .unwrap_or_else(|| Err(ModelError::Scoring("model returned no rows".into())))
     }
 
     fn score_batch(&self, records: &[Record]) -> Vec<Result<Score, ModelError>> {
-        let mut data = Vec::with_capacity(records.len() * self.width);
-        let mut results: Vec<Option<Result<Score, ModelError>>> = Vec::with_capacity(records.len());
-        let mut good = 0usize;
-        for r in records {
-            let start = data.len();
-            match self.fill_row(r, &mut data) {
-                Ok(()) => {
-                    good += 1;
-                    results.push(None);
-                }
-                Err(e) => {
-                    data.truncate(start);
-                    results.push(Some(Err(e)));
-                }
-            }
-        }
-        if good > 0 {
-            match self.run(good, &data) {
-                Ok(scores) => {
-                    let mut scores = scores.into_iter();
-                    for slot in results.iter_mut().filter(|s| s.is_none()) {
-                        *slot = Some(scores.next().ok_or_else(|| {
-                            ModelError::Scoring("model returned too few rows".into())
-                        }));
-                    }
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    for slot in results.iter_mut().filter(|s| s.is_none()) {
-                        *slot = Some(Err(ModelError::Scoring(msg.clone())));
-                    }
-                }
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(ModelError::Scoring("row not scored".into()))))
-            .collect()
+        self.columnar(records).into_scores()
+    }
+
+    fn score_columnar(&self, records: &[Record]) -> ScoreBatch {
+        self.columnar(records)
     }
 
     fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
         Ok(self.bytes.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_libm() {
+        let mut worst = 0f32;
+        let mut x = 0f32;
+        while x > -90.0 {
+            let (got, want) = (exp_nonpositive(x), x.exp());
+            if want > 1e-37 {
+                worst = worst.max(((got - want) / want).abs());
+            } else {
+                assert!(got <= 1e-37, "{x}: {got}");
+            }
+            x -= 0.001_37;
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert!(exp_nonpositive(f32::NAN).is_nan());
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+    }
+
+    #[test]
+    fn softmax_and_argmax_rows() {
+        let mut out = vec![];
+        softmax_rows(&[1.0, 2.0, 3.0, 0.0, 0.0, f32::NAN], 3, &mut out);
+        let e: Vec<f32> = [1f32, 2.0, 3.0].iter().map(|x| (x - 3.0).exp()).collect();
+        let sum: f32 = e.iter().sum();
+        for (g, w) in out[..3].iter().zip(&e) {
+            assert!((g - w / sum).abs() < 1e-7, "{out:?}");
+        }
+        assert!(out[3..].iter().all(|v| v.is_nan()));
+        assert_eq!(argmax_f32(&[1.0, 3.0, 3.0], false), 1);
+        assert_eq!(argmax_f32(&[1.0, 3.0, 3.0], true), 2);
+        assert_eq!(argmax_f32(&[f32::NAN, 1.0], false), 1);
+        assert_eq!(argmax_f32(&[f32::NEG_INFINITY; 2], false), 0);
     }
 }

@@ -119,10 +119,8 @@ pub(crate) fn load_graph(graph: &[u8], load: GraphLoad) -> Result<TensorModel, M
     let (model, names, columns, bytes) = parsed;
     let outputs = names
         .into_iter()
-        .map(|name| OutputSpec {
-            name,
-            map_labels: None,
-        })
+        .enumerate()
+        .map(|(fetch, name)| OutputSpec::plain(name, fetch))
         .collect();
     let spec = TensorModelSpec {
         model_type,

@@ -127,6 +127,34 @@ fn check_model(name: &str) -> (usize, f64) {
         }
         check_headline(name, &single);
     }
+    // The columnar form holds the same scores.
+    let columnar = model.score_columnar(&records);
+    assert_eq!(columnar.len(), records.len());
+    for (i, b) in batch.iter().enumerate() {
+        let b = b.as_ref().ok();
+        assert_eq!(
+            columnar.score(i).and_then(|s| s.ok()).as_ref(),
+            b,
+            "{name} row {i}"
+        );
+        assert_eq!(
+            columnar.value(i).as_ref(),
+            b.map(|s| &s.value),
+            "{name} row {i}"
+        );
+    }
+    // A batch larger than one plan run (chunks, the last one padded).
+    let many: Vec<Record> = records.iter().cycle().take(1100).cloned().collect();
+    for (j, got) in model.score_batch(&many).iter().enumerate() {
+        let got = got
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{name} row {j} (large batch): {e}"));
+        let want = expected[j % records.len()].as_object().expect("object");
+        for (key, w) in want {
+            let g = got.output(key).expect("output");
+            compare(&format!("{name} row {j} (large batch) {key}"), g, w);
+        }
+    }
     (records.len(), max_diff)
 }
 
