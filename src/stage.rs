@@ -86,16 +86,16 @@
 //! # }
 //! ```
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use futures::task::{waker_ref, ArcWake};
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
@@ -241,12 +241,14 @@ pub trait GraphStageLogic: Send + 'static {
 /// arrive in [`GraphStageLogic::on_event`]. Cheap to clone.
 pub struct AsyncCallback<E> {
     tx: mpsc::UnboundedSender<E>,
+    signal: Arc<Signal>,
 }
 
 impl<E> Clone for AsyncCallback<E> {
     fn clone(&self) -> Self {
         AsyncCallback {
             tx: self.tx.clone(),
+            signal: self.signal.clone(),
         }
     }
 }
@@ -260,7 +262,9 @@ impl<E> fmt::Debug for AsyncCallback<E> {
 impl<E> AsyncCallback<E> {
     /// Sends `event` to the stage. Gives it back if the stage has stopped.
     pub fn invoke(&self, event: E) -> Result<(), E> {
-        self.tx.send(event).map_err(|e| e.0)
+        self.tx.send(event).map_err(|e| e.0)?;
+        self.signal.notify();
+        Ok(())
     }
 
     /// Whether the stage has stopped.
@@ -272,11 +276,44 @@ impl<E> AsyncCallback<E> {
 // ---------------------------------------------------------------------------
 // Ports, type-erased.
 
+/// A type-erased `Option<T>`: the element an inlet delivered or an outlet was
+/// pushed. Its type is checked against the `TypeId` it was made with: a
+/// compare with a constant, where `dyn Any` downcasting makes a virtual call
+/// (four per element, a measurable share of a stage's per-element cost).
+struct Slot {
+    ty: TypeId,
+    value: Box<dyn Any + Send>,
+}
+
+impl Slot {
+    fn new<T: Send + 'static>() -> Self {
+        Slot {
+            ty: TypeId::of::<Option<T>>(),
+            value: Box::new(None::<T>),
+        }
+    }
+
+    /// The slot as an `Option<T>`, if that is its type.
+    #[inline]
+    fn get<T: 'static>(&mut self) -> Option<&mut Option<T>> {
+        if self.ty != TypeId::of::<Option<T>>() {
+            return None;
+        }
+        let p: *mut (dyn Any + Send) = &mut *self.value;
+        // SAFETY: `value` is only ever written by `new`, which boxes an
+        // `Option<T>` and records `TypeId::of::<Option<T>>()` in `ty`; the ids
+        // are equal, so the pointee is an `Option<T>` (what `downcast_mut`
+        // checks, minus its virtual call). The reference borrows `self`
+        // mutably, so it is unique.
+        Some(unsafe { &mut *p.cast::<Option<T>>() })
+    }
+}
+
 trait InletPoller: Send {
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        slot: &mut (dyn Any + Send),
+        slot: &mut Slot,
     ) -> Poll<Option<Result<(), StreamError>>>;
 }
 
@@ -293,10 +330,10 @@ where
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        slot: &mut (dyn Any + Send),
+        slot: &mut Slot,
     ) -> Poll<Option<Result<(), StreamError>>> {
         match self.stream.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(x))) => match slot.downcast_mut::<Option<T>>() {
+            Poll::Ready(Some(Ok(x))) => match slot.get::<T>() {
                 Some(s) => {
                     *s = Some(x);
                     Poll::Ready(Some(Ok(())))
@@ -314,8 +351,11 @@ where
 
 struct InletState {
     poller: Option<Box<dyn InletPoller>>,
-    slot: Box<dyn Any + Send>,
+    slot: Slot,
     pulled: bool,
+    /// Must be polled without waiting for a wake-up: pulled, or the stage was
+    /// woken, since it was last polled.
+    fresh: bool,
     available: bool,
     closed: bool,
 }
@@ -327,7 +367,7 @@ enum OutletEnd {
 }
 
 struct OutletState {
-    slot: Box<dyn Any + Send>,
+    slot: Slot,
     has_elem: bool,
     pulled: bool,
     /// Downstream cancelled.
@@ -342,6 +382,9 @@ struct Timer {
     key: u64,
     sleep: Pin<Box<Sleep>>,
     period: Option<Duration>,
+    /// Must be polled without waiting for a wake-up (scheduled, re-armed, or
+    /// the stage was woken, since it was last polled).
+    fresh: bool,
 }
 
 #[derive(Clone)]
@@ -355,13 +398,24 @@ pub struct StageContext<'a, E> {
     ports: &'a mut Ports<E>,
 }
 
+/// No outlet is being polled (the driver or a cancellation runs the stage).
+const NO_OUTLET: usize = usize::MAX;
+
 struct Ports<E> {
     inlets: Vec<InletState>,
     outlets: Vec<OutletState>,
     timers: Vec<Timer>,
+    /// Some timer is `fresh`.
+    fresh_timers: bool,
+    /// Some inlet may be `fresh`.
+    any_fresh: bool,
     events_tx: mpsc::UnboundedSender<E>,
+    signal: Arc<Signal>,
     status: Status,
-    /// Outlets whose state changed while another outlet's task drove the stage.
+    /// The outlet whose poll runs the stage now: it sees its own changes on
+    /// return, without a wake-up.
+    polling: usize,
+    /// Outlets whose state changed: their tasks are woken when the stage yields.
     dirty: Vec<usize>,
 }
 
@@ -369,56 +423,70 @@ fn protocol(msg: impl Into<String>) -> StreamError {
     StreamError::Protocol(msg.into())
 }
 
+#[cold]
+#[inline(never)]
+fn port_error(what: &str, id: usize, how: &str) -> StreamError {
+    if how.is_empty() {
+        protocol(format!("{what} {id}"))
+    } else {
+        protocol(format!("{what} {id} {how}"))
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn pull_error(st: Option<&InletState>, id: usize) -> StreamError {
+    match st {
+        None => port_error("no inlet", id, "in this stage"),
+        Some(st) if st.closed => port_error("pull of closed inlet", id, ""),
+        Some(st) if st.pulled => port_error("inlet", id, "pulled twice"),
+        Some(_) => port_error("pull of inlet", id, "before grabbing its element"),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn push_error(st: Option<&OutletState>, id: usize) -> StreamError {
+    match st {
+        None => port_error("no outlet", id, "in this stage"),
+        Some(st) if st.cancelled || st.end.is_some() => port_error("push to closed outlet", id, ""),
+        Some(_) => port_error(
+            "push to outlet",
+            id,
+            "without demand (backpressure violated)",
+        ),
+    }
+}
+
 impl<E> StageContext<'_, E> {
-    fn inlet(&mut self, id: usize) -> Result<&mut InletState, StreamError> {
-        self.ports
-            .inlets
-            .get_mut(id)
-            .ok_or_else(|| protocol(format!("no inlet {id} in this stage")))
-    }
-
-    fn outlet(&mut self, id: usize) -> Result<&mut OutletState, StreamError> {
-        self.ports
-            .outlets
-            .get_mut(id)
-            .ok_or_else(|| protocol(format!("no outlet {id} in this stage")))
-    }
-
     /// Asks `inlet`'s upstream for one element; `on_push` follows when it arrives.
     /// Pulling twice, pulling a closed inlet, or pulling while an element waits
     /// to be grabbed is an error.
+    #[inline]
     pub fn pull<T>(&mut self, inlet: Inlet<T>) -> Result<(), StreamError> {
-        let st = self.inlet(inlet.id)?;
-        if st.closed {
-            return Err(protocol(format!("pull of closed inlet {}", inlet.id)));
+        match self.ports.inlets.get_mut(inlet.id) {
+            Some(st) if !st.closed && !st.pulled && !st.available => {
+                st.pulled = true;
+                st.fresh = true;
+                self.ports.any_fresh = true;
+                Ok(())
+            }
+            st => Err(pull_error(st.map(|s| &*s), inlet.id)),
         }
-        if st.pulled {
-            return Err(protocol(format!("inlet {} pulled twice", inlet.id)));
-        }
-        if st.available {
-            return Err(protocol(format!(
-                "pull of inlet {} before grabbing its element",
-                inlet.id
-            )));
-        }
-        st.pulled = true;
-        Ok(())
     }
 
     /// Takes the element that arrived on `inlet`.
+    #[inline]
     pub fn grab<T: 'static>(&mut self, inlet: Inlet<T>) -> Result<T, StreamError> {
-        let st = self.inlet(inlet.id)?;
-        if !st.available {
-            return Err(protocol(format!(
-                "grab of inlet {} with no element",
-                inlet.id
-            )));
-        }
-        st.available = false;
-        st.slot
-            .downcast_mut::<Option<T>>()
-            .and_then(Option::take)
-            .ok_or_else(|| protocol(format!("inlet {} slot type mismatch", inlet.id)))
+        let elem = match self.ports.inlets.get_mut(inlet.id) {
+            Some(st) if st.available => {
+                st.available = false;
+                st.slot.get::<T>().and_then(Option::take)
+            }
+            Some(_) => return Err(port_error("grab of inlet", inlet.id, "with no element")),
+            None => return Err(port_error("no inlet", inlet.id, "in this stage")),
+        };
+        elem.ok_or_else(|| port_error("inlet", inlet.id, "slot type mismatch"))
     }
 
     /// Whether an element waits on `inlet`.
@@ -447,26 +515,23 @@ impl<E> StageContext<'_, E> {
 
     /// Pushes `elem` to `outlet`. Only allowed after `on_pull` signalled demand
     /// and before the next push; otherwise an error ([`StreamError::Protocol`]).
+    #[inline]
     pub fn push<T: 'static>(&mut self, outlet: Outlet<T>, elem: T) -> Result<(), StreamError> {
         let id = outlet.id;
-        let st = self.outlet(id)?;
-        if st.cancelled || st.end.is_some() {
-            return Err(protocol(format!("push to closed outlet {id}")));
+        // `pulled` is false once the outlet is cancelled or ended.
+        match self.ports.outlets.get_mut(id) {
+            Some(st) if st.pulled => match st.slot.get::<T>() {
+                Some(slot) => {
+                    *slot = Some(elem);
+                    st.has_elem = true;
+                    st.pulled = false;
+                    self.ports.changed(id);
+                    Ok(())
+                }
+                None => Err(port_error("outlet", id, "slot type mismatch")),
+            },
+            st => Err(push_error(st.map(|s| &*s), id)),
         }
-        if !st.pulled {
-            return Err(protocol(format!(
-                "push to outlet {id} without demand (backpressure violated)"
-            )));
-        }
-        let slot = st
-            .slot
-            .downcast_mut::<Option<T>>()
-            .ok_or_else(|| protocol(format!("outlet {id} slot type mismatch")))?;
-        *slot = Some(elem);
-        st.has_elem = true;
-        st.pulled = false;
-        self.ports.dirty.push(id);
-        Ok(())
     }
 
     /// Whether `outlet` has demand (a push is allowed now).
@@ -488,7 +553,7 @@ impl<E> StageContext<'_, E> {
             if st.end.is_none() {
                 st.end = Some(OutletEnd::Completed);
                 st.pulled = false;
-                self.ports.dirty.push(outlet.id);
+                self.ports.changed(outlet.id);
             }
         }
     }
@@ -499,7 +564,7 @@ impl<E> StageContext<'_, E> {
             if st.end.is_none() {
                 st.end = Some(OutletEnd::Failed(err));
                 st.pulled = false;
-                self.ports.dirty.push(outlet.id);
+                self.ports.changed(outlet.id);
             }
         }
     }
@@ -517,24 +582,25 @@ impl<E> StageContext<'_, E> {
     /// Fires [`on_timer`](GraphStageLogic::on_timer) with `key` once after `delay`
     /// (replacing a timer with the same key).
     pub fn schedule_once(&mut self, key: u64, delay: Duration) {
-        self.cancel_timer(key);
-        self.ports.timers.push(Timer {
-            key,
-            sleep: Box::pin(tokio::time::sleep(delay)),
-            period: None,
-        });
+        self.schedule(key, delay, None);
     }
 
     /// Fires [`on_timer`](GraphStageLogic::on_timer) with `key` every `interval`
     /// (replacing a timer with the same key).
     pub fn schedule_periodically(&mut self, key: u64, interval: Duration) {
-        self.cancel_timer(key);
         let interval = interval.max(Duration::from_micros(1));
+        self.schedule(key, interval, Some(interval));
+    }
+
+    fn schedule(&mut self, key: u64, delay: Duration, period: Option<Duration>) {
+        self.cancel_timer(key);
         self.ports.timers.push(Timer {
             key,
-            sleep: Box::pin(tokio::time::sleep(interval)),
-            period: Some(interval),
+            sleep: Box::pin(tokio::time::sleep(delay)),
+            period,
+            fresh: true,
         });
+        self.ports.fresh_timers = true;
     }
 
     /// Cancels the timer with `key`, if any.
@@ -551,22 +617,51 @@ impl<E> StageContext<'_, E> {
     pub fn async_callback(&self) -> AsyncCallback<E> {
         AsyncCallback {
             tx: self.ports.events_tx.clone(),
+            signal: self.ports.signal.clone(),
         }
     }
 }
 
 impl<E> Ports<E> {
+    fn running(&self) -> bool {
+        matches!(self.status, Status::Running)
+    }
+
+    /// Outlet `id` changed: its task must see it.
+    #[inline]
+    fn changed(&mut self, id: usize) {
+        if id != self.polling {
+            self.dirty.push(id);
+        }
+    }
+
+    /// A handler's result: an `Err` fails the stage.
+    #[inline]
+    fn handle(&mut self, r: Result<(), StreamError>) {
+        if let Err(e) = r {
+            self.failed(e);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn failed(&mut self, e: StreamError) {
+        tracing::debug!(error = %e, "custom stage failed");
+        self.stop(OutletEnd::Failed(e));
+    }
+
     fn stop(&mut self, end: OutletEnd) {
         if matches!(self.status, Status::Stopped) {
             return;
         }
         self.status = Status::Stopped;
-        for (i, o) in self.outlets.iter_mut().enumerate() {
+        for i in 0..self.outlets.len() {
+            let o = &mut self.outlets[i];
             if o.end.is_none() {
                 o.end = Some(end.clone());
             }
             o.pulled = false;
-            self.dirty.push(i);
+            self.changed(i);
         }
         for i in self.inlets.iter_mut() {
             i.poller = None;
@@ -579,45 +674,79 @@ impl<E> Ports<E> {
     fn all_outlets_closed(&self) -> bool {
         self.outlets.iter().all(|o| o.cancelled || o.end.is_some())
     }
+
+    /// Wakes the tasks of the outlets that changed.
+    fn wake_dirty(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        // Drained, not taken: the buffer is reused, no allocation per push.
+        for j in self.dirty.drain(..) {
+            self.signal.wake_slot(j);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
 // The interpreter.
 
-/// Wakes every task waiting on one of the stage's outlets (and its driver).
-struct WakerSet {
+/// What a stage shares, outside its lock, with the waker it hands to its
+/// inlets and timers and with its async callbacks.
+///
+/// The per-element path touches neither atomics nor wakers: a round polls only
+/// the inlets pulled and the timers scheduled since they were last polled,
+/// unless `woken` says that something the stage waits on became ready; then it
+/// polls everything waiting (and drains the events).
+struct Signal {
+    /// A source, timer or async callback woke the stage.
+    woken: AtomicBool,
+    /// The tasks to wake: one slot per outlet, then the driver's. Waking does
+    /// not take them out, so a task registers once, not on every poll.
     wakers: Mutex<Vec<Option<Waker>>>,
 }
 
-impl ArcWake for WakerSet {
-    fn wake_by_ref(arc_self: &Arc<Self>) {
-        let wakers: Vec<Waker> = {
-            let mut g = arc_self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-            g.iter_mut().filter_map(Option::take).collect()
-        };
+impl Signal {
+    fn wakers(&self) -> MutexGuard<'_, Vec<Option<Waker>>> {
+        self.wakers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, slot: usize, waker: Option<Waker>) {
+        if let Some(w) = self.wakers().get_mut(slot) {
+            *w = waker;
+        }
+    }
+
+    /// Whether the stage was woken since the last call (and clears it).
+    #[inline]
+    fn take_woken(&self) -> bool {
+        self.woken.load(Ordering::Relaxed) && self.woken.swap(false, Ordering::Acquire)
+    }
+
+    /// Something the stage waits on is ready: every task of the stage polls it.
+    fn notify(&self) {
+        self.woken.store(true, Ordering::Release);
+        // Woken outside the lock: a waker may be another stage's signal.
+        let wakers: Vec<Waker> = self.wakers().iter().flatten().cloned().collect();
         for w in wakers {
             w.wake();
         }
     }
-}
-
-impl WakerSet {
-    fn register(&self, slot: usize, waker: &Waker) {
-        let mut g = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-        match &g[slot] {
-            Some(w) if w.will_wake(waker) => {}
-            _ => g[slot] = Some(waker.clone()),
-        }
-    }
 
     fn wake_slot(&self, slot: usize) {
-        let w = {
-            let mut g = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-            g.get_mut(slot).and_then(Option::take)
-        };
+        let w = self.wakers().get(slot).cloned().flatten();
         if let Some(w) = w {
             w.wake();
         }
+    }
+}
+
+impl Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.notify();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.notify();
     }
 }
 
@@ -627,154 +756,197 @@ struct Core<L: GraphStageLogic> {
     events_rx: mpsc::UnboundedReceiver<L::Event>,
     started: bool,
     post_stopped: bool,
-    wakers: Arc<WakerSet>,
-    driver_slot: usize,
+    /// The waker inlets and timers get: it notifies `ports.signal`.
+    inner_waker: Waker,
+    /// What each slot of the signal's wakers holds, to skip registering the
+    /// same waker again.
+    registered: Vec<Option<Waker>>,
+    /// The driver's slot, if the stage is active.
+    driver_slot: Option<usize>,
 }
 
 /// How many rounds of handler calls one poll may run before yielding.
 const ROUND_BUDGET: usize = 256;
 
 impl<L: GraphStageLogic> Core<L> {
-    fn handle(&mut self, r: Result<(), StreamError>) {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "custom stage failed");
-            self.ports.stop(OutletEnd::Failed(e));
-        }
-    }
-
     fn ctx(ports: &mut Ports<L::Event>) -> StageContext<'_, L::Event> {
         StageContext { ports }
     }
 
+    #[inline]
     fn start(&mut self) {
         if !self.started {
             self.started = true;
             let r = self.logic.pre_start(&mut Self::ctx(&mut self.ports));
-            self.handle(r);
+            self.ports.handle(r);
         }
     }
 
-    fn running(&self) -> bool {
-        matches!(self.ports.status, Status::Running)
+    #[inline]
+    fn register(&mut self, slot: usize, waker: &Waker) {
+        let Some(r) = self.registered.get_mut(slot) else {
+            return;
+        };
+        if r.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            return;
+        }
+        *r = Some(waker.clone());
+        self.ports.signal.set(slot, Some(waker.clone()));
     }
 
-    /// Runs handlers until nothing more can happen without new input. Returns
-    /// `false` if it stopped because the budget ran out.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+    fn unregister(&mut self, slot: usize) {
+        if let Some(r) = self.registered.get_mut(slot) {
+            if r.take().is_some() {
+                self.ports.signal.set(slot, None);
+            }
+        }
+    }
+
+    /// Runs handlers until nothing more can happen without new input, or the
+    /// budget runs out (then `cx` is woken to continue).
+    fn drive(&mut self, cx: &mut Context<'_>) {
         self.start();
-        let wakers = self.wakers.clone();
-        let waker = waker_ref(&wakers);
-        let mut icx = Context::from_waker(&waker);
-        for _ in 0..ROUND_BUDGET {
-            if !self.running() {
-                break;
-            }
-            let mut progress = false;
-            // Events from async callbacks.
-            while self.running() {
-                match self.events_rx.poll_recv(&mut icx) {
-                    Poll::Ready(Some(ev)) => {
-                        let r = self.logic.on_event(&mut Self::ctx(&mut self.ports), ev);
-                        self.handle(r);
-                        progress = true;
-                    }
-                    _ => break,
-                }
-            }
-            // Timers.
-            let mut t = 0;
-            while self.running() && t < self.ports.timers.len() {
-                let timer = &mut self.ports.timers[t];
-                if timer.sleep.as_mut().poll(&mut icx).is_ready() {
-                    let key = timer.key;
-                    match timer.period {
-                        Some(p) => {
-                            let next = timer.sleep.deadline() + p;
-                            timer.sleep.as_mut().reset(next.max(Instant::now()));
-                            t += 1;
-                        }
-                        None => {
-                            self.ports.timers.remove(t);
-                        }
-                    }
-                    let r = self.logic.on_timer(&mut Self::ctx(&mut self.ports), key);
-                    self.handle(r);
-                    progress = true;
-                } else {
-                    t += 1;
-                }
-            }
-            // Inlets that were pulled.
-            for i in 0..self.ports.inlets.len() {
-                if !self.running() {
-                    break;
-                }
-                let st = &mut self.ports.inlets[i];
-                if !st.pulled || st.available || st.closed {
-                    continue;
-                }
-                let Some(poller) = st.poller.as_mut() else {
-                    continue;
-                };
-                let r = match poller.poll(&mut icx, st.slot.as_mut()) {
-                    Poll::Pending => continue,
-                    Poll::Ready(Some(Ok(()))) => {
-                        st.pulled = false;
-                        st.available = true;
-                        self.logic
-                            .on_push(&mut Self::ctx(&mut self.ports), InletId(i))
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        st.pulled = false;
-                        st.closed = true;
-                        st.poller = None;
-                        self.logic.on_upstream_failure(
-                            &mut Self::ctx(&mut self.ports),
-                            InletId(i),
-                            e,
-                        )
-                    }
-                    Poll::Ready(None) => {
-                        st.pulled = false;
-                        st.closed = true;
-                        st.poller = None;
-                        self.logic
-                            .on_upstream_finish(&mut Self::ctx(&mut self.ports), InletId(i))
-                    }
-                };
-                self.handle(r);
-                progress = true;
-            }
-            if self.running() && self.ports.all_outlets_closed() {
+        let mut budget = ROUND_BUDGET;
+        loop {
+            let progress = self.ports.running() && self.round();
+            if self.ports.running() && self.ports.all_outlets_closed() {
                 self.ports.stop(OutletEnd::Completed);
             }
             if !progress {
-                self.finish_if_stopped();
-                return true;
+                break;
+            }
+            budget -= 1;
+            if budget == 0 {
+                if self.ports.running() {
+                    // Out of budget: let other tasks run, then poll everything again.
+                    self.ports.signal.woken.store(true, Ordering::Release);
+                    cx.waker().wake_by_ref();
+                }
+                break;
             }
         }
         self.finish_if_stopped();
-        if self.running() {
-            // Out of budget: let other tasks run, then continue.
-            cx.waker().wake_by_ref();
+    }
+
+    /// One round of handler calls; whether any ran.
+    fn round(&mut self) -> bool {
+        let Core {
+            logic,
+            ports,
+            events_rx,
+            inner_waker,
+            ..
+        } = self;
+        let woken = ports.signal.take_woken();
+        if !woken && !ports.any_fresh && !ports.fresh_timers {
             return false;
         }
-        true
+        let mut cx = Context::from_waker(inner_waker);
+        let mut progress = false;
+        if woken {
+            for st in ports.inlets.iter_mut() {
+                st.fresh = true;
+            }
+            ports.any_fresh = true;
+            for t in ports.timers.iter_mut() {
+                t.fresh = true;
+            }
+            ports.fresh_timers = !ports.timers.is_empty();
+            // Events from async callbacks.
+            while ports.running() {
+                let Ok(ev) = events_rx.try_recv() else {
+                    break;
+                };
+                let r = logic.on_event(&mut Self::ctx(ports), ev);
+                ports.handle(r);
+                progress = true;
+            }
+        }
+        // Timers.
+        if ports.fresh_timers {
+            let mut t = 0;
+            while ports.running() && t < ports.timers.len() {
+                let timer = &mut ports.timers[t];
+                if !timer.fresh {
+                    t += 1;
+                    continue;
+                }
+                timer.fresh = false;
+                if timer.sleep.as_mut().poll(&mut cx).is_pending() {
+                    t += 1;
+                    continue;
+                }
+                let key = timer.key;
+                match timer.period {
+                    Some(p) => {
+                        let next = timer.sleep.deadline() + p;
+                        timer.sleep.as_mut().reset(next.max(Instant::now()));
+                        timer.fresh = true;
+                        t += 1;
+                    }
+                    None => {
+                        ports.timers.remove(t);
+                    }
+                }
+                // The handler may add or remove timers: those not reached stay fresh.
+                let r = logic.on_timer(&mut Self::ctx(ports), key);
+                ports.handle(r);
+                progress = true;
+            }
+            ports.fresh_timers = ports.timers.iter().any(|t| t.fresh);
+        }
+        // Inlets pulled (since their last poll, or all if woken); a handler
+        // that pulls sets `any_fresh` again.
+        if !ports.any_fresh {
+            return progress;
+        }
+        ports.any_fresh = false;
+        for i in 0..ports.inlets.len() {
+            if !ports.running() {
+                break;
+            }
+            let st = &mut ports.inlets[i];
+            if !st.fresh || !st.pulled || st.available || st.closed {
+                continue;
+            }
+            st.fresh = false;
+            let Some(poller) = st.poller.as_mut() else {
+                continue;
+            };
+            let r = match poller.poll(&mut cx, &mut st.slot) {
+                Poll::Pending => continue,
+                Poll::Ready(Some(Ok(()))) => {
+                    st.pulled = false;
+                    st.available = true;
+                    logic.on_push(&mut Self::ctx(ports), InletId(i))
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    st.pulled = false;
+                    st.closed = true;
+                    st.poller = None;
+                    logic.on_upstream_failure(&mut Self::ctx(ports), InletId(i), e)
+                }
+                Poll::Ready(None) => {
+                    st.pulled = false;
+                    st.closed = true;
+                    st.poller = None;
+                    logic.on_upstream_finish(&mut Self::ctx(ports), InletId(i))
+                }
+            };
+            ports.handle(r);
+            progress = true;
+        }
+        progress
     }
 
     fn finish_if_stopped(&mut self) {
-        if !self.running() && !self.post_stopped {
+        if !self.ports.running() && !self.post_stopped {
             self.post_stopped = true;
             self.events_rx.close();
             self.logic.post_stop();
-        }
-    }
-
-    fn wake_dirty(&mut self, except: Option<usize>) {
-        // Drained, not taken: the buffer is reused, no allocation per push.
-        for j in self.ports.dirty.drain(..) {
-            if Some(j) != except {
-                self.wakers.wake_slot(j);
+            // An active stage's driver ends now, not at runtime shutdown.
+            if let Some(d) = self.driver_slot {
+                self.ports.signal.wake_slot(d);
             }
         }
     }
@@ -782,12 +954,12 @@ impl<L: GraphStageLogic> Core<L> {
 
 /// The type-erased interface the outlet streams use.
 trait ErasedStage: Send {
+    /// Polls outlet `k`; `Ok` gives its slot, holding the element.
     fn poll_outlet(
         &mut self,
         k: usize,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<(), StreamError>>>;
-    fn slot(&mut self, k: usize) -> &mut (dyn Any + Send);
+    ) -> Poll<Option<Result<&mut Slot, StreamError>>>;
     fn cancel_outlet(&mut self, k: usize);
     fn poll_driver(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }
@@ -797,27 +969,30 @@ impl<L: GraphStageLogic> ErasedStage for Core<L> {
         &mut self,
         k: usize,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<(), StreamError>>> {
-        self.wakers.register(k, cx.waker());
+    ) -> Poll<Option<Result<&mut Slot, StreamError>>> {
+        self.register(k, cx.waker());
         self.start();
-        if !self.ports.outlets[k].has_elem && self.ports.outlets[k].end.is_none() && self.running()
-        {
-            let o = &mut self.ports.outlets[k];
+        let running = self.ports.running();
+        let o = &mut self.ports.outlets[k];
+        if !o.has_elem && o.end.is_none() && running {
             if !o.pulled && !o.cancelled {
                 o.pulled = true;
+                self.ports.polling = k;
                 let r = self
                     .logic
                     .on_pull(&mut Self::ctx(&mut self.ports), OutletId(k));
-                self.handle(r);
+                self.ports.handle(r);
             }
+            self.ports.polling = k;
             self.drive(cx);
+            self.ports.polling = NO_OUTLET;
         }
         self.finish_if_stopped();
-        self.wake_dirty(Some(k));
+        self.ports.wake_dirty();
         let o = &mut self.ports.outlets[k];
         if o.has_elem {
             o.has_elem = false;
-            return Poll::Ready(Some(Ok(())));
+            return Poll::Ready(Some(Ok(&mut o.slot)));
         }
         match (&o.end, o.end_delivered) {
             (Some(_), true) => Poll::Ready(None),
@@ -833,11 +1008,8 @@ impl<L: GraphStageLogic> ErasedStage for Core<L> {
         }
     }
 
-    fn slot(&mut self, k: usize) -> &mut (dyn Any + Send) {
-        self.ports.outlets[k].slot.as_mut()
-    }
-
     fn cancel_outlet(&mut self, k: usize) {
+        self.unregister(k);
         let o = &mut self.ports.outlets[k];
         if o.cancelled {
             return;
@@ -845,30 +1017,37 @@ impl<L: GraphStageLogic> ErasedStage for Core<L> {
         o.cancelled = true;
         o.pulled = false;
         let open = o.end.is_none();
-        if self.running() && open {
+        if self.ports.running() && open {
             self.start();
+            self.ports.polling = k;
             let r = self
                 .logic
                 .on_downstream_finish(&mut Self::ctx(&mut self.ports), OutletId(k));
-            self.handle(r);
-            if self.running() && self.ports.all_outlets_closed() {
+            self.ports.handle(r);
+            if self.ports.running() && self.ports.all_outlets_closed() {
                 self.ports.stop(OutletEnd::Completed);
             }
+            self.ports.polling = NO_OUTLET;
         }
         self.finish_if_stopped();
-        self.wake_dirty(Some(k));
+        self.ports.wake_dirty();
     }
 
     fn poll_driver(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.wakers.register(self.driver_slot, cx.waker());
-        if self.running() {
+        if let Some(d) = self.driver_slot {
+            self.register(d, cx.waker());
+        }
+        if self.ports.running() {
             self.drive(cx);
         }
         self.finish_if_stopped();
-        self.wake_dirty(None);
-        if self.running() {
+        self.ports.wake_dirty();
+        if self.ports.running() {
             Poll::Pending
         } else {
+            if let Some(d) = self.driver_slot {
+                self.unregister(d);
+            }
             Poll::Ready(())
         }
     }
@@ -876,6 +1055,7 @@ impl<L: GraphStageLogic> ErasedStage for Core<L> {
 
 type SharedStage = Arc<Mutex<dyn ErasedStage>>;
 
+#[inline]
 fn lock(stage: &SharedStage) -> MutexGuard<'_, dyn ErasedStage + 'static> {
     stage.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -905,18 +1085,11 @@ impl<T: Send + 'static> Stream for StageOutlet<T> {
                 tokio::spawn(StageDriver { stage });
             }
         }
-        let mut stage = lock(&self.stage);
-        match stage.poll_outlet(self.id, cx) {
-            Poll::Ready(Some(Ok(()))) => {
-                let x = stage
-                    .slot(self.id)
-                    .downcast_mut::<Option<T>>()
-                    .and_then(Option::take);
-                match x {
-                    Some(x) => Poll::Ready(Some(Ok(x))),
-                    None => Poll::Ready(Some(Err(protocol("outlet slot type mismatch")))),
-                }
-            }
+        match lock(&self.stage).poll_outlet(self.id, cx) {
+            Poll::Ready(Some(Ok(slot))) => match slot.get::<T>().and_then(Option::take) {
+                Some(x) => Poll::Ready(Some(Ok(x))),
+                None => Poll::Ready(Some(Err(protocol("outlet slot type mismatch")))),
+            },
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -946,7 +1119,7 @@ impl Future for StageDriver {
 /// outlets, and its logic. See the [module docs](self).
 pub struct GraphStageBuilder {
     inlets: Vec<InletState>,
-    outlet_slots: Vec<Box<dyn Any + Send>>,
+    outlet_slots: Vec<Slot>,
 }
 
 impl Default for GraphStageBuilder {
@@ -986,8 +1159,9 @@ impl GraphStageBuilder {
                 stream: Box::pin(source.into_stream()),
                 _t: PhantomData,
             })),
-            slot: Box::new(None::<T>),
+            slot: Slot::new::<T>(),
             pulled: false,
+            fresh: false,
             available: false,
             closed: false,
         });
@@ -1000,7 +1174,7 @@ impl GraphStageBuilder {
     /// Adds an outlet.
     pub fn add_outlet<T: Send + 'static>(&mut self) -> Outlet<T> {
         let id = self.outlet_slots.len();
-        self.outlet_slots.push(Box::new(None::<T>));
+        self.outlet_slots.push(Slot::new::<T>());
         Outlet {
             id,
             _t: PhantomData,
@@ -1034,23 +1208,32 @@ impl GraphStageBuilder {
                 end_delivered: false,
             })
             .collect();
+        let slots = n_out + usize::from(active);
+        let signal = Arc::new(Signal {
+            // The first round polls everything.
+            woken: AtomicBool::new(true),
+            wakers: Mutex::new(vec![None; slots]),
+        });
         let core = Core {
             logic,
             ports: Ports {
                 inlets: self.inlets,
                 outlets,
                 timers: Vec::new(),
+                fresh_timers: false,
+                any_fresh: false,
                 events_tx,
+                signal: signal.clone(),
                 status: Status::Running,
+                polling: NO_OUTLET,
                 dirty: Vec::new(),
             },
             events_rx,
             started: false,
             post_stopped: false,
-            wakers: Arc::new(WakerSet {
-                wakers: Mutex::new(vec![None; n_out + 1]),
-            }),
-            driver_slot: n_out,
+            inner_waker: Waker::from(signal),
+            registered: vec![None; slots],
+            driver_slot: active.then_some(n_out),
         };
         let stage: SharedStage = Arc::new(Mutex::new(core));
         StageOutlets {

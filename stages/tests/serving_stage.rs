@@ -390,3 +390,45 @@ async fn model_stream_failure_keeps_serving() {
     dpub.send_error(StreamError::Protocol("data topic gone".into()));
     sub.expect_error().await;
 }
+
+/// A record whose dataType has no model yet while its first model loads waits
+/// for that load instead of being answered "no model".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_wait_for_the_first_model_of_their_data_type() {
+    let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate_rx);
+    let loader = move |d: &flowstage_model::pb::ModelDescriptor| {
+        // Blocks (on the blocking pool) until the test opens the gate.
+        let _ = gate.lock().map(|g| g.recv());
+        test_loader(d)
+    };
+    let (mpub, models) = TestSource::probe::<ModelMessage>();
+    let (dpub, data) = TestSource::probe::<TRec>();
+    let (results, state) = ServingStage::new(loader)
+        .build(models, data)
+        .expect("build");
+    let mut sub = results.run_with(TestSink::probe());
+    mpub.send_next(descriptor("first", "t", 2.0));
+    dpub.send_next(TRec::new(1, "t"));
+    dpub.send_next(TRec::new(2, "t"));
+    // Opens the gate once the load runs and a record is held (the stage runs
+    // while the sink below asks for a result).
+    let watched = state.clone();
+    let opener = tokio::spawn(async move {
+        until(&watched, "a record held while the model loads", |s| {
+            s.data_types.get("t").is_some_and(|t| t.loading == 1) && s.buffer.fill == 1
+        })
+        .await;
+        gate_tx.send(()).expect("open the gate");
+    });
+    for i in 1..=2 {
+        let r = sub.expect_next().await;
+        assert!(r.processed, "record {i}: {}", r.error);
+        assert_eq!(r.model_name, "first");
+        assert_eq!(value(&r), Some(i as f64 * 2.0));
+    }
+    opener.await.expect("opener");
+    dpub.send_complete();
+    sub.expect_complete().await;
+    assert_eq!(state.snapshot().totals.no_model, 0);
+}

@@ -18,8 +18,10 @@
 //!   error, time). A [`ModelMessage::Built`] model is installed at once.
 //! - One current model per dataType, any number of dataTypes. A record whose
 //!   dataType has no model yet gets a result with `processed = false` and the
-//!   error `not processed: no model for dataType …`; a record the model fails
-//!   on gets `processed = false` and the model's error; the stream goes on.
+//!   error `not processed: no model for dataType …` — unless the first model
+//!   of its dataType is loading: then the record waits for that load (and no
+//!   further record is pulled meanwhile). A record the model fails on gets
+//!   `processed = false` and the model's error; the stream goes on.
 //! - Statistics per dataType and a history of replaced models are published as
 //!   [`ServingSnapshot`]s through [`ServingState`] (lock-free reads), which the
 //!   [`http`](crate::http) module serves.

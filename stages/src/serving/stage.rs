@@ -98,6 +98,10 @@ pub(crate) struct ServingLogic<R> {
     pending: Vec<R>,
     /// Results waiting for downstream demand.
     results: VecDeque<ServingResult>,
+    /// A record whose dataType has no model yet while one is loading: it waits
+    /// for that load (instead of a "no model" answer), and no record is pulled
+    /// meanwhile.
+    held: Option<R>,
     loads_in_flight: usize,
     data_done: bool,
     next_publish: Instant,
@@ -121,6 +125,7 @@ impl<R: ServingRecord> ServingLogic<R> {
             totals: Totals::default(),
             pending: Vec::new(),
             results: VecDeque::new(),
+            held: None,
             loads_in_flight: 0,
             data_done: false,
             dirty: true,
@@ -142,7 +147,8 @@ impl<R: ServingRecord> ServingLogic<R> {
             data_types,
             totals: self.totals.clone(),
             buffer: BufferState {
-                fill: (self.pending.len() + self.results.len()) as u64,
+                fill: (self.pending.len() + self.results.len() + usize::from(self.held.is_some()))
+                    as u64,
                 capacity: self.config.batch_size as u64,
             },
             running,
@@ -281,6 +287,60 @@ impl<R: ServingRecord> ServingLogic<R> {
 
     // ---- data ---------------------------------------------------------------
 
+    /// Whether `rec` must wait: its dataType has no model yet and one is loading.
+    fn must_wait(&mut self, rec: &R) -> bool {
+        self.types
+            .get_mut(rec.data_type())
+            .is_some_and(|ts| ts.current.is_none() && ts.counters.loading > 0)
+    }
+
+    /// Takes in a record: holds it while its first model loads, else scores it
+    /// (or adds it to the batch).
+    fn accept(&mut self, ctx: &mut StageContext<'_, Event>, rec: R) -> Result<(), StreamError> {
+        if self.must_wait(&rec) {
+            // Records before it are answered first (their order is kept).
+            ctx.cancel_timer(BATCH_TIMER);
+            self.score_pending();
+            self.held = Some(rec);
+            return self.deliver(ctx);
+        }
+        if self.config.batch_size <= 1 {
+            if self.results.is_empty() && ctx.has_demand(self.ports.out) {
+                // Scored straight into the push: no intermediate copy.
+                ctx.push(self.ports.out, self.score_one(rec))?;
+                if self.data_done {
+                    self.deliver(ctx)?;
+                }
+                return self.pull_data(ctx);
+            }
+            let r = self.score_one(rec);
+            self.results.push_back(r);
+        } else {
+            self.pending.push(rec);
+            if self.pending.len() >= self.config.batch_size {
+                ctx.cancel_timer(BATCH_TIMER);
+                self.score_pending();
+            } else if self.pending.len() == 1 {
+                ctx.schedule_once(BATCH_TIMER, self.config.batch_timeout);
+            }
+        }
+        self.deliver(ctx)?;
+        self.pull_data(ctx)
+    }
+
+    /// After a load finished: lets the held record go on if it need not wait
+    /// any longer.
+    fn release_held(&mut self, ctx: &mut StageContext<'_, Event>) -> Result<(), StreamError> {
+        match self.held.take() {
+            Some(rec) if self.must_wait(&rec) => {
+                self.held = Some(rec);
+                Ok(())
+            }
+            Some(rec) => self.accept(ctx, rec),
+            None => Ok(()),
+        }
+    }
+
     fn score_one(&mut self, rec: R) -> ServingResult {
         self.totals.records += 1;
         let current = self
@@ -295,19 +355,20 @@ impl<R: ServingRecord> ServingLogic<R> {
         let scored = cur.model.score(&record);
         let end = Instant::now();
         let ns = nanos(end - start);
+        let ok = scored.is_ok();
+        // The result first, the statistics after: copying a result just
+        // written field by field is slow (the copy's wide loads wait for those
+        // writes: failed store forwarding, a third of the stage's overhead);
+        // the statistics give the writes time to land.
+        let mut result = result_of(&rec, cur.stats.name(), ns, scored);
+        result.record_ts = rec.record_ts();
+        result.record_key = rec.record_key();
         if cur.stats.swap_latency_ns.is_none() {
             cur.stats.swap_latency_ns = Some(nanos(end - cur.stats.offered_at));
         }
-        cur.stats.record(ns, scored.is_ok());
+        cur.stats.record(ns, ok);
         counters.record_duration(ns);
-        let result = finish(
-            &rec,
-            cur.stats.name(),
-            ns,
-            scored,
-            counters,
-            &mut self.totals,
-        );
+        count(ok, counters, &mut self.totals);
         self.dirty = true;
         if end >= self.next_publish {
             self.publish(true);
@@ -408,7 +469,11 @@ impl<R: ServingRecord> ServingLogic<R> {
                 ctx.push(out, r)?;
             }
         }
-        if self.data_done && self.results.is_empty() && self.pending.is_empty() {
+        if self.data_done
+            && self.results.is_empty()
+            && self.pending.is_empty()
+            && self.held.is_none()
+        {
             self.publish(false);
             ctx.complete_stage();
         }
@@ -419,7 +484,12 @@ impl<R: ServingRecord> ServingLogic<R> {
     /// never holding more than `batch_size` records.
     fn pull_data(&mut self, ctx: &mut StageContext<'_, Event>) -> Result<(), StreamError> {
         let d = self.ports.data;
-        if self.data_done || ctx.is_closed(d) || ctx.has_been_pulled(d) || ctx.is_available(d) {
+        if self.held.is_some()
+            || self.data_done
+            || ctx.is_closed(d)
+            || ctx.has_been_pulled(d)
+            || ctx.is_available(d)
+        {
             return Ok(());
         }
         let held = self.pending.len() + self.results.len();
@@ -447,7 +517,7 @@ fn load(loader: &dyn ModelLoader, d: ModelDescriptor, seq: u64, offered_at: Inst
     }
 }
 
-/// The result for a scored (or failed) record.
+/// The result for a scored (or failed) record, counted.
 fn finish<R: ServingRecord>(
     rec: &R,
     model_name: &str,
@@ -456,29 +526,49 @@ fn finish<R: ServingRecord>(
     counters: &mut TypeCounters,
     totals: &mut Totals,
 ) -> ServingResult {
-    let duration = std::time::Duration::from_nanos(ns);
-    let mut result = match scored {
-        Ok(score) => {
-            counters.scored += 1;
-            totals.scored += 1;
-            score.to_serving_result(model_name, rec.data_type(), duration)
-        }
-        Err(e) => {
-            counters.scoring_errors += 1;
-            totals.errors += 1;
-            ServingResult {
-                processed: false,
-                model_name: model_name.to_string(),
-                data_type: rec.data_type().to_string(),
-                duration_ns: i64::try_from(ns).unwrap_or(i64::MAX),
-                error: e.to_string(),
-                ..Default::default()
-            }
-        }
-    };
+    count(scored.is_ok(), counters, totals);
+    let mut result = result_of(rec, model_name, ns, scored);
     result.record_ts = rec.record_ts();
     result.record_key = rec.record_key();
     result
+}
+
+/// Counts a scored (`ok`) or failed record.
+#[inline]
+fn count(ok: bool, counters: &mut TypeCounters, totals: &mut Totals) {
+    if ok {
+        counters.scored += 1;
+        totals.scored += 1;
+    } else {
+        counters.scoring_errors += 1;
+        totals.errors += 1;
+    }
+}
+
+/// The result for a scored (or failed) record, without the record's
+/// timestamp and key (the caller sets them). Each arm builds the returned
+/// value in place: no copy of a just-written result.
+fn result_of<R: ServingRecord>(
+    rec: &R,
+    model_name: &str,
+    ns: u64,
+    scored: Result<flowstage_model::Score, ModelError>,
+) -> ServingResult {
+    match scored {
+        Ok(score) => score.to_serving_result(
+            model_name,
+            rec.data_type(),
+            std::time::Duration::from_nanos(ns),
+        ),
+        Err(e) => ServingResult {
+            processed: false,
+            model_name: model_name.to_string(),
+            data_type: rec.data_type().to_string(),
+            duration_ns: i64::try_from(ns).unwrap_or(i64::MAX),
+            error: e.to_string(),
+            ..Default::default()
+        },
+    }
 }
 
 impl<R: ServingRecord> GraphStageLogic for ServingLogic<R> {
@@ -518,27 +608,7 @@ impl<R: ServingRecord> GraphStageLogic for ServingLogic<R> {
             return self.pull_models_if_room(ctx);
         }
         let rec = ctx.grab(self.ports.data)?;
-        if self.config.batch_size <= 1 {
-            let r = self.score_one(rec);
-            if self.results.is_empty() && ctx.has_demand(self.ports.out) {
-                ctx.push(self.ports.out, r)?;
-                if self.data_done {
-                    self.deliver(ctx)?;
-                }
-                return self.pull_data(ctx);
-            }
-            self.results.push_back(r);
-        } else {
-            self.pending.push(rec);
-            if self.pending.len() >= self.config.batch_size {
-                ctx.cancel_timer(BATCH_TIMER);
-                self.score_pending();
-            } else if self.pending.len() == 1 {
-                ctx.schedule_once(BATCH_TIMER, self.config.batch_timeout);
-            }
-        }
-        self.deliver(ctx)?;
-        self.pull_data(ctx)
+        self.accept(ctx, rec)
     }
 
     fn on_upstream_finish(
@@ -597,6 +667,7 @@ impl<R: ServingRecord> GraphStageLogic for ServingLogic<R> {
         match event {
             Event::Loaded(loaded) => {
                 self.loaded(loaded);
+                self.release_held(ctx)?;
                 self.pull_models_if_room(ctx)
             }
             Event::Tick => {
