@@ -4,27 +4,31 @@
 //! ```text
 //! cargo run -p flowstage-stages --features tensorflow,pmml --example serve_wine -- \
 //!     [--data ../shared/data/wine] [--every-ms 3000] [--rate 2000] [--records 60000] [--port 5500]
+//!     [--by-location]
 //! ```
 //!
-//! Models offered, in turn, every `--every-ms`: the tutorial's TensorFlow frozen
-//! graph (`optimized_WineQuality.pb`), each PMML file, then the SavedModel
-//! directory (by `location`). PMML models load when built with feature `pmml`
-//! (flowstage-model's pure-Rust evaluator); without it those offers show up as
-//! failed loads in `/state/wine` while the previous model keeps serving — the
-//! stage's failure path, working.
+//! Records: `winequality_red.csv` read with
+//! [`files::read_wine_csv`](flowstage_stages::wine::files::read_wine_csv).
+//! Models offered, in turn, every `--every-ms`: every model of the data
+//! directory as [`files::model_descriptors`](flowstage_stages::wine::files::model_descriptors)
+//! finds them, sorted by name — the tutorial's TensorFlow frozen graph
+//! (`optimized_WineQuality.pb`), the SavedModel (`saved/1`, packed by value, or
+//! by `location` with `--by-location`), then each PMML file. PMML models load
+//! when built with feature `pmml` (flowstage-model's pure-Rust evaluator);
+//! without it those offers show up as failed loads in `/state/wine` while the
+//! previous model keeps serving — the stage's failure path, working.
 //!
 //! While it runs: `curl 127.0.0.1:5500/state/wine`, `/models`, `/state`,
 //! `/state/wine/history`, `/metrics`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use flowstage::prelude::*;
-use flowstage_model::pb::model_descriptor::{MessageContent, ModelType as PbType};
-use flowstage_model::pb::{ModelDescriptor, WineRecord};
 use flowstage_model::{FieldMapping, ModelRegistry, ModelsDir};
 use flowstage_stages::http;
 use flowstage_stages::serving::{ModelMessage, RegistryLoader, ServingStage};
+use flowstage_stages::wine::{files, WINE};
 
 struct Args {
     data: PathBuf,
@@ -32,6 +36,7 @@ struct Args {
     rate: u32,
     records: usize,
     port: u16,
+    by_location: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -41,6 +46,7 @@ fn args() -> Result<Args, String> {
         rate: 2000,
         records: 60_000,
         port: 5500,
+        by_location: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,6 +57,7 @@ fn args() -> Result<Args, String> {
             "--rate" => a.rate = u32::try_from(num(&val()?)?).map_err(|e| e.to_string())?,
             "--records" => a.records = usize::try_from(num(&val()?)?).map_err(|e| e.to_string())?,
             "--port" => a.port = u16::try_from(num(&val()?)?).map_err(|e| e.to_string())?,
+            "--by-location" => a.by_location = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -61,84 +68,11 @@ fn num(s: &str) -> Result<u64, String> {
     s.parse().map_err(|e| format!("{s}: {e}"))
 }
 
-/// The CSV rows as wine records (`;`-separated, the quality column dropped).
-fn read_wine(path: &Path) -> Result<Vec<WineRecord>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let v: Vec<f64> = line
-            .split(';')
-            .map(|c| c.trim().parse::<f64>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("line {}: {e}", n + 1))?;
-        if v.len() < 11 {
-            return Err(format!("line {}: {} columns", n + 1, v.len()));
-        }
-        out.push(WineRecord {
-            fixed_acidity: v[0],
-            volatile_acidity: v[1],
-            citric_acid: v[2],
-            residual_sugar: v[3],
-            chlorides: v[4],
-            free_sulfur_dioxide: v[5],
-            total_sulfur_dioxide: v[6],
-            density: v[7],
-            p_h: v[8],
-            sulphates: v[9],
-            alcohol: v[10],
-            data_type: "wine".into(),
-            ts: 0,
-        });
-    }
-    Ok(out)
-}
-
-/// The tutorial's models as descriptors: the frozen graph, the PMML files, the SavedModel.
-fn descriptors(dir: &Path) -> Result<Vec<ModelDescriptor>, String> {
-    let mut out = Vec::new();
-    let by_value = |file: &Path, t: PbType| -> Result<ModelDescriptor, String> {
-        let name = file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Ok(ModelDescriptor {
-            name,
-            description: format!("generated from {}", file.display()),
-            data_type: "wine".into(),
-            modeltype: t as i32,
-            message_content: Some(MessageContent::Data(
-                std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?,
-            )),
-        })
-    };
-    out.push(by_value(
-        &dir.join("optimized_WineQuality.pb"),
-        PbType::Tensorflow,
-    )?);
-    let mut pmml: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "pmml"))
-        .collect();
-    pmml.sort();
-    for p in pmml {
-        out.push(by_value(&p, PbType::Pmml)?);
-    }
-    out.push(ModelDescriptor {
-        name: "saved".into(),
-        description: "SavedModel by location (saved/1)".into(),
-        data_type: "wine".into(),
-        modeltype: PbType::Tensorflowsaved as i32,
-        message_content: Some(MessageContent::Location("saved/1".into())),
-    });
-    Ok(out)
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = args()?;
-    let wine = read_wine(&a.data.join("winequality_red.csv"))?;
-    let models = descriptors(&a.data)?;
+    let wine = files::read_wine_csv(a.data.join("winequality_red.csv"))?;
+    let models = files::model_descriptors(std::slice::from_ref(&a.data), WINE, a.by_location)?;
     println!(
         "{} wine records, {} models, one model every {:?}, {} records/s",
         wine.len(),

@@ -12,3 +12,4 @@
 pub mod http;
 pub mod kafka;
 pub mod serving;
+pub mod wine;

@@ -103,6 +103,12 @@ impl Drop for HttpServer {
 /// Binds `addr` (use [`DEFAULT_ADDR`], or port 0 for any free port) and serves
 /// [`router`] on a tokio task.
 pub async fn serve(state: ServingState, addr: SocketAddr) -> Result<HttpServer, HttpError> {
+    serve_router(router(state), addr).await
+}
+
+/// Like [`serve`], for any router — e.g. [`router`] merged with routes of
+/// your own (the wine server adds `/state/instances`).
+pub async fn serve_router(app: Router, addr: SocketAddr) -> Result<HttpServer, HttpError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| HttpError::Bind { addr, source })?;
@@ -110,7 +116,6 @@ pub async fn serve(state: ServingState, addr: SocketAddr) -> Result<HttpServer, 
         .local_addr()
         .map_err(|source| HttpError::Bind { addr, source })?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let app = router(state);
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -125,7 +130,8 @@ pub async fn serve(state: ServingState, addr: SocketAddr) -> Result<HttpServer, 
     })
 }
 
-fn error(status: StatusCode, message: String) -> Response {
+/// A JSON error body `{"error": message}` with `status`.
+pub fn error(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 

@@ -45,6 +45,7 @@
 //!   finds a commit in progress waits for it.
 
 mod committer;
+mod committing;
 mod consumer;
 mod embedded;
 mod error;
@@ -54,6 +55,7 @@ mod shutdown;
 mod tracker;
 
 pub use committer::{CommitStats, Committer, CommitterSettings};
+pub use committing::committable_sink;
 pub use consumer::{
     committable_source, CommitHook, Committable, CommittableMessage, CommittableOffset,
     CommittableSource, ConsumerControl, ConsumerRecord, ConsumerSettings, SourceConsumer,

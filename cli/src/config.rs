@@ -1,0 +1,114 @@
+//! Configuration of `flowstage serve`: flags, environment variables
+//! (`FLOWSTAGE_…`) and a TOML file, in that order of precedence, then the
+//! defaults.
+//!
+//! The TOML file uses the long flag names with underscores, plus tables of
+//! extra librdkafka properties:
+//!
+//! ```toml
+//! brokers = "kafka-1:9092,kafka-2:9092"
+//! group = "wine-scorers"
+//! http = "0.0.0.0:5500"
+//! models_dir = "/srv/models"
+//! batch_size = 16
+//!
+//! [consumer]
+//! "session.timeout.ms" = "10000"
+//!
+//! [producer]
+//! "linger.ms" = "5"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// The keys a TOML configuration file may set (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `--brokers`.
+    pub brokers: Option<String>,
+    /// `--group`.
+    pub group: Option<String>,
+    /// `--http` (an address, or "off").
+    pub http: Option<String>,
+    /// `--models-dir`.
+    pub models_dir: Option<PathBuf>,
+    /// `--data-topic`.
+    pub data_topic: Option<String>,
+    /// `--models-topic`.
+    pub models_topic: Option<String>,
+    /// `--results-topic`.
+    pub results_topic: Option<String>,
+    /// `--dlq-topic`.
+    pub dlq_topic: Option<String>,
+    /// `--instances-topic`.
+    pub instances_topic: Option<String>,
+    /// `--instance-id`.
+    pub instance_id: Option<String>,
+    /// `--batch-size`.
+    pub batch_size: Option<usize>,
+    /// `--max-in-flight`.
+    pub max_in_flight: Option<usize>,
+    /// `--commit-batch`.
+    pub commit_batch: Option<usize>,
+    /// `--commit-interval-ms`.
+    pub commit_interval_ms: Option<u64>,
+    /// Extra librdkafka properties of the data consumer.
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+    /// Extra librdkafka properties of the producer.
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+}
+
+impl FileConfig {
+    /// Reads `path`, or returns the empty configuration for `None`.
+    pub fn load(path: Option<&Path>) -> Result<FileConfig> {
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid configuration {}", path.display()))
+    }
+}
+
+/// Parses `key=value` (a `--consumer-property` / `--producer-property` flag).
+pub fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected key=value, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_keys_are_checked() -> Result<()> {
+        let c: FileConfig = toml::from_str(
+            "brokers = \"k:9092\"\nbatch_size = 8\n[consumer]\n\"session.timeout.ms\" = \"9000\"\n",
+        )?;
+        assert_eq!(c.brokers.as_deref(), Some("k:9092"));
+        assert_eq!(c.batch_size, Some(8));
+        assert_eq!(
+            c.consumer.get("session.timeout.ms").map(String::as_str),
+            Some("9000")
+        );
+        assert!(toml::from_str::<FileConfig>("brokerz = \"x\"").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn properties_need_a_key() {
+        assert_eq!(parse_property("a.b=1"), Ok(("a.b".into(), "1".into())));
+        assert_eq!(parse_property("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(parse_property("=1").is_err());
+        assert!(parse_property("nokey").is_err());
+    }
+}

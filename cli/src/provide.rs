@@ -1,0 +1,221 @@
+//! `flowstage provide`: publishes wine records (a CSV file) and models (files
+//! or directories) to Kafka, paced, with models swapped in as records flow.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use flowstage_stages::kafka::shutdown_signal;
+use flowstage_stages::wine::files::{model_descriptors, read_wine_csv};
+use flowstage_stages::wine::provider::{provide, ProviderConfig, ProviderProgress};
+use flowstage_stages::wine::Topics;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::config::parse_property;
+
+/// Arguments of `flowstage provide`. Each flag may also come from the
+/// environment variable named beside it (flags win).
+#[derive(Debug, Args)]
+pub struct ProvideArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "FLOWSTAGE_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Wine records: a CSV file, the UCI format (`;`, no header) or with a header row.
+    #[arg(long, env = "FLOWSTAGE_DATA", value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// Models: .pmml/.xml, .pb (TensorFlow graph), .onnx files, SavedModel directories, or
+    /// directories of those (repeatable; the environment variable holds one path).
+    #[arg(long = "models", env = "FLOWSTAGE_MODELS", value_name = "PATH")]
+    pub models: Vec<PathBuf>,
+    /// Publish models by `location` (relative to the directory given) instead of by value;
+    /// servers resolve locations inside their --models-dir.
+    #[arg(long, env = "FLOWSTAGE_BY_LOCATION")]
+    pub by_location: bool,
+    /// Records per second; 0 publishes at full speed.
+    #[arg(long, env = "FLOWSTAGE_RATE", default_value_t = 1000, value_name = "N")]
+    pub rate: u64,
+    /// Records to publish in all (default: each record of the file once, or forever with --loop).
+    #[arg(long, env = "FLOWSTAGE_COUNT", value_name = "N")]
+    pub count: Option<u64>,
+    /// Start over at the first record after the last one.
+    #[arg(long = "loop", env = "FLOWSTAGE_LOOP")]
+    pub loop_data: bool,
+    /// Seconds between two models (fractions allowed).
+    #[arg(long, env = "FLOWSTAGE_MODEL_INTERVAL", default_value = "10", value_name = "SECS",
+          value_parser = parse_secs)]
+    pub model_interval: Duration,
+    /// A model every N records instead of by time (deterministic interleaving).
+    #[arg(long, env = "FLOWSTAGE_MODEL_EVERY", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub model_every: Option<u64>,
+    /// The dataType of the records, and of the models.
+    #[arg(long, env = "FLOWSTAGE_DATA_TYPE", default_value = "wine")]
+    pub data_type: String,
+    /// Topic of wine records.
+    #[arg(long, env = "FLOWSTAGE_DATA_TOPIC", default_value = "mdata")]
+    pub data_topic: String,
+    /// Topic of model descriptors (keyed by dataType).
+    #[arg(long, env = "FLOWSTAGE_MODELS_TOPIC", default_value = "models")]
+    pub models_topic: String,
+    /// Records sent and not yet acknowledged at most.
+    #[arg(long, env = "FLOWSTAGE_MAX_IN_FLIGHT", default_value_t = 10_000, value_name = "N",
+          value_parser = parse_positive)]
+    pub max_in_flight: usize,
+    /// Extra librdkafka producer property (repeatable).
+    #[arg(short = 'X', long, value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub producer_property: Vec<(String, String)>,
+    /// No progress bar (there is one only when stderr is a terminal).
+    #[arg(long, env = "FLOWSTAGE_NO_PROGRESS")]
+    pub no_progress: bool,
+}
+
+/// Parses a non-negative number of seconds, fractions allowed.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(v).map_err(|_| format!("{s:?}: not a valid duration"))
+}
+
+/// Parses a count of at least 1.
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a positive integer")),
+    }
+}
+
+/// The progress bar, when wanted and stderr is a terminal.
+fn progress_bar(args: &ProvideArgs, total: Option<u64>) -> Option<ProgressBar> {
+    if args.no_progress || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let (pb, template) = match total {
+        Some(n) => (
+            ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
+            "{spinner} {elapsed_precise} [{bar:30}] {human_pos}/{human_len} records \
+             ({per_sec}) {msg}",
+        ),
+        None => (
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+            "{spinner} {elapsed_precise} {human_pos} records ({per_sec}) {msg}",
+        ),
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.enable_steady_tick(Duration::from_millis(200));
+    Some(pb)
+}
+
+/// Runs `flowstage provide`.
+pub fn run(args: ProvideArgs) -> Result<()> {
+    crate::serve::init_tracing();
+    if args.data.is_none() && args.models.is_empty() {
+        bail!("nothing to publish: give --data FILE and/or --models PATH");
+    }
+    let records = match &args.data {
+        Some(path) => {
+            let r = read_wine_csv(path)?;
+            if r.is_empty() {
+                bail!("{}: no wine records in this file", path.display());
+            }
+            r
+        }
+        None => Vec::new(),
+    };
+    let models = model_descriptors(&args.models, &args.data_type, args.by_location)?;
+
+    let config = ProviderConfig {
+        topics: Topics {
+            data: args.data_topic.clone(),
+            models: args.models_topic.clone(),
+            ..Topics::default()
+        },
+        data_type: args.data_type.clone(),
+        rate: args.rate,
+        count: args.count,
+        loop_data: args.loop_data,
+        model_interval: args.model_interval,
+        model_every: args.model_every,
+        max_in_flight: args.max_in_flight,
+        properties: args.producer_property.clone(),
+        ..ProviderConfig::new(args.brokers.clone())
+    };
+    if let (Some(c), false) = (args.count, args.loop_data) {
+        if c > records.len() as u64 && !records.is_empty() {
+            eprintln!(
+                "note: --count {c} but the file has {} records; add --loop to publish {c}",
+                records.len()
+            );
+        }
+    }
+    let total = config.total_records(records.len());
+    let pace = match args.rate {
+        0 => "at full speed".to_string(),
+        r => format!("at {r} records/s"),
+    };
+    let how_many = match total {
+        Some(n) => n.to_string(),
+        None => "endless".into(),
+    };
+    eprintln!(
+        "publishing {how_many} records {pace} to {} and {} models to {} on {} (Ctrl-C stops)",
+        config.topics.data,
+        models.len(),
+        config.topics.models,
+        config.brokers
+    );
+
+    let pb = progress_bar(&args, total);
+    let on_progress = {
+        let pb = pb.clone();
+        move |p: &ProviderProgress| {
+            if let Some(pb) = &pb {
+                pb.set_position(p.records);
+                if let Some(m) = &p.current_model {
+                    pb.set_message(format!("model {m} ({} published)", p.models));
+                }
+            }
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let brokers = config.brokers.clone();
+    let summary = runtime
+        .block_on(provide(
+            config,
+            records,
+            models,
+            on_progress,
+            shutdown_signal(),
+        ))
+        .with_context(|| format!("publishing to {brokers} failed"));
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    let summary = summary?;
+    println!("{summary}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_seconds_and_counts() {
+        assert_eq!(parse_secs("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_secs("0"), Ok(Duration::ZERO));
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("x").is_err());
+        assert_eq!(parse_positive("3"), Ok(3));
+        assert!(parse_positive("0").is_err());
+    }
+}

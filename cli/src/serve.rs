@@ -1,0 +1,237 @@
+//! `flowstage serve`: the model server on Kafka.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use flowstage_stages::kafka::shutdown_signal;
+use flowstage_stages::wine::server::{Server, ServerConfig};
+
+use crate::config::{parse_property, FileConfig};
+
+/// Arguments of `flowstage serve`. Each flag may also come from the
+/// environment variable named beside it, or from the `--config` file; flags
+/// win over the environment, the environment over the file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML configuration file (keys: the flag names with underscores).
+    #[arg(long, env = "FLOWSTAGE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers [default: 127.0.0.1:9092].
+    #[arg(long, env = "FLOWSTAGE_BROKERS")]
+    pub brokers: Option<String>,
+    /// Consumer group of the data topic; servers in one group share its partitions
+    /// [default: flowstage-serving].
+    #[arg(long, env = "FLOWSTAGE_GROUP")]
+    pub group: Option<String>,
+    /// Address of the HTTP state, or "off" [default: 127.0.0.1:5500].
+    #[arg(long, env = "FLOWSTAGE_HTTP", value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Directory in which model `location`s are resolved (none: by-location models are rejected).
+    #[arg(long, env = "FLOWSTAGE_MODELS_DIR", value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Topic of wine records [default: mdata].
+    #[arg(long, env = "FLOWSTAGE_DATA_TOPIC")]
+    pub data_topic: Option<String>,
+    /// Topic of model descriptors, read from the beginning [default: models].
+    #[arg(long, env = "FLOWSTAGE_MODELS_TOPIC")]
+    pub models_topic: Option<String>,
+    /// Topic of serving results [default: results].
+    #[arg(long, env = "FLOWSTAGE_RESULTS_TOPIC")]
+    pub results_topic: Option<String>,
+    /// Dead-letter topic for undecodable records [default: mdata-dlq].
+    #[arg(long, env = "FLOWSTAGE_DLQ_TOPIC")]
+    pub dlq_topic: Option<String>,
+    /// Topic of instance records (GET /state/instances) [default: serving-instances].
+    #[arg(long, env = "FLOWSTAGE_INSTANCES_TOPIC")]
+    pub instances_topic: Option<String>,
+    /// This instance's id, unique in the group [default: host-pid].
+    #[arg(long, env = "FLOWSTAGE_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Records scored together (micro-batching) [default: 1].
+    #[arg(long, env = "FLOWSTAGE_BATCH_SIZE")]
+    pub batch_size: Option<usize>,
+    /// Results unacknowledged by the broker at most [default: 10000].
+    #[arg(long, env = "FLOWSTAGE_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Commit after this many processed records [default: 1000].
+    #[arg(long, env = "FLOWSTAGE_COMMIT_BATCH")]
+    pub commit_batch: Option<usize>,
+    /// Commit at least this often while records are processed, milliseconds [default: 1000].
+    #[arg(long, env = "FLOWSTAGE_COMMIT_INTERVAL_MS")]
+    pub commit_interval_ms: Option<u64>,
+    /// Extra librdkafka property of the data consumer (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub consumer_property: Vec<(String, String)>,
+    /// Extra librdkafka property of the producer (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub producer_property: Vec<(String, String)>,
+}
+
+/// Parses `--http`: an address, or "off"/"none".
+pub fn parse_http(s: &str) -> Result<Option<SocketAddr>> {
+    match s {
+        "off" | "none" | "" => Ok(None),
+        a => a
+            .parse()
+            .map(Some)
+            .with_context(|| format!("--http {a:?} is not an address (host:port) or \"off\"")),
+    }
+}
+
+impl ServeArgs {
+    /// The server settings: flags and environment over the file over the defaults.
+    pub fn resolve(self) -> Result<ServerConfig> {
+        let file = FileConfig::load(self.config.as_deref())?;
+        let brokers = self
+            .brokers
+            .or(file.brokers)
+            .unwrap_or_else(|| "127.0.0.1:9092".into());
+        let mut c = ServerConfig::new(brokers);
+        if let Some(g) = self.group.or(file.group) {
+            c.group_id = g;
+        }
+        if let Some(h) = self.http.or(file.http) {
+            c.http = parse_http(&h)?;
+        }
+        c.models_dir = self.models_dir.or(file.models_dir);
+        let t = &mut c.topics;
+        for (slot, flag, from_file) in [
+            (&mut t.data, self.data_topic, file.data_topic),
+            (&mut t.models, self.models_topic, file.models_topic),
+            (&mut t.results, self.results_topic, file.results_topic),
+            (&mut t.dlq, self.dlq_topic, file.dlq_topic),
+            (
+                &mut c.instances_topic,
+                self.instances_topic,
+                file.instances_topic,
+            ),
+        ] {
+            if let Some(v) = flag.or(from_file) {
+                *slot = v;
+            }
+        }
+        if let Some(id) = self.instance_id.or(file.instance_id) {
+            c.instance_id = id;
+        }
+        if let Some(b) = self.batch_size.or(file.batch_size) {
+            anyhow::ensure!(b >= 1, "--batch-size must be at least 1");
+            c.serving.batch_size = b;
+        }
+        if let Some(m) = self.max_in_flight.or(file.max_in_flight) {
+            anyhow::ensure!(m >= 1, "--max-in-flight must be at least 1");
+            c.max_in_flight = m;
+        }
+        if let Some(n) = self.commit_batch.or(file.commit_batch) {
+            c.commit = c.commit.max_batch(n);
+        }
+        if let Some(ms) = self.commit_interval_ms.or(file.commit_interval_ms) {
+            c.commit = c.commit.max_interval(Duration::from_millis(ms));
+        }
+        c.consumer_properties = file.consumer.into_iter().collect();
+        c.consumer_properties.extend(self.consumer_property);
+        c.producer_properties = file.producer.into_iter().collect();
+        c.producer_properties.extend(self.producer_property);
+        Ok(c)
+    }
+}
+
+/// Starts tracing output on standard error (`RUST_LOG` overrides the default
+/// `info` for flowstage, `warn` for the rest).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,flowstage=info,flowstage_stages=info")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs `flowstage serve`.
+pub fn run(args: ServeArgs) -> Result<()> {
+    init_tracing();
+    let config = args.resolve()?;
+    let rt = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    rt.block_on(async move {
+        let server = Server::start(config.clone())
+            .await
+            .context("cannot start the server")?;
+        match server.http_addr() {
+            Some(a) => println!(
+                "flowstage serve: instance {} of group {} on {}; HTTP state on http://{a}/state",
+                config.instance_id, config.group_id, config.brokers
+            ),
+            None => println!(
+                "flowstage serve: instance {} of group {} on {}; no HTTP state",
+                config.instance_id, config.group_id, config.brokers
+            ),
+        }
+        let summary = server.run(shutdown_signal()).await?;
+        println!("flowstage serve: stopped: {summary}");
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("serve.toml");
+        std::fs::write(
+            &file,
+            "brokers = \"file:9092\"\ngroup = \"from-file\"\nhttp = \"off\"\n[producer]\n\"linger.ms\" = \"5\"\n",
+        )?;
+        let file_arg = file.to_string_lossy().into_owned();
+        let cli = Cli::try_parse_from([
+            "serve",
+            "--config",
+            file_arg.as_str(),
+            "--brokers",
+            "flag:9092",
+            "--results-topic",
+            "scores",
+            "--producer-property",
+            "acks=all",
+        ])?;
+        let c = cli.serve.resolve()?;
+        assert_eq!(c.brokers, "flag:9092");
+        assert_eq!(c.group_id, "from-file");
+        assert_eq!(c.http, None);
+        assert_eq!(c.topics.results, "scores");
+        assert_eq!(c.topics.data, "mdata");
+        assert_eq!(
+            c.producer_properties,
+            [
+                ("linger.ms".into(), "5".into()),
+                ("acks".into(), "all".into())
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn bad_http_and_unknown_keys_are_errors() -> Result<()> {
+        assert!(parse_http("nonsense").is_err());
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "brokerz = \"x\"\n")?;
+        let file_arg = file.to_string_lossy().into_owned();
+        let cli = Cli::try_parse_from(["serve", "--config", file_arg.as_str()])?;
+        let err = cli.serve.resolve().err().map(|e| format!("{e:#}"));
+        assert!(err.is_some_and(|e| e.contains("brokerz")));
+        Ok(())
+    }
+}

@@ -1,0 +1,418 @@
+//! End-to-end benchmark of the wine pipeline on Kafka, one command:
+//!
+//! ```text
+//! scripts/bench-pipeline.sh      # embedded broker, then Apache Kafka (started by the script)
+//! cargo bench -p flowstage-stages --features pmml --bench pipeline   # embedded broker only
+//! ```
+//!
+//! On each broker (the embedded mock cluster; Apache Kafka when
+//! `FLOWSTAGE_KAFKA_BOOTSTRAP` names one):
+//!
+//! 1. **Throughput at full speed**: `N` wine records are published first; then
+//!    the server (`wine::server::Server`: consume, decode, score with the
+//!    tutorial's linear-regression PMML, encode, produce, commit) runs over
+//!    them. Records per second from the first result to the last, as seen by a
+//!    consumer of the results topic. Baseline in the same run, same broker,
+//!    same measurement: a plain rdkafka loop that consumes each record and
+//!    produces its payload unchanged (no decoding, no scoring, no commits).
+//! 2. **Latency at a fixed rate**: the provider publishes at 50,000 records/s
+//!    while the server runs; latency from each record's `ts` (set by the
+//!    provider when it sends the record, epoch milliseconds) to its result
+//!    reaching the results consumer, HDR histogram p50/p99/max. Because `ts`
+//!    has millisecond resolution, each latency is overstated by up to 1 ms.
+//!
+//! Targets (issue 6): ≥ 300k records/s; p99 ≤ 5 ms at 50k/s.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flowstage_model::pb::{ModelDescriptor, ServingResult, WineRecord};
+use flowstage_stages::kafka::{EmbeddedBroker, EmbeddedBrokerConfig, TopicSpec};
+use flowstage_stages::wine::provider::{provide, ProviderConfig};
+use flowstage_stages::wine::server::{Server, ServerConfig};
+use flowstage_stages::wine::{files, Topics};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use prost::Message as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::ClientConfig;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Partitions of the data and results topics (the mock keeps at most 5 MiB per partition).
+const PARTITIONS: i32 = 32;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn epoch_ms_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+/// Where topics live: the embedded broker, or an external cluster.
+enum Cluster {
+    Embedded(EmbeddedBroker),
+    External(String),
+}
+
+impl Cluster {
+    fn bootstrap(&self) -> &str {
+        match self {
+            Cluster::Embedded(b) => b.bootstrap_servers(),
+            Cluster::External(b) => b,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Cluster::Embedded(_) => "embedded",
+            Cluster::External(_) => "apache-kafka",
+        }
+    }
+
+    /// Fresh topics for one scenario.
+    async fn topics(&self, tag: &str) -> Result<Topics, BoxError> {
+        let run = std::process::id();
+        let t = Topics {
+            data: format!("bench-{tag}-{run}-data"),
+            models: format!("bench-{tag}-{run}-models"),
+            results: format!("bench-{tag}-{run}-results"),
+            dlq: format!("bench-{tag}-{run}-dlq"),
+        };
+        let specs = [
+            (&t.data, PARTITIONS),
+            (&t.models, 1),
+            (&t.results, PARTITIONS),
+            (&t.dlq, 1),
+        ];
+        match self {
+            Cluster::Embedded(b) => {
+                for (name, p) in specs {
+                    b.create_topic(TopicSpec::new(name.as_str(), p))?;
+                }
+            }
+            Cluster::External(bootstrap) => {
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", bootstrap)
+                    .create()?;
+                let new: Vec<NewTopic<'_>> = specs
+                    .iter()
+                    .map(|(n, p)| NewTopic::new(n.as_str(), *p, TopicReplication::Fixed(1)))
+                    .collect();
+                let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+                for r in admin.create_topics(&new, &opts).await? {
+                    r.map_err(|(t, e)| format!("cannot create {t}: {e}"))?;
+                }
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// The model and records: the tutorial's linear regression and wine CSV when
+/// `../shared/data/wine` is there, else flowstage's generated ones.
+fn material() -> Result<(ModelDescriptor, Vec<WineRecord>, String), BoxError> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/wine");
+    let pmml = dir.join("winequalityLinearRegression.pmml");
+    if pmml.is_file() {
+        let m = files::model_descriptors(&[pmml], "wine", false)?;
+        let records = files::read_wine_csv(dir.join("winequality_red.csv"))?;
+        let model = m.into_iter().next().ok_or("no model")?;
+        let name = model.name.clone();
+        return Ok((model, records, name));
+    }
+    eprintln!(
+        "note: {} not found: benchmarking flowstage's generated model and records",
+        dir.display()
+    );
+    let model = files::generated_models()
+        .into_iter()
+        .next()
+        .ok_or("no generated model")?;
+    let name = model.name.clone();
+    Ok((model, files::generated_wine_records(1_599, 7), name))
+}
+
+/// Publishes `n` records (and the model first) at `rate` (0: full speed).
+async fn publish(
+    bootstrap: &str,
+    topics: &Topics,
+    model: &ModelDescriptor,
+    records: &[WineRecord],
+    n: u64,
+    rate: u64,
+) -> Result<f64, BoxError> {
+    let mut c = ProviderConfig::new(bootstrap);
+    c.topics = topics.clone();
+    c.rate = rate;
+    c.count = Some(n);
+    c.loop_data = true;
+    c.model_interval = Duration::from_secs(3600);
+    let s = provide(
+        c,
+        records.to_vec(),
+        vec![model.clone()],
+        |_| {},
+        futures::future::pending(),
+    )
+    .await?;
+    if s.records != n {
+        return Err(format!("published {} of {n} records", s.records).into());
+    }
+    Ok(s.rate)
+}
+
+/// Seconds from the first result to the last, and the latency histogram (µs).
+type Counted = (f64, Option<Histogram<u64>>);
+
+/// Counts `n` messages of `topic` on a thread of its own; returns the seconds
+/// from the first to the last. With `latency`, the first `latency.0` messages
+/// are a warm-up: after them `latency.1` is signalled, and the latency (µs)
+/// from each later message's `ServingResult.record_ts` goes into the histogram.
+fn count_results(
+    bootstrap: String,
+    topic: String,
+    n: u64,
+    latency: Option<(u64, std::sync::mpsc::Sender<()>)>,
+) -> std::thread::JoinHandle<Result<Counted, String>> {
+    std::thread::spawn(move || {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", format!("{topic}-counter"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "5")
+            .create()
+            .map_err(|e| e.to_string())?;
+        c.subscribe(&[&topic]).map_err(|e| e.to_string())?;
+        let mut hist = latency
+            .as_ref()
+            .map(|_| Histogram::<u64>::new_with_bounds(1, 60_000_000, 3))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let mut seen = 0u64;
+        let mut first = None;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while seen < n {
+            if Instant::now() > deadline {
+                return Err(format!("only {seen} of {n} results after 600 s"));
+            }
+            let Some(m) = c.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let m = m.map_err(|e| e.to_string())?;
+            first.get_or_insert_with(Instant::now);
+            seen += 1;
+            match (&latency, hist.as_mut()) {
+                (Some((warm, _)), Some(h)) if seen > *warm => {
+                    let r = ServingResult::decode(m.payload().unwrap_or_default())
+                        .map_err(|e| e.to_string())?;
+                    let us = ((epoch_ms_f64() - r.record_ts as f64) * 1e3).max(1.0);
+                    h.saturating_record(us as u64);
+                }
+                (Some((warm, ready)), _) if seen == *warm => {
+                    let _ = ready.send(());
+                }
+                _ => {}
+            }
+        }
+        let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+        Ok((secs, hist))
+    })
+}
+
+/// The baseline: consume each record, produce its payload unchanged.
+async fn pass_through(bootstrap: &str, from: &str, to: &str, n: u64) -> Result<(), BoxError> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{from}-baseline"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[from])?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "1")
+        .create()?;
+    let acks = Arc::new(AtomicU64::new(0));
+    let mut pending = futures::stream::FuturesUnordered::new();
+    let mut consumed = 0u64;
+    while consumed < n {
+        let m = consumer.recv().await?;
+        consumed += 1;
+        let f = producer.send_result(
+            FutureRecord::to(to)
+                .payload(m.payload().unwrap_or_default())
+                .key(m.key().unwrap_or_default()),
+        );
+        match f {
+            Ok(f) => pending.push(f),
+            Err((e, _)) => return Err(e.into()),
+        }
+        while pending.len() >= 10_000 {
+            if let Some(r) = pending.next().await {
+                r.map_err(|_| "cancelled")?.map_err(|(e, _)| e)?;
+                acks.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    while let Some(r) = pending.next().await {
+        r.map_err(|_| "cancelled")?.map_err(|(e, _)| e)?;
+    }
+    producer.flush(Timeout::After(Duration::from_secs(30)))?;
+    Ok(())
+}
+
+fn server_config(bootstrap: &str, topics: &Topics, tag: &str) -> ServerConfig {
+    let mut c = ServerConfig::new(bootstrap);
+    c.topics = topics.clone();
+    c.group_id = format!("bench-{tag}-{}", std::process::id());
+    c.instances_topic = format!("{}-instances", topics.data);
+    c.http = None;
+    c
+}
+
+async fn throughput(
+    cluster: &Cluster,
+    model: &ModelDescriptor,
+    records: &[WineRecord],
+    n: u64,
+) -> Result<(f64, f64, f64), BoxError> {
+    let b = cluster.bootstrap();
+    // Baseline: plain consume → produce.
+    let t = cluster.topics("base").await?;
+    let provider_rate = publish(b, &t, model, records, n, 0).await?;
+    let counter = count_results(b.into(), t.results.clone(), n, None);
+    pass_through(b, &t.data, &t.results, n).await?;
+    let (base_secs, _) = counter.join().map_err(|_| "counter panicked")??;
+
+    // The server.
+    let t = cluster.topics("tput").await?;
+    publish(b, &t, model, records, n, 0).await?;
+    let counter = count_results(b.into(), t.results.clone(), n, None);
+    let server = Server::start(server_config(b, &t, "tput")).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let (secs, _) = tokio::task::spawn_blocking(move || counter.join())
+        .await?
+        .map_err(|_| "counter panicked")??;
+    let _ = stop.send(());
+    let summary = running.await??;
+    if summary.results < n {
+        return Err(format!("server produced {} of {n} results", summary.results).into());
+    }
+    Ok((n as f64 / secs, n as f64 / base_secs, provider_rate))
+}
+
+async fn latency(
+    cluster: &Cluster,
+    model: &ModelDescriptor,
+    records: &[WineRecord],
+    rate: u64,
+    n: u64,
+) -> Result<(Histogram<u64>, f64), BoxError> {
+    let b = cluster.bootstrap();
+    let t = cluster.topics("lat").await?;
+    let server = Server::start(server_config(b, &t, "lat")).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    // Warm-up: the model and a few records, so the server's group has joined,
+    // the model serves and the results consumer has caught up before the
+    // measured records are sent.
+    let warm = 1_000;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let counter = count_results(
+        b.into(),
+        t.results.clone(),
+        warm + n,
+        Some((warm, ready_tx)),
+    );
+    publish(b, &t, model, records, warm, 10_000).await?;
+    tokio::task::spawn_blocking(move || ready_rx.recv())
+        .await?
+        .map_err(|_| "the results consumer stopped during the warm-up")?;
+    let mut c = ProviderConfig::new(b);
+    c.topics = t.clone();
+    c.rate = rate;
+    c.count = Some(n);
+    c.loop_data = true;
+    let sent = provide(
+        c,
+        records.to_vec(),
+        Vec::new(),
+        |_| {},
+        futures::future::pending(),
+    )
+    .await?;
+    let (_, hist) = tokio::task::spawn_blocking(move || counter.join())
+        .await?
+        .map_err(|_| "counter panicked")??;
+    let _ = stop.send(());
+    running.await??;
+    Ok((hist.ok_or("no histogram")?, sent.rate))
+}
+
+async fn bench(
+    cluster: Cluster,
+    model: &ModelDescriptor,
+    records: &[WineRecord],
+    name: &str,
+) -> Result<(), BoxError> {
+    let n = env_u64("BENCH_RECORDS", 500_000);
+    let rate = env_u64("BENCH_RATE", 50_000);
+    let lat_n = env_u64("BENCH_LATENCY_RECORDS", rate * 10);
+    let which = cluster.name();
+    let (rps, base, provider_rate) = throughput(&cluster, model, records, n).await?;
+    println!(
+        "{which:>13} throughput: {n} records, model {name}: server {:.0} records/s (target >= 300000), \
+         plain rdkafka pass-through {:.0} records/s, ratio {:.2}x of the baseline; provider published at {:.0} records/s",
+        rps,
+        base,
+        rps / base,
+        provider_rate
+    );
+    let (h, sent_rate) = latency(&cluster, model, records, rate, lat_n).await?;
+    println!(
+        "{which:>13} latency at {rate} records/s ({lat_n} records, provider achieved {sent_rate:.0}/s): \
+         p50 {:.2} ms, p99 {:.2} ms (target <= 5 ms), p99.9 {:.2} ms, max {:.2} ms",
+        h.value_at_quantile(0.50) as f64 / 1e3,
+        h.value_at_quantile(0.99) as f64 / 1e3,
+        h.value_at_quantile(0.999) as f64 / 1e3,
+        h.max() as f64 / 1e3
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    let (model, records, name) = material()?;
+    let embedded = EmbeddedBroker::start(EmbeddedBrokerConfig::new(1))?;
+    bench(Cluster::Embedded(embedded), &model, &records, &name).await?;
+    match std::env::var("FLOWSTAGE_KAFKA_BOOTSTRAP") {
+        Ok(b) if !b.trim().is_empty() => {
+            bench(Cluster::External(b), &model, &records, &name).await?;
+        }
+        _ => println!(
+            "apache-kafka: SKIPPED (FLOWSTAGE_KAFKA_BOOTSTRAP not set; scripts/bench-pipeline.sh starts Kafka)"
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! The committable producer sink (Alpakka Kafka's `Producer.committableSink`):
+//! produce each message's records and mark the input's offset processed when
+//! the broker acknowledged them — without a future per record.
+//!
+//! Records go to a librdkafka producer whose delivery callback (on the
+//! producer's polling thread) marks the offset in the [`Committer`]; the sink
+//! only waits while [`max_in_flight`](ProducerSettings::max_in_flight) records
+//! are unacknowledged, or while librdkafka's local queue is full.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use flowstage::{Completion, Sink, SinkStage, StreamError};
+use futures::StreamExt;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Message};
+use tokio::sync::Notify;
+
+use super::committer::Committer;
+use super::consumer::CommittableOffset;
+use super::error::KafkaStageError;
+use super::producer::{ProducerMessage, ProducerSettings, ProducerStats};
+
+/// A message's offset and how many of its records are still unacknowledged.
+struct Pending {
+    offset: CommittableOffset,
+    remaining: AtomicUsize,
+}
+
+struct Shared {
+    committer: Committer,
+    in_flight: AtomicUsize,
+    acknowledged: AtomicU64,
+    /// Signalled when a record is acknowledged or fails.
+    progress: Notify,
+    failure: Mutex<Option<StreamError>>,
+}
+
+impl Shared {
+    fn fail(&self, e: StreamError) {
+        let mut f = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+        if f.is_none() {
+            *f = Some(e);
+        }
+    }
+
+    /// Waits until `ready()` holds, re-checking after each acknowledgement
+    /// (registered before the check, so no notification is lost).
+    async fn wait_until(&self, ready: impl Fn() -> bool) {
+        loop {
+            let mut notified = std::pin::pin!(self.progress.notified());
+            notified.as_mut().enable();
+            if ready() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn failure(&self) -> Option<StreamError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The producer context: marks offsets on delivery.
+struct MarkOnDelivery {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for MarkOnDelivery {}
+
+impl ProducerContext for MarkOnDelivery {
+    type DeliveryOpaque = Arc<Pending>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Arc<Pending>) {
+        let s = &self.shared;
+        match result {
+            Ok(_) => {
+                s.acknowledged.fetch_add(1, Ordering::Relaxed);
+                if pending.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    if let Err(e) = s.committer.mark(&pending.offset) {
+                        s.fail(e);
+                    }
+                }
+            }
+            Err((e, m)) => s.fail(StreamError::user(KafkaStageError::Delivery {
+                topic: m.topic().to_string(),
+                source: e.clone(),
+            })),
+        }
+        s.in_flight.fetch_sub(1, Ordering::AcqRel);
+        s.progress.notify_waiters();
+    }
+}
+
+/// A sink producing each [`ProducerMessage`]'s records and marking its
+/// [`CommittableOffset`] in `committer` once all of them are acknowledged (a
+/// message without records is marked at once). At most
+/// `settings.max_in_flight` records are unacknowledged; the sink waits beyond
+/// that. The first failed delivery or commit fails the sink. When the stream
+/// ends the sink waits for every acknowledgement and flushes the committer,
+/// so its completion resolves once everything it received was committed.
+///
+/// Compared with [`KafkaProducer::flow`](super::KafkaProducer::flow) into
+/// [`Committer::sink`], this creates no future per record — the cheaper path
+/// when nothing after the producer needs the delivery reports.
+pub fn committable_sink(
+    settings: &ProducerSettings,
+    committer: Committer,
+) -> Result<
+    Sink<impl SinkStage<ProducerMessage<CommittableOffset>, Mat = Completion<ProducerStats>>>,
+    KafkaStageError,
+> {
+    if settings.max_in_flight == 0 {
+        return Err(KafkaStageError::Config {
+            name: "max_in_flight",
+            reason: "must be at least 1".into(),
+        });
+    }
+    let shared = Arc::new(Shared {
+        committer,
+        in_flight: AtomicUsize::new(0),
+        acknowledged: AtomicU64::new(0),
+        progress: Notify::new(),
+        failure: Mutex::new(None),
+    });
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.bootstrap_servers);
+    for (k, v) in &settings.properties {
+        c.set(k, v);
+    }
+    let producer: ThreadedProducer<MarkOnDelivery> = c.create_with_context(MarkOnDelivery {
+        shared: shared.clone(),
+    })?;
+    let max_in_flight = settings.max_in_flight;
+    let queue_timeout = settings.queue_timeout;
+    Ok(Sink::from_fn(
+        move |mut upstream: futures::stream::BoxStream<
+            'static,
+            flowstage::Item<ProducerMessage<CommittableOffset>>,
+        >| async move {
+            let mut stats = ProducerStats::default();
+            let mut outcome = Ok(());
+            while let Some(item) = upstream.next().await {
+                let message = match item {
+                    Ok(m) => m,
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                };
+                if let Some(e) = shared.failure() {
+                    outcome = Err(e);
+                    break;
+                }
+                if let Err(e) =
+                    send(&producer, &shared, message, max_in_flight, queue_timeout).await
+                {
+                    outcome = Err(e);
+                    break;
+                }
+                stats.messages += 1;
+            }
+            // Wait for every acknowledgement, then commit.
+            shared
+                .wait_until(|| shared.in_flight.load(Ordering::Acquire) == 0)
+                .await;
+            stats.records = shared.acknowledged.load(Ordering::Relaxed);
+            outcome?;
+            if let Some(e) = shared.failure() {
+                return Err(e);
+            }
+            shared.committer.flush().await?;
+            Ok(stats)
+        },
+    ))
+}
+
+/// Hands a message's records to librdkafka, waiting for room.
+async fn send(
+    producer: &ThreadedProducer<MarkOnDelivery>,
+    shared: &Arc<Shared>,
+    message: ProducerMessage<CommittableOffset>,
+    max_in_flight: usize,
+    queue_timeout: Duration,
+) -> Result<(), StreamError> {
+    let ProducerMessage {
+        records,
+        passthrough,
+    } = message;
+    if records.is_empty() {
+        return shared.committer.mark(&passthrough);
+    }
+    let pending = Arc::new(Pending {
+        offset: passthrough,
+        remaining: AtomicUsize::new(records.len()),
+    });
+    for record in &records {
+        // Room under the in-flight bound.
+        shared
+            .wait_until(|| shared.in_flight.load(Ordering::Acquire) < max_in_flight)
+            .await;
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        let deadline = tokio::time::Instant::now() + queue_timeout;
+        let mut opaque = pending.clone();
+        loop {
+            let mut r = BaseRecord::with_opaque_to(&record.topic, opaque);
+            r.partition = record.partition;
+            r.key = record.key.as_deref();
+            r.payload = record.payload.as_deref();
+            r.timestamp = record.timestamp;
+            if !record.headers.is_empty() {
+                let mut hs = OwnedHeaders::new_with_capacity(record.headers.len());
+                for (k, v) in &record.headers {
+                    hs = hs.insert(Header {
+                        key: k,
+                        value: Some(v.as_slice()),
+                    });
+                }
+                r.headers = Some(hs);
+            }
+            match producer.send(r) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    // librdkafka's queue is full: wait for deliveries to drain it.
+                    opaque = back.delivery_opaque;
+                    let notified = shared.progress.notified();
+                    let _ = tokio::time::timeout(Duration::from_millis(10), notified).await;
+                }
+                Err((e, _)) => {
+                    shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    return Err(StreamError::user(KafkaStageError::Delivery {
+                        topic: record.topic.clone(),
+                        source: e,
+                    }));
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! The wine-scoring pipeline on Kafka: a data provider publishes wine records
+//! and models, a server scores each record with the current model of its
+//! dataType and publishes the result.
+//!
+//! ```text
+//!  provider ──WineRecord──▶ mdata ──▶┐
+//!           ──ModelDescriptor──▶ models ──▶ server (ServingStage) ──ServingResult──▶ results
+//!                                    └── undecodable records ──▶ mdata-dlq (reason in a header)
+//! ```
+//!
+//! - Records travel as [`WineRecord`] protobufs keyed by their sequence number
+//!   (decimal text, see [`record_key`]); results as [`ServingResult`]s keyed
+//!   like their record, so a result names the record it answers.
+//! - Models travel as [`ModelDescriptor`]s keyed by dataType on a compacted
+//!   topic, which every server reads from the beginning independently of the
+//!   data consumer group: a new or restarted instance starts with the latest
+//!   model of every dataType.
+//! - Delivery is at-least-once: a record's offset is committed after its
+//!   result (or its dead-letter copy) is acknowledged by the broker.
+//!
+//! [`WineRecord`]: flowstage_model::pb::WineRecord
+//! [`ServingResult`]: flowstage_model::pb::ServingResult
+//! [`ModelDescriptor`]: flowstage_model::pb::ModelDescriptor
+
+pub mod files;
+pub mod instances;
+pub mod provider;
+pub mod server;
+
+use crate::kafka::KafkaStageError;
+
+/// The header carrying why a record went to the dead-letter topic.
+pub const DLQ_REASON_HEADER: &str = "flowstage-dlq-reason";
+
+/// The dataType of the tutorial's wine records and models.
+pub const WINE: &str = "wine";
+
+/// Topic names of the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// Wine records (the tutorial's `mdata`).
+    pub data: String,
+    /// Model descriptors, keyed by dataType, compacted (the tutorial's `models`).
+    pub models: String,
+    /// Serving results.
+    pub results: String,
+    /// Records that could not be decoded, with the reason in [`DLQ_REASON_HEADER`].
+    pub dlq: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            data: "mdata".into(),
+            models: "models".into(),
+            results: "results".into(),
+            dlq: "mdata-dlq".into(),
+        }
+    }
+}
+
+/// Partitions of the data and results topics created by [`ensure_topics`]
+/// (and by `flowstage broker`).
+pub const DEFAULT_PARTITIONS: i32 = 6;
+
+impl Topics {
+    /// Every topic of the pipeline with its partitions and whether it is
+    /// compacted: data and results `partitions`, the others one partition;
+    /// models and `instances` compacted (the latest record per key is kept).
+    pub fn layout<'a>(&'a self, instances: &'a str, partitions: i32) -> [(&'a str, i32, bool); 5] {
+        [
+            (self.data.as_str(), partitions, false),
+            (self.models.as_str(), 1, true),
+            (self.results.as_str(), partitions, false),
+            (self.dlq.as_str(), 1, false),
+            (instances, 1, true),
+        ]
+    }
+}
+
+/// Creates the topics of `layout` that do not exist yet (a real cluster with
+/// the admin API; compacted topics get `cleanup.policy=compact`). Existing
+/// topics are left as they are. A cluster without the admin API (the embedded
+/// mock broker, which creates topics itself) is not an error: that is logged
+/// and the topics are left to the broker.
+pub async fn ensure_topics(brokers: &str, layout: &[(&str, i32, bool)]) -> Result<(), WineError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::Consumer;
+    use rdkafka::error::RDKafkaErrorCode;
+
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(KafkaStageError::Client)?;
+    // Only the missing ones: listing is cheap everywhere, creating is not
+    // supported by every broker.
+    let existing: std::collections::HashSet<String> = {
+        let brokers = brokers.to_string();
+        tokio::task::spawn_blocking(move || {
+            let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()?;
+            client
+                .fetch_metadata(None, std::time::Duration::from_secs(10))
+                .map(|md| md.topics().iter().map(|t| t.name().to_string()).collect())
+        })
+        .await
+        .map_err(|e| KafkaStageError::Task(e.to_string()))?
+        .map_err(KafkaStageError::Client)?
+    };
+    let topics: Vec<NewTopic<'_>> = layout
+        .iter()
+        .filter(|(name, _, _)| !existing.contains(*name))
+        .map(|&(name, partitions, compacted)| {
+            let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+            if compacted {
+                t.set("cleanup.policy", "compact")
+            } else {
+                t
+            }
+        })
+        .collect();
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(std::time::Duration::from_secs(10)))
+        .request_timeout(Some(std::time::Duration::from_secs(10)));
+    match admin.create_topics(&topics, &opts).await {
+        Ok(results) => {
+            for r in results {
+                match r {
+                    Ok(name) => tracing::info!(topic = name, "topic created"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((name, e)) => {
+                        return Err(WineError::Config {
+                            name: "topics",
+                            reason: format!("cannot create topic {name}: {e}"),
+                        })
+                    }
+                }
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "topics not created (no admin API on this cluster?); relying on the broker");
+            Ok(())
+        }
+    }
+}
+
+/// The key of the `seq`-th record a provider publishes: its decimal text.
+pub fn record_key(seq: u64) -> Vec<u8> {
+    seq.to_string().into_bytes()
+}
+
+/// Parses a key written by [`record_key`].
+pub fn parse_record_key(key: &[u8]) -> Option<u64> {
+    std::str::from_utf8(key).ok()?.parse().ok()
+}
+
+/// Errors of the wine pipeline.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WineError {
+    /// A Kafka client or stage failed.
+    #[error(transparent)]
+    Kafka(#[from] KafkaStageError),
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A data file could not be parsed.
+    #[error("{path}:{line}: {reason}")]
+    Parse {
+        /// The file.
+        path: std::path::PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An invalid setting.
+    #[error("invalid setting `{name}`: {reason}")]
+    Config {
+        /// The setting.
+        name: &'static str,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// The stream failed.
+    #[error("stream failed: {0}")]
+    Stream(#[from] flowstage::StreamError),
+}

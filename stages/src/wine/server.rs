@@ -1,0 +1,771 @@
+//! The model server: data topic → [`ServingStage`] ← model topic; results to
+//! the results topic, undecodable records to the dead-letter topic.
+//!
+//! ```no_run
+//! use flowstage_stages::wine::server::{Server, ServerConfig};
+//! # async fn run() -> Result<(), flowstage_stages::wine::WineError> {
+//! let server = Server::start(ServerConfig::new("127.0.0.1:9092")).await?;
+//! println!("HTTP state on {:?}", server.http_addr());
+//! let summary = server.run(flowstage_stages::kafka::shutdown_signal()).await?;
+//! println!("{summary}");
+//! # Ok(()) }
+//! ```
+//!
+//! - **Models**: read from the model topic from the beginning by a consumer of
+//!   its own (partitions assigned, no group, nothing committed), independent of
+//!   the data consumer group, so every instance sees every model and a new or
+//!   restarted one starts with the latest model of each dataType.
+//! - **Data**: a [`committable_source`] in consumer group
+//!   [`ServerConfig::group_id`]; several servers in one group share the data
+//!   topic's partitions. Each record's offset is committed after its result (or
+//!   its dead-letter copy) is acknowledged: at-least-once.
+//! - **Dead letters**: a record whose payload is not a [`WineRecord`] (or has
+//!   no dataType) is copied to the dead-letter topic with its key, the reason in
+//!   the [`DLQ_REASON_HEADER`] header and its origin (`topic/partition@offset`)
+//!   in [`DLQ_SOURCE_HEADER`]; the stream goes on.
+//! - **Instances**: each server publishes an
+//!   [`InstanceInfo`](super::instances::InstanceInfo) and lists the group's live
+//!   instances on `GET /state/instances` (see [`super::instances`]).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use flowstage::prelude::*;
+use flowstage_model::pb::{ModelDescriptor, ServingResult, WineRecord};
+use flowstage_model::{FieldMapping, ModelRegistry, ModelsDir, Record};
+use prost::Message as _;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::instances::{InstanceDirectory, InstanceInfo, DEFAULT_INSTANCES_TOPIC};
+use super::{ensure_topics, Topics, WineError, DEFAULT_PARTITIONS, DLQ_REASON_HEADER};
+use crate::http::{self, HttpServer};
+use crate::kafka::{
+    committable_sink, committable_source, run_until, CommitStats, CommittableMessage,
+    CommittableOffset, CommitterSettings, ConsumerSettings, KafkaProducer, KafkaStageError,
+    ProducerMessage, ProducerRecord, ProducerSettings,
+};
+use crate::serving::{
+    ModelMessage, RegistryLoader, ServingConfig, ServingRecord, ServingStage, ServingState,
+};
+
+/// The header naming where a dead letter came from: `topic/partition@offset`.
+pub const DLQ_SOURCE_HEADER: &str = "flowstage-dlq-source";
+
+/// The default consumer group of servers.
+pub const DEFAULT_GROUP: &str = "flowstage-serving";
+
+/// Settings of a [`Server`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// The data consumer group (servers in one group share the partitions).
+    pub group_id: String,
+    /// Topic names.
+    pub topics: Topics,
+    /// The topic of instance records (compacted).
+    pub instances_topic: String,
+    /// This instance's id (unique in the group); default `host-pid`.
+    pub instance_id: String,
+    /// Where to serve the HTTP state; `None`: no HTTP server.
+    pub http: Option<SocketAddr>,
+    /// The directory model `location`s are resolved in; `None`: descriptors by
+    /// location are rejected.
+    pub models_dir: Option<PathBuf>,
+    /// The serving stage's settings (micro-batching, history, ...).
+    pub serving: ServingConfig,
+    /// When offsets are committed.
+    pub commit: CommitterSettings,
+    /// Results (and dead letters) unacknowledged at most.
+    pub max_in_flight: usize,
+    /// How often the instance record is refreshed.
+    pub heartbeat: Duration,
+    /// Create missing topics at start ([`ensure_topics`]) with this many
+    /// partitions for data and results; `None`: leave topics to the cluster.
+    pub create_topics: Option<i32>,
+    /// Extra librdkafka properties of the data consumer.
+    pub consumer_properties: Vec<(String, String)>,
+    /// Extra librdkafka properties of the producer.
+    pub producer_properties: Vec<(String, String)>,
+}
+
+impl ServerConfig {
+    /// Defaults for a cluster at `brokers`: group [`DEFAULT_GROUP`], the
+    /// tutorial's topics, HTTP on [`http::DEFAULT_ADDR`].
+    pub fn new(brokers: impl Into<String>) -> Self {
+        ServerConfig {
+            brokers: brokers.into(),
+            group_id: DEFAULT_GROUP.into(),
+            topics: Topics::default(),
+            instances_topic: DEFAULT_INSTANCES_TOPIC.into(),
+            instance_id: default_instance_id(),
+            http: Some(http::DEFAULT_ADDR),
+            models_dir: None,
+            serving: ServingConfig::default(),
+            commit: CommitterSettings::default(),
+            max_in_flight: 10_000,
+            heartbeat: Duration::from_secs(2),
+            create_topics: Some(DEFAULT_PARTITIONS),
+            consumer_properties: Vec::new(),
+            producer_properties: Vec::new(),
+        }
+    }
+}
+
+/// The producer settings of results, dead letters and instance records:
+/// `linger.ms` 1 (low latency; batches still fill under load), then the
+/// configured properties.
+fn producer_settings(config: &ServerConfig) -> ProducerSettings {
+    let mut ps = ProducerSettings::new(&config.brokers)
+        .max_in_flight(config.max_in_flight)
+        .set("linger.ms", "1");
+    for (k, v) in &config.producer_properties {
+        ps = ps.set(k, v);
+    }
+    ps
+}
+
+/// `host-pid` (the host name from `HOSTNAME`, else `localhost`).
+pub fn default_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// What a server did, reported when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerSummary {
+    /// Records consumed from the data topic.
+    pub records: u64,
+    /// Results produced.
+    pub results: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_letters: u64,
+    /// Model messages read (undecodable ones included).
+    pub model_messages: u64,
+    /// Offset commits.
+    pub commits: CommitStats,
+}
+
+impl fmt::Display for ServerSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} records consumed, {} results produced, {} dead letters, {} model messages, {} offsets committed in {} commits",
+            self.records,
+            self.results,
+            self.dead_letters,
+            self.model_messages,
+            self.commits.marked,
+            self.commits.commits
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    records: AtomicU64,
+    results: AtomicU64,
+    dead_letters: AtomicU64,
+    model_messages: AtomicU64,
+}
+
+/// A wine record with its Kafka key, as the serving stage sees it.
+#[derive(Debug)]
+struct KeyedRecord {
+    record: WineRecord,
+    key: Vec<u8>,
+}
+
+impl ServingRecord for KeyedRecord {
+    fn data_type(&self) -> &str {
+        &self.record.data_type
+    }
+
+    fn to_record(&self) -> Record {
+        Record::from(&self.record)
+    }
+
+    fn record_ts(&self) -> i64 {
+        self.record.ts
+    }
+
+    fn record_key(&self) -> Vec<u8> {
+        self.key.clone()
+    }
+}
+
+/// The dead-letter copy of `m`: its key and payload, the reason and origin in headers.
+fn dead_letter(
+    topic: &str,
+    m: CommittableMessage,
+    reason: String,
+) -> ProducerMessage<CommittableOffset> {
+    let source = format!(
+        "{}/{}@{}",
+        m.record.topic, m.record.partition, m.record.offset
+    );
+    tracing::debug!(source, reason, "dead letter");
+    let mut r = ProducerRecord::new(topic, m.record.payload.unwrap_or_default())
+        .header(DLQ_REASON_HEADER, reason)
+        .header(DLQ_SOURCE_HEADER, source);
+    if let Some(k) = m.record.key {
+        r = r.key(k);
+    }
+    ProducerMessage::single(r, m.offset)
+}
+
+/// Decodes a data-topic payload; the error is the dead-letter reason.
+pub fn decode_record(payload: Option<&[u8]>) -> Result<WineRecord, String> {
+    let bytes = payload.ok_or_else(|| "no payload".to_string())?;
+    let record =
+        WineRecord::decode(bytes).map_err(|e| format!("not a WineRecord protobuf: {e}"))?;
+    if record.data_type.is_empty() {
+        return Err("WineRecord without dataType".into());
+    }
+    Ok(record)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A consumer that reads every partition of `topic` from the beginning, in
+/// no group (it never commits), and each partition's end offset when it was
+/// assigned. Waits until the topic exists, calling `on_missing` once if it
+/// does not at first.
+async fn read_from_beginning(
+    brokers: &str,
+    group: String,
+    topic: &str,
+    mut on_missing: impl FnMut(),
+) -> Result<(Arc<StreamConsumer>, Vec<(i32, i64)>), KafkaStageError> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()?;
+    let consumer = Arc::new(consumer);
+    let mut warned = false;
+    loop {
+        let c = consumer.clone();
+        let t = topic.to_string();
+        // Partitions and their end offsets (blocking client calls).
+        let ends = tokio::task::spawn_blocking(move || {
+            let md = c.fetch_metadata(Some(&t), Duration::from_secs(5))?;
+            let partitions: Vec<i32> = md
+                .topics()
+                .iter()
+                .find(|mt| mt.name() == t && mt.error().is_none())
+                .map(|mt| mt.partitions().iter().map(|p| p.id()).collect())
+                .unwrap_or_default();
+            partitions
+                .into_iter()
+                .map(|p| {
+                    c.fetch_watermarks(&t, p, Duration::from_secs(5))
+                        .map(|(_, high)| (p, high))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| KafkaStageError::Task(e.to_string()))?;
+        match ends {
+            Ok(ends) if !ends.is_empty() => {
+                let mut tpl = TopicPartitionList::new();
+                for &(p, _) in &ends {
+                    tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+                }
+                consumer.assign(&tpl)?;
+                return Ok((consumer, ends));
+            }
+            other => {
+                if !warned {
+                    tracing::warn!(topic, result = ?other.err(), "waiting for the topic to exist");
+                    on_missing();
+                    warned = true;
+                }
+                // Retry back-off while the topic does not exist yet.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// The model topic as a stream of [`ModelMessage`]s (undecodable messages
+/// and tombstones are logged and skipped). `caught_up` receives the number of
+/// descriptors yielded up to the topic's end as of start-up (0 at once if the
+/// topic does not exist yet).
+fn model_source(
+    brokers: String,
+    group: String,
+    topic: String,
+    counters: Arc<Counters>,
+    caught_up: watch::Sender<Option<u64>>,
+) -> Source<impl futures::Stream<Item = Item<ModelMessage>> + Send + 'static> {
+    let stream = flowstage::async_stream::stream! {
+        let (consumer, ends) = match read_from_beginning(&brokers, group, &topic, || {
+            caught_up.send_replace(Some(0));
+        })
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, topic, "cannot read the model topic; serving without new models");
+                caught_up.send_replace(Some(0));
+                return;
+            }
+        };
+        // Partitions not read up to their start-up end yet.
+        let mut behind: BTreeMap<i32, i64> = ends.into_iter().filter(|&(_, end)| end > 0).collect();
+        let mut descriptors = 0u64;
+        if behind.is_empty() {
+            caught_up.send_replace(Some(0));
+        }
+        loop {
+            match consumer.recv().await {
+                Ok(m) => {
+                    counters.model_messages.fetch_add(1, Ordering::Relaxed);
+                    let decoded = match m.payload() {
+                        None => {
+                            tracing::debug!(offset = m.offset(), "model topic: tombstone skipped");
+                            None
+                        }
+                        Some(payload) => match ModelDescriptor::decode(payload) {
+                            Ok(d) => Some(d),
+                            Err(e) => {
+                                tracing::warn!(
+                                    partition = m.partition(),
+                                    offset = m.offset(),
+                                    error = %e,
+                                    "model topic: not a ModelDescriptor, skipped"
+                                );
+                                None
+                            }
+                        },
+                    };
+                    if let Some(d) = decoded {
+                        tracing::info!(name = d.name, data_type = d.data_type, "model received");
+                        descriptors += 1;
+                        yield Ok(ModelMessage::Descriptor(d));
+                    }
+                    if !behind.is_empty() {
+                        if behind.get(&m.partition()).is_some_and(|&end| m.offset() + 1 >= end) {
+                            behind.remove(&m.partition());
+                        }
+                        if behind.is_empty() {
+                            tracing::info!(descriptors, "model topic read up to its start-up end");
+                            caught_up.send_replace(Some(descriptors));
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "model consumer error (continuing)"),
+            }
+        }
+    };
+    Source::from_parts(stream, NotUsed)
+}
+
+/// Resolves once the model topic was read up to its start-up end and every
+/// descriptor read by then was loaded (installed or failed), so a new or
+/// restarted server scores its first record with the latest models.
+async fn models_ready(mut caught_up: watch::Receiver<Option<u64>>, state: ServingState) {
+    let n = match caught_up.wait_for(Option::is_some).await {
+        Ok(v) => v.unwrap_or(0),
+        Err(_) => return,
+    };
+    if n > 0 {
+        state
+            .wait_for(|s| {
+                s.totals.swaps + s.totals.load_failures >= n || (!s.running && s.published_ms > 0)
+            })
+            .await;
+    }
+    tracing::info!(models = n, "models ready; consuming records");
+}
+
+/// Reads the instances topic into `directory` until the task is aborted.
+async fn read_instances(brokers: String, group: String, topic: String, dir: InstanceDirectory) {
+    let consumer = match read_from_beginning(&brokers, group, &topic, || {}).await {
+        Ok((c, _)) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the instances topic");
+            return;
+        }
+    };
+    loop {
+        match consumer.recv().await {
+            Ok(m) => dir.observe(m.key(), m.payload()),
+            Err(e) => tracing::debug!(error = %e, "instances consumer error (continuing)"),
+        }
+    }
+}
+
+/// A running model server. [`start`](Server::start) connects and binds;
+/// [`run`](Server::run) serves until the shutdown signal.
+pub struct Server {
+    config: ServerConfig,
+    state: ServingState,
+    directory: InstanceDirectory,
+    http: Option<HttpServer>,
+    producer: KafkaProducer,
+    counters: Arc<Counters>,
+    started_ms: u64,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("instance", &self.config.instance_id)
+            .field("http", &self.http_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Checks the settings, creates the producer and binds the HTTP server.
+    pub async fn start(config: ServerConfig) -> Result<Server, WineError> {
+        if config.max_in_flight == 0 {
+            return Err(WineError::Config {
+                name: "max_in_flight",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if let Some(partitions) = config.create_topics {
+            ensure_topics(
+                &config.brokers,
+                &config.topics.layout(&config.instances_topic, partitions),
+            )
+            .await?;
+        }
+        let producer = KafkaProducer::new(&producer_settings(&config))?;
+        let state = ServingState::new();
+        let directory = InstanceDirectory::new(
+            config.group_id.clone(),
+            config.instance_id.clone(),
+            config.heartbeat * 3,
+        );
+        let http = match config.http {
+            Some(addr) => {
+                let extra = Router::new()
+                    .route("/state/instances", get(instances))
+                    .with_state(directory.clone());
+                let app = http::router(state.clone()).merge(extra);
+                Some(
+                    http::serve_router(app, addr)
+                        .await
+                        .map_err(|e| WineError::Config {
+                            name: "http",
+                            reason: e.to_string(),
+                        })?,
+                )
+            }
+            None => None,
+        };
+        Ok(Server {
+            config,
+            state,
+            directory,
+            http,
+            producer,
+            counters: Arc::default(),
+            started_ms: now_ms(),
+        })
+    }
+
+    /// The serving state (statistics, current models), updated while running.
+    pub fn state(&self) -> &ServingState {
+        &self.state
+    }
+
+    /// The address the HTTP state is served on (the real port when bound to
+    /// port 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
+    }
+
+    /// The instances of the group, as this server sees them.
+    pub fn instances(&self) -> &InstanceDirectory {
+        &self.directory
+    }
+
+    /// Serves until `shutdown` resolves (then stops consuming, finishes the
+    /// records in flight, commits) or the pipeline fails.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<ServerSummary, WineError> {
+        let Server {
+            config,
+            state,
+            directory,
+            http,
+            producer,
+            counters,
+            started_ms,
+        } = self;
+
+        let mut registry = ModelRegistry::with_defaults();
+        if let Some(dir) = &config.models_dir {
+            let dir = ModelsDir::new(dir).map_err(|e| WineError::Config {
+                name: "models_dir",
+                reason: e.to_string(),
+            })?;
+            registry = registry.with_models_dir(dir);
+        }
+        let loader = RegistryLoader::new(registry).with_mapping(FieldMapping::wine());
+
+        let mut cs = ConsumerSettings::new(
+            &config.brokers,
+            &config.group_id,
+            [config.topics.data.clone()],
+        )
+        .set(
+            "client.id",
+            format!("flowstage-serve-{}", config.instance_id),
+        );
+        for (k, v) in &config.consumer_properties {
+            cs = cs.set(k, v);
+        }
+        let producer_settings = producer_settings(&config);
+        let (control, data) = committable_source(cs)?.pre_materialize();
+        let committer = control.committer(config.commit.clone());
+
+        // Instance records: read the group's, publish ours.
+        let reader = tokio::spawn(read_instances(
+            config.brokers.clone(),
+            format!("{}.instances.{}", config.group_id, config.instance_id),
+            config.instances_topic.clone(),
+            directory.clone(),
+        ));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let info = InstanceInfo {
+            id: config.instance_id.clone(),
+            group: config.group_id.clone(),
+            http: http.as_ref().map(|h| h.local_addr().to_string()),
+            partitions: Vec::new(),
+            models: BTreeMap::new(),
+            started_ms,
+            updated_ms: started_ms,
+            records: 0,
+            stopped: false,
+        };
+        let publisher = tokio::spawn(publish_instance(
+            producer.clone(),
+            config.instances_topic.clone(),
+            config.heartbeat,
+            info,
+            control.assignment_changes(),
+            state.clone(),
+            counters.clone(),
+            stop_rx,
+        ));
+
+        // Records that decode go to the serving stage, the others to the
+        // dead-letter topic; both end in one committable producer sink.
+        let dlq = config.topics.dlq.clone();
+        let seen = counters.clone();
+        let (caught_up_tx, caught_up_rx) = watch::channel(None);
+        let ready = models_ready(caught_up_rx, state.clone());
+        let data = Source::from_parts(
+            flowstage::async_stream::stream! {
+                ready.await;
+                let mut data = std::pin::pin!(data);
+                while let Some(item) = futures::StreamExt::next(&mut data).await {
+                    yield item;
+                }
+            },
+            NotUsed,
+        );
+        let mut branches = data
+            .map(move |m: CommittableMessage| {
+                seen.records.fetch_add(1, Ordering::Relaxed);
+                match decode_record(m.record.payload.as_deref()) {
+                    Ok(record) => Ok((
+                        KeyedRecord {
+                            record,
+                            key: m.record.key.unwrap_or_default(),
+                        },
+                        m.offset,
+                    )),
+                    Err(reason) => Err(dead_letter(&dlq, m, reason)),
+                }
+            })
+            .partition(2, |r| usize::from(r.is_err()))
+            .into_iter();
+        let (Some(good), Some(bad)) = (branches.next(), branches.next()) else {
+            return Err(WineError::Config {
+                name: "serving",
+                reason: "partition(2) gave fewer than two outputs".into(),
+            });
+        };
+
+        // Offsets of the records inside the serving stage, in order: the stage
+        // answers every record exactly once, in record order, so the n-th result
+        // belongs to the n-th offset pushed here.
+        let in_stage: Arc<Mutex<VecDeque<CommittableOffset>>> = Arc::default();
+        let entering = in_stage.clone();
+        let good = good.filter_map(move |r| {
+            let (record, offset) = r.ok()?;
+            entering
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push_back(offset);
+            Some(record)
+        });
+        let dead = counters.clone();
+        let bad = bad.filter_map(move |r| {
+            let message = r.err()?;
+            dead.dead_letters.fetch_add(1, Ordering::Relaxed);
+            Some(message)
+        });
+
+        let models = model_source(
+            config.brokers.clone(),
+            format!("{}.models.{}", config.group_id, config.instance_id),
+            config.topics.models.clone(),
+            counters.clone(),
+            caught_up_tx,
+        );
+        let (results, _) = ServingStage::new(loader)
+            .config(config.serving.clone())
+            .state(state.clone())
+            .build(models, good)
+            .map_err(|e| WineError::Config {
+                name: "serving",
+                reason: e.to_string(),
+            })?;
+        let results_topic = config.topics.results.clone();
+        let produced = counters.clone();
+        let sink = committable_sink(&producer_settings, committer.clone())?;
+        let done = results
+            .try_map(move |r: ServingResult| {
+                let offset = in_stage
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pop_front()
+                    .ok_or_else(|| {
+                        StreamError::Protocol("a result without a record in the stage".into())
+                    })?;
+                produced.results.fetch_add(1, Ordering::Relaxed);
+                let record =
+                    ProducerRecord::new(results_topic.clone(), r.encode_to_vec()).key(r.record_key);
+                Ok::<_, StreamError>(ProducerMessage::single(record, offset))
+            })
+            .merge(bad)
+            .run_with(sink);
+
+        let outcome = run_until(&control, done, shutdown).await;
+
+        // Say goodbye, stop the helpers, report.
+        let _ = stop_tx.send(true);
+        if let Err(e) = publisher.await {
+            tracing::warn!(error = %e, "instance publisher task failed");
+        }
+        reader.abort();
+        if let Err(e) = producer.flush(Duration::from_secs(10)).await {
+            tracing::warn!(error = %e, "producer flush at shutdown failed");
+        }
+        if let Some(h) = http {
+            if let Err(e) = h.shutdown().await {
+                tracing::warn!(error = %e, "HTTP server shutdown failed");
+            }
+        }
+        outcome?;
+        let commits = committer.stats();
+        Ok(ServerSummary {
+            records: counters.records.load(Ordering::Relaxed),
+            results: counters.results.load(Ordering::Relaxed),
+            dead_letters: counters.dead_letters.load(Ordering::Relaxed),
+            model_messages: counters.model_messages.load(Ordering::Relaxed),
+            commits,
+        })
+    }
+}
+
+async fn instances(State(dir): State<InstanceDirectory>) -> Response {
+    Json(dir.list()).into_response()
+}
+
+/// Publishes this instance's record on start, on assignment and model changes,
+/// every `heartbeat`, and a last one (stopped) when `stop` turns true.
+#[allow(clippy::too_many_arguments)]
+async fn publish_instance(
+    producer: KafkaProducer,
+    topic: String,
+    heartbeat: Duration,
+    mut info: InstanceInfo,
+    mut assignment: watch::Receiver<Vec<crate::kafka::TopicPartition>>,
+    state: ServingState,
+    counters: Arc<Counters>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            r = assignment.changed() => r.is_err(),
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        info.partitions = assignment
+            .borrow()
+            .iter()
+            .map(|tp| format!("{}-{}", tp.topic, tp.partition))
+            .collect();
+        let snap = state.snapshot();
+        info.models = snap
+            .data_types
+            .iter()
+            .filter_map(|(dt, s)| s.current.as_ref().map(|c| (dt.clone(), c.name.clone())))
+            .collect();
+        info.records = counters.records.load(Ordering::Relaxed);
+        info.updated_ms = now_ms();
+        info.stopped = stopping;
+        match serde_json::to_vec(&info) {
+            Ok(payload) => {
+                let r = ProducerRecord::new(topic.clone(), payload).key(info.id.clone());
+                if let Err(e) = producer.send(r).await {
+                    tracing::warn!(error = %e, "cannot publish the instance record");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode the instance record"),
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_record_rejects_what_is_not_a_wine_record() {
+        assert!(decode_record(None).is_err());
+        assert!(decode_record(Some(b"")).is_err(), "no dataType");
+        assert!(decode_record(Some(&[0xff, 0xff, 0xff])).is_err());
+        let ok = WineRecord {
+            alcohol: 9.4,
+            data_type: "wine".into(),
+            ..Default::default()
+        };
+        assert_eq!(decode_record(Some(&ok.encode_to_vec())), Ok(ok));
+    }
+}

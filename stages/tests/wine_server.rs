@@ -1,0 +1,240 @@
+//! The wine model server on the embedded broker, in-process: records and a
+//! model in, one result per record out, undecodable records to the dead-letter
+//! topic, the instance listed on `/state/instances`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use flowstage_model::pb::model_descriptor::{MessageContent, ModelType};
+use flowstage_model::pb::{ModelDescriptor, ServingResult, WineRecord};
+use flowstage_stages::kafka::*;
+use flowstage_stages::wine::instances::DEFAULT_INSTANCES_TOPIC;
+use flowstage_stages::wine::server::{Server, ServerConfig, DLQ_SOURCE_HEADER};
+use flowstage_stages::wine::{record_key, Topics, DLQ_REASON_HEADER};
+use prost::Message as _;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::ClientConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const HANG_GUARD: Duration = Duration::from_secs(180);
+
+async fn guard<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(HANG_GUARD, f).await {
+        Ok(x) => x,
+        Err(_) => panic!("hang guard: still waiting for {what} after {HANG_GUARD:?}"),
+    }
+}
+
+/// A linear regression on alcohol: score = 1 + 0.5 * alcohol.
+const PMML: &str = r#"<?xml version="1.0"?>
+<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
+  <Header/>
+  <DataDictionary>
+    <DataField name="alcohol" optype="continuous" dataType="double"/>
+    <DataField name="quality" optype="continuous" dataType="double"/>
+  </DataDictionary>
+  <RegressionModel functionName="regression">
+    <MiningSchema>
+      <MiningField name="alcohol"/>
+      <MiningField name="quality" usageType="target"/>
+    </MiningSchema>
+    <RegressionTable intercept="1">
+      <NumericPredictor name="alcohol" coefficient="0.5"/>
+    </RegressionTable>
+  </RegressionModel>
+</PMML>"#;
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8(buf).expect("utf-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (status, body.to_string())
+}
+
+fn consumer(bootstrap: &str, topic: &str) -> StreamConsumer {
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("check-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scores_every_record_once_and_sends_bad_ones_to_the_dead_letter_topic() {
+    let topics = Topics::default();
+    let broker = EmbeddedBroker::start(
+        EmbeddedBrokerConfig::new(1)
+            .topic(&topics.data, 4)
+            .topic(&topics.models, 1)
+            .topic(&topics.results, 4)
+            .topic(&topics.dlq, 1)
+            .topic(DEFAULT_INSTANCES_TOPIC, 1),
+    )
+    .expect("embedded broker");
+    let bootstrap = broker.bootstrap_servers().to_string();
+
+    let mut config = ServerConfig::new(&bootstrap);
+    config.http = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.instance_id = "test-instance".into();
+    config.heartbeat = Duration::from_millis(200);
+    let server = Server::start(config).await.expect("server starts");
+    let addr = server.http_addr().expect("HTTP address");
+    let state = server.state().clone();
+    let directory = server.instances().clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stop_rx.await;
+    }));
+
+    // The model first, then the records (the server reads the model topic on
+    // its own consumer, so wait until the model serves).
+    let producer = KafkaProducer::new(&ProducerSettings::new(&bootstrap)).expect("producer");
+    let model = ModelDescriptor {
+        name: "alcohol-regression".into(),
+        description: "test".into(),
+        data_type: "wine".into(),
+        modeltype: ModelType::Pmml as i32,
+        message_content: Some(MessageContent::Data(PMML.as_bytes().to_vec())),
+    };
+    producer
+        .send(ProducerRecord::new(&topics.models, model.encode_to_vec()).key("wine"))
+        .await
+        .expect("model sent");
+    guard(
+        "the model to serve",
+        state.wait_for(|s| s.current_model("wine") == Some("alcohol-regression")),
+    )
+    .await;
+
+    // 1,000 records; every 50th is not a WineRecord, every 75th has no dataType.
+    let n = 1_000u64;
+    let mut good = BTreeMap::new();
+    let mut bad = BTreeMap::new();
+    for seq in 0..n {
+        let alcohol = 8.0 + (seq % 70) as f64 / 10.0;
+        let payload = if seq % 50 == 7 {
+            bad.insert(seq, "not a WineRecord");
+            vec![0xff, 0xff, 0xff, 0xff]
+        } else if seq % 75 == 11 {
+            bad.insert(seq, "without dataType");
+            WineRecord {
+                alcohol,
+                ..Default::default()
+            }
+            .encode_to_vec()
+        } else {
+            good.insert(seq, 1.0 + 0.5 * alcohol);
+            WineRecord {
+                alcohol,
+                data_type: "wine".into(),
+                ts: 1,
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        producer
+            .send(ProducerRecord::new(&topics.data, payload).key(record_key(seq)))
+            .await
+            .expect("record sent");
+    }
+
+    // Every good record: exactly one result, scored by the model.
+    let results = consumer(&bootstrap, &topics.results);
+    let mut seen = BTreeMap::new();
+    guard("all results", async {
+        while seen.len() < good.len() {
+            let m = results.recv().await.expect("result");
+            let key = String::from_utf8(m.key().expect("result key").to_vec()).expect("utf-8");
+            let r = ServingResult::decode(m.payload().expect("payload")).expect("ServingResult");
+            assert!(r.processed, "record {key}: {}", r.error);
+            assert_eq!(r.model_name, "alcohol-regression");
+            let seq: u64 = key.parse().expect("numeric key");
+            let expected = good.get(&seq).expect("a result only for good records");
+            match r.score {
+                Some(flowstage_model::pb::serving_result::Score::Value(v)) => {
+                    assert!(
+                        (v - expected).abs() < 1e-9,
+                        "record {seq}: {v} != {expected}"
+                    )
+                }
+                other => panic!("record {seq}: score {other:?}"),
+            }
+            assert!(seen.insert(seq, ()).is_none(), "record {seq}: two results");
+        }
+    })
+    .await;
+
+    // Every bad record: in the dead-letter topic with its reason and origin.
+    let dlq = consumer(&bootstrap, &topics.dlq);
+    let mut dead = BTreeSet::new();
+    guard("all dead letters", async {
+        while dead.len() < bad.len() {
+            let m = dlq.recv().await.expect("dead letter");
+            let seq: u64 = std::str::from_utf8(m.key().expect("key"))
+                .expect("utf-8")
+                .parse()
+                .expect("numeric key");
+            let headers = m.headers().expect("headers");
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            let reason = header(DLQ_REASON_HEADER);
+            assert!(
+                reason.contains(bad.get(&seq).expect("only bad records")),
+                "record {seq}: reason {reason:?}"
+            );
+            assert!(header(DLQ_SOURCE_HEADER).starts_with("mdata/"));
+            assert!(dead.insert(seq), "record {seq}: two dead letters");
+        }
+    })
+    .await;
+
+    // The instance lists itself with its four partitions.
+    let listed = guard(
+        "the instance record with its partitions",
+        directory.wait_for(|l| {
+            l.iter()
+                .any(|i| i.info.id == "test-instance" && i.info.partitions.len() == 4)
+        }),
+    )
+    .await;
+    assert_eq!(listed.len(), 1);
+    let (status, body) = get(addr, "/state/instances").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let listed = &v[0];
+    assert_eq!(listed["id"], "test-instance");
+    assert_eq!(listed["partitions"].as_array().map(Vec::len), Some(4));
+    assert_eq!(listed["this"], true);
+    assert_eq!(listed["http"], addr.to_string());
+
+    let _ = stop_tx.send(());
+    let summary = guard("the server to stop", running)
+        .await
+        .expect("server task")
+        .expect("server result");
+    assert_eq!(summary.records, n);
+    assert_eq!(summary.results, good.len() as u64);
+    assert_eq!(summary.dead_letters, bad.len() as u64);
+    assert_eq!(summary.commits.marked, n, "every offset committed");
+}
