@@ -38,7 +38,7 @@ fn cluster_config(args: &BrokerArgs) -> EmbeddedBrokerConfig {
 
 /// Runs `flowstage broker`.
 pub fn run(args: BrokerArgs) -> Result<()> {
-    crate::serve::init_tracing();
+    crate::serve::init_tracing("warn,flowstage=info,flowstage_stages=info");
     let config = cluster_config(&args);
     let topics = config
         .topics

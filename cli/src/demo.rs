@@ -145,6 +145,7 @@ async fn print_scores(
         .set("group.id", "flowstage-demo-viewer")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "latest")
+        .set("fetch.wait.max.ms", "10")
         .create()
         .context("cannot create the results viewer")?;
     consumer
@@ -202,7 +203,8 @@ fn print_model(s: &ModelStats, replaced: bool) {
 
 /// Runs `flowstage demo`.
 pub fn run(args: DemoArgs) -> Result<()> {
-    init_tracing();
+    // The demo prints swaps and scores itself: only warnings from the library.
+    init_tracing("warn");
     let http: Option<SocketAddr> = parse_http(&args.http)?;
     let duration = args
         .duration

@@ -113,7 +113,7 @@ fn progress_bar(args: &ProvideArgs, total: Option<u64>) -> Option<ProgressBar> {
 
 /// Runs `flowstage provide`.
 pub fn run(args: ProvideArgs) -> Result<()> {
-    crate::serve::init_tracing();
+    crate::serve::init_tracing("warn,flowstage=info,flowstage_stages=info");
     if args.data.is_none() && args.models.is_empty() {
         bail!("nothing to publish: give --data FILE and/or --models PATH");
     }

@@ -138,21 +138,22 @@ impl ServeArgs {
     }
 }
 
-/// Starts tracing output on standard error (`RUST_LOG` overrides the default
-/// `info` for flowstage, `warn` for the rest).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,flowstage=info,flowstage_stages=info")
-    });
+/// Starts tracing output on standard error; `RUST_LOG` overrides `default`
+/// (an `EnvFilter` directive such as `warn,flowstage_stages=info`).
+pub fn init_tracing(default: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
 /// Runs `flowstage serve`.
 pub fn run(args: ServeArgs) -> Result<()> {
-    init_tracing();
+    init_tracing("warn,flowstage=info,flowstage_stages=info");
     let config = args.resolve()?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
     rt.block_on(async move {

@@ -46,8 +46,13 @@ use rdkafka::ClientConfig;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Partitions of the data and results topics (the mock keeps at most 5 MiB per partition).
-const PARTITIONS: i32 = 32;
+/// Partitions of the data and results topics on the embedded broker (the mock
+/// keeps at most 5 MiB per partition, so a long run needs many).
+const MOCK_PARTITIONS: i32 = 32;
+
+/// Partitions of the data and results topics on Apache Kafka (the tutorial's
+/// layout; many small partitions make librdkafka's batches small).
+const KAFKA_PARTITIONS: i32 = 6;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -92,10 +97,14 @@ impl Cluster {
             results: format!("bench-{tag}-{run}-results"),
             dlq: format!("bench-{tag}-{run}-dlq"),
         };
+        let partitions = match self {
+            Cluster::Embedded(_) => MOCK_PARTITIONS,
+            Cluster::External(_) => KAFKA_PARTITIONS,
+        };
         let specs = [
-            (&t.data, PARTITIONS),
+            (&t.data, partitions),
             (&t.models, 1),
-            (&t.results, PARTITIONS),
+            (&t.results, partitions),
             (&t.dlq, 1),
         ];
         match self {
@@ -195,6 +204,7 @@ fn count_results(
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "5")
+            .set("socket.nagle.disable", "true")
             .create()
             .map_err(|e| e.to_string())?;
         c.subscribe(&[&topic]).map_err(|e| e.to_string())?;
@@ -239,6 +249,8 @@ async fn pass_through(bootstrap: &str, from: &str, to: &str, n: u64) -> Result<(
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("{from}-baseline"))
+        .set("socket.nagle.disable", "true")
+        .set("fetch.wait.max.ms", "10")
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()?;
@@ -246,6 +258,7 @@ async fn pass_through(bootstrap: &str, from: &str, to: &str, n: u64) -> Result<(
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "1")
+        .set("socket.nagle.disable", "true")
         .create()?;
     let acks = Arc::new(AtomicU64::new(0));
     let mut pending = futures::stream::FuturesUnordered::new();
@@ -353,14 +366,24 @@ async fn latency(
     c.rate = rate;
     c.count = Some(n);
     c.loop_data = true;
-    let sent = provide(
-        c,
-        records.to_vec(),
-        Vec::new(),
-        |_| {},
-        futures::future::pending(),
-    )
-    .await?;
+    // The provider on a runtime of its own (a separate process in production),
+    // so its pacing does not share worker threads with the server.
+    let rs = records.to_vec();
+    let sent = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(provide(
+                c,
+                rs,
+                Vec::new(),
+                |_| {},
+                futures::future::pending(),
+            ))
+            .map_err(|e| e.to_string())
+    })
+    .await??;
     let (_, hist) = tokio::task::spawn_blocking(move || counter.join())
         .await?
         .map_err(|_| "counter panicked")??;
@@ -404,8 +427,10 @@ async fn bench(
 async fn main() -> Result<(), BoxError> {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let (model, records, name) = material()?;
-    let embedded = EmbeddedBroker::start(EmbeddedBrokerConfig::new(1))?;
-    bench(Cluster::Embedded(embedded), &model, &records, &name).await?;
+    if std::env::var("BENCH_SKIP_EMBEDDED").is_err() {
+        let embedded = EmbeddedBroker::start(EmbeddedBrokerConfig::new(1))?;
+        bench(Cluster::Embedded(embedded), &model, &records, &name).await?;
+    }
     match std::env::var("FLOWSTAGE_KAFKA_BOOTSTRAP") {
         Ok(b) if !b.trim().is_empty() => {
             bench(Cluster::External(b), &model, &records, &name).await?;

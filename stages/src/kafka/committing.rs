@@ -132,7 +132,9 @@ pub fn committable_sink(
         failure: Mutex::new(None),
     });
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &settings.bootstrap_servers);
+    c.set("bootstrap.servers", &settings.bootstrap_servers)
+        // Latency: no Nagle delay on small produce requests.
+        .set("socket.nagle.disable", "true");
     for (k, v) in &settings.properties {
         c.set(k, v);
     }

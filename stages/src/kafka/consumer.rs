@@ -95,7 +95,9 @@ impl ConsumerSettings {
             .set("group.id", &self.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // Latency: no Nagle delay on small fetch and commit requests.
+            .set("socket.nagle.disable", "true");
         for (k, v) in &self.properties {
             c.set(k, v);
         }

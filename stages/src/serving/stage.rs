@@ -66,6 +66,15 @@ impl Types {
         self.list.get_mut(self.last).map(|(_, t)| t)
     }
 
+    /// The index of `dt`'s state (the last one used first).
+    #[inline]
+    fn find(&mut self, dt: &str) -> Option<usize> {
+        if self.list.get(self.last).is_none_or(|(n, _)| n != dt) {
+            self.last = self.list.iter().position(|(n, _)| n == dt)?;
+        }
+        Some(self.last)
+    }
+
     fn entry(&mut self, dt: &str) -> &mut TypeState {
         let i = match self.list.iter().position(|(n, _)| n == dt) {
             Some(i) => i,
@@ -297,7 +306,12 @@ impl<R: ServingRecord> ServingLogic<R> {
     /// Takes in a record: holds it while its first model loads, else scores it
     /// (or adds it to the batch).
     fn accept(&mut self, ctx: &mut StageContext<'_, Event>, rec: R) -> Result<(), StreamError> {
-        if self.must_wait(&rec) {
+        // One dataType lookup for both the wait check and the scoring.
+        let ty = self.types.find(rec.data_type());
+        let wait = ty
+            .and_then(|i| self.types.list.get(i))
+            .is_some_and(|(_, ts)| ts.current.is_none() && ts.counters.loading > 0);
+        if wait {
             // Records before it are answered first (their order is kept).
             ctx.cancel_timer(BATCH_TIMER);
             self.score_pending();
@@ -307,13 +321,15 @@ impl<R: ServingRecord> ServingLogic<R> {
         if self.config.batch_size <= 1 {
             if self.results.is_empty() && ctx.has_demand(self.ports.out) {
                 // Scored straight into the push: no intermediate copy.
-                ctx.push(self.ports.out, self.score_one(rec))?;
+                ctx.push(self.ports.out, self.score_at(ty, rec))?;
                 if self.data_done {
                     self.deliver(ctx)?;
                 }
-                return self.pull_data(ctx);
+                // No pull: the push used up the demand and nothing is pending
+                // (`pull_data` would not pull).
+                return Ok(());
             }
-            let r = self.score_one(rec);
+            let r = self.score_at(ty, rec);
             self.results.push_back(r);
         } else {
             self.pending.push(rec);
@@ -342,11 +358,16 @@ impl<R: ServingRecord> ServingLogic<R> {
     }
 
     fn score_one(&mut self, rec: R) -> ServingResult {
+        let ty = self.types.find(rec.data_type());
+        self.score_at(ty, rec)
+    }
+
+    /// Scores `rec`, whose dataType's state is at `ty` in `self.types`.
+    fn score_at(&mut self, ty: Option<usize>, rec: R) -> ServingResult {
         self.totals.records += 1;
-        let current = self
-            .types
-            .get_mut(rec.data_type())
-            .and_then(|ts| ts.current.as_mut().map(|c| (c, &mut ts.counters)));
+        let current = ty
+            .and_then(|i| self.types.list.get_mut(i))
+            .and_then(|(_, ts)| ts.current.as_mut().map(|c| (c, &mut ts.counters)));
         let Some((cur, counters)) = current else {
             return self.no_model(&rec);
         };

@@ -263,6 +263,7 @@ async fn read_from_beginning(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", "100")
+        .set("socket.nagle.disable", "true")
         .create()?;
     let consumer = Arc::new(consumer);
     let mut warned = false;
@@ -538,7 +539,10 @@ impl Server {
         .set(
             "client.id",
             format!("flowstage-serve-{}", config.instance_id),
-        );
+        )
+        // Low latency: a fetch that finds nothing new returns after 10 ms (the
+        // embedded mock broker does not answer early when records arrive).
+        .set("fetch.wait.max.ms", "10");
         for (k, v) in &config.consumer_properties {
             cs = cs.set(k, v);
         }
