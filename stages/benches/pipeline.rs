@@ -394,6 +394,7 @@ async fn latency(
 
 async fn bench(
     cluster: Cluster,
+    latency_cluster: Cluster,
     model: &ModelDescriptor,
     records: &[WineRecord],
     name: &str,
@@ -411,7 +412,8 @@ async fn bench(
         rps / base,
         provider_rate
     );
-    let (h, sent_rate) = latency(&cluster, model, records, rate, lat_n).await?;
+    drop(cluster);
+    let (h, sent_rate) = latency(&latency_cluster, model, records, rate, lat_n).await?;
     println!(
         "{which:>13} latency at {rate} records/s ({lat_n} records, provider achieved {sent_rate:.0}/s): \
          p50 {:.2} ms, p99 {:.2} ms (target <= 5 ms), p99.9 {:.2} ms, max {:.2} ms",
@@ -428,12 +430,17 @@ async fn main() -> Result<(), BoxError> {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let (model, records, name) = material()?;
     if std::env::var("BENCH_SKIP_EMBEDDED").is_err() {
-        let embedded = EmbeddedBroker::start(EmbeddedBrokerConfig::new(1))?;
-        bench(Cluster::Embedded(embedded), &model, &records, &name).await?;
+        // A fresh mock cluster per scenario: it slows down as it fills up.
+        let fresh = || -> Result<Cluster, BoxError> {
+            Ok(Cluster::Embedded(EmbeddedBroker::start(
+                EmbeddedBrokerConfig::new(1),
+            )?))
+        };
+        bench(fresh()?, fresh()?, &model, &records, &name).await?;
     }
     match std::env::var("FLOWSTAGE_KAFKA_BOOTSTRAP") {
         Ok(b) if !b.trim().is_empty() => {
-            bench(Cluster::External(b), &model, &records, &name).await?;
+            bench(Cluster::External(b.clone()), Cluster::External(b), &model, &records, &name).await?;
         }
         _ => println!(
             "apache-kafka: SKIPPED (FLOWSTAGE_KAFKA_BOOTSTRAP not set; scripts/bench-pipeline.sh starts Kafka)"
