@@ -16,7 +16,11 @@
 
 #![warn(missing_docs)]
 
+// The columnar representations are built by the tensor formats only.
+#[cfg_attr(not(any(feature = "onnx", feature = "tensorflow")), allow(dead_code))]
 mod batch;
+#[cfg(any(feature = "tensorflow", feature = "onnx"))]
+mod dense;
 mod error;
 mod location;
 mod model;

@@ -13,6 +13,9 @@
 //! * Each plan keeps a small pool of tract states, reused from call to call.
 //! * Row-wise tails of a graph (softmax, the argmax → class label of a classifier) can be run
 //!   natively ([`Tail`]) instead of in tract, which is slow for short rows.
+//! * When the whole decluttered graph is a plain dense network (MatMul + bias + Relu/Tanh/
+//!   Sigmoid layers with constant weights, see [`crate::dense`]), chunks of at most
+//!   [`DENSE_MAX_ROWS`] rows (single records) skip tract and its fixed per-call cost.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,6 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tract_hir::internal::*;
 
 use crate::batch::{Classes, Column, ColumnData, ScoreBatch};
+use crate::dense::DenseNet;
 use crate::error::ModelError;
 use crate::model::{DataKind, FieldDesc, Model, ModelType};
 use crate::record::{Record, Value};
@@ -34,6 +38,9 @@ const SIZED_PLANS: usize = 11;
 /// one-row plans (matrix-vector products, extra reshapes) cost more per call than its
 /// two-row ones (about 20% on the wine MLP).
 const MIN_PLAN_ROWS: usize = 2;
+/// Chunks of at most this many rows run through the native dense evaluator (when the graph
+/// is a plain dense network, see [`crate::dense`]); larger ones through tract.
+const DENSE_MAX_ROWS: usize = 8;
 /// Tract states kept per plan for reuse.
 const POOL_MAX: usize = 16;
 
@@ -206,6 +213,8 @@ pub(crate) struct TensorModel {
     inputs_desc: Vec<FieldDesc>,
     outputs_desc: Vec<FieldDesc>,
     bytes: Vec<u8>,
+    /// The native evaluator for small batches, when the graph is a plain dense chain.
+    dense: Option<DenseNet>,
 }
 
 impl fmt::Debug for TensorModel {
@@ -309,6 +318,11 @@ impl TensorModel {
             .into_typed()
             .and_then(|m| m.into_decluttered())
             .map_err(|e| invalid(tract_err(e)))?;
+        let dense = if input_dt == DatumType::F32 {
+            DenseNet::recognize(&typed)
+        } else {
+            None
+        };
         let optimized = typed
             .clone()
             .into_optimized()
@@ -422,6 +436,7 @@ impl TensorModel {
             inputs_desc,
             outputs_desc,
             bytes: spec.bytes,
+            dense,
         })
     }
 
@@ -502,6 +517,22 @@ impl TensorModel {
         let mut start = 0usize;
         while start < rows {
             let n = (rows - start).min(MAX_CHUNK);
+            let native_chunk = self
+                .dense
+                .as_ref()
+                .filter(|_| n <= DENSE_MAX_ROWS)
+                .zip(data.get(start * w..(start + n) * w))
+                // NaN inputs (missing values) go through tract, whose NaN handling
+                // the native activations do not reproduce.
+                .filter(|(_, chunk)| !chunk.iter().any(|v| v.is_nan()));
+            if let Some((dense, chunk)) = native_chunk {
+                let mut buf = Vec::with_capacity(n * dense.output_width());
+                dense.run(n, chunk, &mut buf);
+                let t = Tensor::from_shape(&[n, dense.output_width()], &buf).map_err(scoring)?;
+                self.emit(&[t.into_tvalue()], n, n, &mut columns)?;
+                start += n;
+                continue;
+            }
             let size = n.next_power_of_two().max(MIN_PLAN_ROWS);
             let (runner, padded) = match self.plans.sized(size) {
                 Some(r) => (r, size),
@@ -526,41 +557,77 @@ impl TensorModel {
                     .into_owned()
             };
             let fetched = runner.run(input.into_tvalue())?;
-            // Softmaxed rows of a fetched tensor, computed once for the outputs that need them.
-            let mut softmaxed: Option<(usize, Vec<f32>)> = None;
-            for (out, column) in self.outputs.iter().zip(columns.iter_mut()) {
-                let t = fetched.get(out.fetch).ok_or_else(|| {
-                    ModelError::Scoring(format!("output {}: not computed", out.name))
-                })?;
-                if t.shape().first() != Some(&padded) {
-                    return Err(ModelError::Scoring(format!(
-                        "output {}: shape {:?} does not start with the batch size {padded}",
-                        out.name,
-                        t.shape()
-                    )));
-                }
-                let soft = match &out.tail {
-                    Tail::Softmax | Tail::Label(LabelTail { softmax: true, .. }) => {
-                        if softmaxed.as_ref().is_none_or(|(f, _)| *f != out.fetch) {
-                            let mut buf = softmaxed.take().map(|(_, b)| b).unwrap_or_default();
-                            let width: usize = t.shape().iter().skip(1).product();
-                            let view = t.try_as_plain_ram().map_err(scoring)?;
-                            let src = view.as_slice::<f32>().map_err(scoring)?;
-                            let src = src.get(..n * width).ok_or_else(|| {
-                                ModelError::Scoring(format!("output {}: too few rows", out.name))
-                            })?;
-                            softmax_rows(src, width.max(1), &mut buf);
-                            softmaxed = Some((out.fetch, buf));
-                        }
-                        softmaxed.as_ref().map(|(_, b)| b.as_slice())
-                    }
-                    _ => None,
-                };
-                append_rows(out, t, n, column, soft)?;
-            }
+            self.emit(&fetched, n, padded, &mut columns)?;
             start += n;
         }
         Ok(columns)
+    }
+
+    /// Appends the first `n` rows of the fetched tensors (`padded` rows each) to `columns`,
+    /// through the outputs' native tails.
+    fn emit(
+        &self,
+        fetched: &[TValue],
+        n: usize,
+        padded: usize,
+        columns: &mut [Column],
+    ) -> Result<(), ModelError> {
+        let scoring = |e: TractError| ModelError::Scoring(tract_err(e));
+        // Softmaxed rows of a fetched tensor, computed once for the outputs that need them.
+        let mut softmaxed: Option<(usize, Vec<f32>)> = None;
+        for (out, column) in self.outputs.iter().zip(columns.iter_mut()) {
+            let t = fetched
+                .get(out.fetch)
+                .ok_or_else(|| ModelError::Scoring(format!("output {}: not computed", out.name)))?;
+            if t.shape().first() != Some(&padded) {
+                return Err(ModelError::Scoring(format!(
+                    "output {}: shape {:?} does not start with the batch size {padded}",
+                    out.name,
+                    t.shape()
+                )));
+            }
+            let soft = match &out.tail {
+                Tail::Softmax | Tail::Label(LabelTail { softmax: true, .. }) => {
+                    if softmaxed.as_ref().is_none_or(|(f, _)| *f != out.fetch) {
+                        let mut buf = softmaxed.take().map(|(_, b)| b).unwrap_or_default();
+                        let width: usize = t.shape().iter().skip(1).product();
+                        let view = t.try_as_plain_ram().map_err(scoring)?;
+                        let src = view.as_slice::<f32>().map_err(scoring)?;
+                        let src = src.get(..n * width).ok_or_else(|| {
+                            ModelError::Scoring(format!("output {}: too few rows", out.name))
+                        })?;
+                        softmax_rows(src, width.max(1), &mut buf);
+                        softmaxed = Some((out.fetch, buf));
+                    }
+                    softmaxed.as_ref().map(|(_, b)| b.as_slice())
+                }
+                _ => None,
+            };
+            append_rows(out, t, n, column, soft)?;
+        }
+        Ok(())
+    }
+
+    /// Test support: the largest difference (absolute, relative above 1) between the native
+    /// dense evaluator and tract's plan on `rows` rows of `data`, or `None` when the graph is not a dense chain.
+    #[cfg(test)]
+    pub(crate) fn dense_vs_tract(&self, rows: usize, data: &[f32]) -> Option<f32> {
+        let dense = self.dense.as_ref()?;
+        let mut native = Vec::new();
+        dense.run(rows, data, &mut native);
+        let input = Tensor::from_shape(&[rows, self.width], data).ok()?;
+        let fetched = self.plans.dynamic.run(input.into_tvalue()).ok()?;
+        let t = fetched.first()?;
+        let view = t.try_as_plain_ram().ok()?;
+        let tract = view.as_slice::<f32>().ok()?;
+        assert_eq!(tract.len(), native.len());
+        Some(
+            native
+                .iter()
+                .zip(tract)
+                .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                .fold(0.0, f32::max),
+        )
     }
 
     /// Scores records into a columnar batch: rows that cannot be read fail alone, the others

@@ -158,3 +158,44 @@ mod tests {
         assert!(matches!(r, Err(ModelError::InvalidModel { .. })), "{r:?}");
     }
 }
+
+#[cfg(test)]
+mod dense_tests {
+    use super::*;
+
+    #[test]
+    fn wine_frozen_graph_runs_natively_and_matches_tract() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/data/wine/optimized_WineQuality.pb"
+        );
+        let Ok(bytes) = std::fs::read(path) else {
+            eprintln!("SKIPPED: {path} not found");
+            return;
+        };
+        let model = load_graph(
+            &bytes,
+            GraphLoad {
+                model_type: ModelType::TensorFlow,
+                input: None,
+                outputs: None,
+                columns: None,
+                bytes: Vec::new(),
+            },
+        )
+        .expect("load");
+        // Deterministic rows in [-8, 8).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<f32> = (0..5000 * 11)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ((x >> 40) as f32 / (1u64 << 24) as f32) * 16.0 - 8.0
+            })
+            .collect();
+        let diff = model.dense_vs_tract(5000, &data).expect("a dense chain");
+        eprintln!("wine frozen graph: native vs tract, 5000 rows, max diff {diff:e}");
+        assert!(diff <= 1e-5, "{diff}");
+    }
+}

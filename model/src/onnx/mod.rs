@@ -491,3 +491,46 @@ mod tests {
         assert!(native_tails(&proto, &outputs(&proto)).is_none());
     }
 }
+
+#[cfg(test)]
+mod dense_tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/tests/fixtures/onnx/{name}.onnx",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(path).expect("fixture")
+    }
+
+    /// Deterministic rows in [-8, 8).
+    fn rows(n: usize, width: usize) -> Vec<f32> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        (0..n * width)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ((x >> 40) as f32 / (1u64 << 24) as f32) * 16.0 - 8.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn wine_mlp_runs_natively_and_matches_tract() {
+        let model = load(fixture("wine_shaped_mlp"), &LoadOptions::default()).expect("load");
+        let data = rows(5000, 11);
+        let diff = model.dense_vs_tract(5000, &data).expect("a dense chain");
+        eprintln!("wine_shaped_mlp: native vs tract, 5000 rows, max diff {diff:e}");
+        assert!(diff <= 1e-5, "{diff}");
+    }
+
+    #[test]
+    fn other_graphs_keep_tract() {
+        for name in ["forest_classifier", "linear_regressor", "gbm_regressor"] {
+            let model = load(fixture(name), &LoadOptions::default()).expect("load");
+            assert!(model.dense_vs_tract(1, &[0.0; 64]).is_none(), "{name}");
+        }
+    }
+}
