@@ -185,6 +185,7 @@ impl<R: ServingRecord> ServingLogic<R> {
 
     fn offer(&mut self, ctx: &mut StageContext<'_, Event>, msg: ModelMessage) {
         let offered_at = Instant::now();
+        self.totals.models_offered += 1;
         match msg {
             ModelMessage::Built(b) => {
                 let ts = self.types.entry(&b.data_type);

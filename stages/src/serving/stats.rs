@@ -159,6 +159,9 @@ pub struct Totals {
     pub swaps: u64,
     /// Failed model loads.
     pub load_failures: u64,
+    /// Models offered to the stage (descriptors and built models), whatever
+    /// became of them.
+    pub models_offered: u64,
 }
 
 /// How full the stage's data buffer is.

@@ -27,14 +27,14 @@
 //!   [`InstanceInfo`](super::instances::InstanceInfo) and lists the group's live
 //!   instances on `GET /state/instances` (see [`super::instances`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -321,6 +321,7 @@ fn model_source(
     topic: String,
     counters: Arc<Counters>,
     caught_up: watch::Sender<Option<u64>>,
+    feed: Arc<ModelFeed>,
 ) -> Source<impl futures::Stream<Item = Item<ModelMessage>> + Send + 'static> {
     let stream = flowstage::async_stream::stream! {
         let (consumer, ends) = match read_from_beginning(&brokers, group, &topic, || {
@@ -332,6 +333,7 @@ fn model_source(
             Err(e) => {
                 tracing::error!(error = %e, topic, "cannot read the model topic; serving without new models");
                 caught_up.send_replace(Some(0));
+                feed.failed();
                 return;
             }
         };
@@ -363,9 +365,12 @@ fn model_source(
                             }
                         },
                     };
+                    if decoded.is_some() {
+                        descriptors += 1;
+                    }
+                    feed.consumed(m.partition(), m.offset(), descriptors);
                     if let Some(d) = decoded {
                         tracing::info!(name = d.name, data_type = d.data_type, "model received");
-                        descriptors += 1;
                         yield Ok(ModelMessage::Descriptor(d));
                     }
                     if !behind.is_empty() {
@@ -385,6 +390,100 @@ fn model_source(
     Source::from_parts(stream, NotUsed)
 }
 
+/// How far the model consumer has read, for [`sync_models`].
+#[derive(Debug)]
+struct ModelFeed {
+    brokers: String,
+    topic: String,
+    /// Per partition the next offset to read, and the descriptors read so far;
+    /// `None` once the model topic cannot be read at all.
+    position: watch::Sender<Option<(BTreeMap<i32, i64>, u64)>>,
+}
+
+impl ModelFeed {
+    fn new(brokers: &str, topic: &str) -> Self {
+        ModelFeed {
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            position: watch::Sender::new(Some((BTreeMap::new(), 0))),
+        }
+    }
+
+    fn consumed(&self, partition: i32, offset: i64, descriptors: u64) {
+        self.position.send_modify(|p| {
+            if let Some((parts, n)) = p {
+                parts.insert(partition, offset + 1);
+                *n = descriptors;
+            }
+        });
+    }
+
+    fn failed(&self) {
+        self.position.send_replace(None);
+    }
+}
+
+/// The end offset of every partition of `topic` now (blocking client calls).
+async fn end_offsets(brokers: &str, topic: &str) -> Result<Vec<(i32, i64)>, KafkaStageError> {
+    let brokers = brokers.to_string();
+    let t = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()?;
+        let md = c.fetch_metadata(Some(&t), Duration::from_secs(5))?;
+        let partitions: Vec<i32> = md
+            .topics()
+            .iter()
+            .find(|mt| mt.name() == t && mt.error().is_none())
+            .map(|mt| mt.partitions().iter().map(|p| p.id()).collect())
+            .unwrap_or_default();
+        partitions
+            .into_iter()
+            .map(|p| {
+                c.fetch_watermarks(&t, p, Duration::from_secs(5))
+                    .map(|(_, high)| (p, high))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| KafkaStageError::Task(e.to_string()))?
+    .map_err(KafkaStageError::Client)
+}
+
+/// Before a record of a dataType without a model is answered "no model":
+/// reads the model topic up to its end as of now and waits until every model
+/// read by then was loaded, so a model published before the record (on the
+/// other topic, read by another consumer) is not missed.
+async fn sync_models(feed: &ModelFeed, state: &ServingState) {
+    let ends = match end_offsets(&feed.brokers, &feed.topic).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the model topic's end offsets");
+            return;
+        }
+    };
+    let mut rx = feed.position.subscribe();
+    let read = rx
+        .wait_for(|p| match p {
+            None => true,
+            Some((parts, _)) => ends
+                .iter()
+                .all(|(part, end)| *end == 0 || parts.get(part).is_some_and(|o| o >= end)),
+        })
+        .await
+        .ok()
+        .and_then(|p| p.as_ref().map(|(_, n)| *n));
+    if let Some(n) = read {
+        state
+            .wait_for(|s| {
+                (s.totals.models_offered >= n && s.data_types.values().all(|d| d.loading == 0))
+                    || (!s.running && s.published_ms > 0)
+            })
+            .await;
+    }
+}
+
 /// Resolves once the model topic was read up to its start-up end and every
 /// descriptor read by then was loaded (installed or failed), so a new or
 /// restarted server scores its first record with the latest models.
@@ -396,7 +495,8 @@ async fn models_ready(mut caught_up: watch::Receiver<Option<u64>>, state: Servin
     if n > 0 {
         state
             .wait_for(|s| {
-                s.totals.swaps + s.totals.load_failures >= n || (!s.running && s.published_ms > 0)
+                (s.totals.models_offered >= n && s.data_types.values().all(|d| d.loading == 0))
+                    || (!s.running && s.published_ms > 0)
             })
             .await;
     }
@@ -586,32 +686,60 @@ impl Server {
         let seen = counters.clone();
         let (caught_up_tx, caught_up_rx) = watch::channel(None);
         let ready = models_ready(caught_up_rx, state.clone());
-        let data = Source::from_parts(
+        let feed = Arc::new(ModelFeed::new(&config.brokers, &config.topics.models));
+        let gate_feed = feed.clone();
+        let gate_state = state.clone();
+        // Records are taken once the start-up models are loaded; a record of a
+        // dataType without a model first syncs with the model topic (at most
+        // once a second per dataType).
+        let mut branches = Source::from_parts(
             flowstage::async_stream::stream! {
                 ready.await;
+                let mut served: HashSet<String> = HashSet::new();
+                let mut synced: HashMap<String, Instant> = HashMap::new();
                 let mut data = std::pin::pin!(data);
                 while let Some(item) = futures::StreamExt::next(&mut data).await {
-                    yield item;
-                }
-            },
-            NotUsed,
-        );
-        let mut branches = data
-            .map(move |m: CommittableMessage| {
-                seen.records.fetch_add(1, Ordering::Relaxed);
-                match decode_record(m.record.payload.as_deref()) {
-                    Ok(record) => Ok((
+                    let m: CommittableMessage = match item {
+                        Ok(m) => m,
+                        Err(e) => {
+                            yield Err(e);
+                            continue;
+                        }
+                    };
+                    seen.records.fetch_add(1, Ordering::Relaxed);
+                    let record = match decode_record(m.record.payload.as_deref()) {
+                        Ok(r) => r,
+                        Err(reason) => {
+                            yield Ok(Err(dead_letter(&dlq, m, reason)));
+                            continue;
+                        }
+                    };
+                    if !served.contains(record.data_type.as_str()) {
+                        let dt = record.data_type.clone();
+                        let due = synced
+                            .get(&dt)
+                            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                        if gate_state.snapshot().current_model(&dt).is_none() && due {
+                            sync_models(&gate_feed, &gate_state).await;
+                            synced.insert(dt.clone(), Instant::now());
+                        }
+                        if gate_state.snapshot().current_model(&dt).is_some() {
+                            served.insert(dt);
+                        }
+                    }
+                    yield Ok(Ok((
                         KeyedRecord {
                             record,
                             key: m.record.key.unwrap_or_default(),
                         },
                         m.offset,
-                    )),
-                    Err(reason) => Err(dead_letter(&dlq, m, reason)),
+                    )));
                 }
-            })
-            .partition(2, |r| usize::from(r.is_err()))
-            .into_iter();
+            },
+            NotUsed,
+        )
+        .partition(2, |r| usize::from(r.is_err()))
+        .into_iter();
         let (Some(good), Some(bad)) = (branches.next(), branches.next()) else {
             return Err(WineError::Config {
                 name: "serving",
@@ -645,6 +773,7 @@ impl Server {
             config.topics.models.clone(),
             counters.clone(),
             caught_up_tx,
+            feed,
         );
         let (results, _) = ServingStage::new(loader)
             .config(config.serving.clone())
