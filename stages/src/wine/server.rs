@@ -45,6 +45,7 @@ use flowstage_model::pb::{ModelDescriptor, ServingResult, WineRecord};
 use flowstage_model::{FieldMapping, ModelRegistry, ModelsDir, Record};
 use prost::Message as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -271,24 +272,9 @@ async fn read_from_beginning(
         let c = consumer.clone();
         let t = topic.to_string();
         // Partitions and their end offsets (blocking client calls).
-        let ends = tokio::task::spawn_blocking(move || {
-            let md = c.fetch_metadata(Some(&t), Duration::from_secs(5))?;
-            let partitions: Vec<i32> = md
-                .topics()
-                .iter()
-                .find(|mt| mt.name() == t && mt.error().is_none())
-                .map(|mt| mt.partitions().iter().map(|p| p.id()).collect())
-                .unwrap_or_default();
-            partitions
-                .into_iter()
-                .map(|p| {
-                    c.fetch_watermarks(&t, p, Duration::from_secs(5))
-                        .map(|(_, high)| (p, high))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| KafkaStageError::Task(e.to_string()))?;
+        let ends = tokio::task::spawn_blocking(move || partition_ends(&*c, &t))
+            .await
+            .map_err(|e| KafkaStageError::Task(e.to_string()))?;
         match ends {
             Ok(ends) if !ends.is_empty() => {
                 let mut tpl = TopicPartitionList::new();
@@ -423,7 +409,26 @@ impl ModelFeed {
     }
 }
 
-/// The end offset of every partition of `topic` now (blocking client calls).
+/// Every partition of `topic` with its end offset (blocking client calls);
+/// none if the topic does not exist.
+fn partition_ends(c: &impl Consumer, topic: &str) -> KafkaResult<Vec<(i32, i64)>> {
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .find(|mt| mt.name() == topic && mt.error().is_none())
+        .map(|mt| mt.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    partitions
+        .into_iter()
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(5))
+                .map(|(_, high)| (p, high))
+        })
+        .collect()
+}
+
+/// The end offset of every partition of `topic` now.
 async fn end_offsets(brokers: &str, topic: &str) -> Result<Vec<(i32, i64)>, KafkaStageError> {
     let brokers = brokers.to_string();
     let t = topic.to_string();
@@ -431,20 +436,7 @@ async fn end_offsets(brokers: &str, topic: &str) -> Result<Vec<(i32, i64)>, Kafk
         let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .create()?;
-        let md = c.fetch_metadata(Some(&t), Duration::from_secs(5))?;
-        let partitions: Vec<i32> = md
-            .topics()
-            .iter()
-            .find(|mt| mt.name() == t && mt.error().is_none())
-            .map(|mt| mt.partitions().iter().map(|p| p.id()).collect())
-            .unwrap_or_default();
-        partitions
-            .into_iter()
-            .map(|p| {
-                c.fetch_watermarks(&t, p, Duration::from_secs(5))
-                    .map(|(_, high)| (p, high))
-            })
-            .collect::<Result<Vec<_>, _>>()
+        partition_ends(&c, &t)
     })
     .await
     .map_err(|e| KafkaStageError::Task(e.to_string()))?
