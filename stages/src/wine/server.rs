@@ -13,8 +13,14 @@
 //!
 //! - **Models**: read from the model topic from the beginning by a consumer of
 //!   its own (partitions assigned, no group, nothing committed), independent of
-//!   the data consumer group, so every instance sees every model and a new or
-//!   restarted one starts with the latest model of each dataType.
+//!   the data consumer group, so every instance sees every model. At start-up
+//!   the topic is read to its end and those models are loaded before the first
+//!   record is taken, so a new or restarted instance starts with the latest
+//!   model of each dataType. A record of a dataType that has no model yet first
+//!   syncs with the model topic (reads it to its end as of now and waits for
+//!   those loads; at most once a second per dataType): a model published before
+//!   the record is never missed because the two topics are read by different
+//!   consumers.
 //! - **Data**: a [`committable_source`] in consumer group
 //!   [`ServerConfig::group_id`]; several servers in one group share the data
 //!   topic's partitions. Each record's offset is committed after its result (or
@@ -24,7 +30,7 @@
 //!   the [`DLQ_REASON_HEADER`] header and its origin (`topic/partition@offset`)
 //!   in [`DLQ_SOURCE_HEADER`]; the stream goes on.
 //! - **Instances**: each server publishes an
-//!   [`InstanceInfo`](super::instances::InstanceInfo) and lists the group's live
+//!   [`InstanceInfo`] and lists the group's live
 //!   instances on `GET /state/instances` (see [`super::instances`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
