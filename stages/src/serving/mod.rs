@@ -63,6 +63,8 @@
 mod stage;
 mod stats;
 
+pub(crate) use stats::now_ms;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;

@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -65,7 +65,7 @@ use crate::kafka::{
     ProducerMessage, ProducerRecord, ProducerSettings,
 };
 use crate::serving::{
-    ModelMessage, RegistryLoader, ServingConfig, ServingRecord, ServingStage, ServingState,
+    now_ms, ModelMessage, RegistryLoader, ServingConfig, ServingRecord, ServingStage, ServingState,
 };
 
 /// The header naming where a dead letter came from: `topic/partition@offset`.
@@ -246,12 +246,6 @@ pub fn decode_record(payload: Option<&[u8]>) -> Result<WineRecord, String> {
         return Err("WineRecord without dataType".into());
     }
     Ok(record)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A consumer that reads every partition of `topic` from the beginning, in
