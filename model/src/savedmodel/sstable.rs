@@ -8,6 +8,13 @@ use super::crc32c;
 const FOOTER_LEN: usize = 48;
 const MAGIC: u64 = 0xdb47_7524_8b80_fb57;
 const BLOCK_TRAILER_LEN: usize = 5;
+/// The decoded entries (keys and values) of a table may take at most this many times its size
+/// (or [`MIN_DECODED`]): prefix compression lets a 3-byte entry repeat a whole previous key, and
+/// the index block may point at one data block many times, so without a bound a 10 KB table
+/// decodes into gigabytes. Real bundle indexes expand by a small factor.
+const MAX_EXPANSION: usize = 64;
+/// The decoded size always allowed, whatever the table's size.
+const MIN_DECODED: usize = 1 << 20;
 
 /// Key/value entries, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
@@ -85,8 +92,9 @@ fn read_block(file: &[u8], handle: BlockHandle) -> Result<&[u8], TableError> {
     Ok(contents)
 }
 
-/// Decodes every entry of a block.
-fn block_entries(block: &[u8]) -> Result<Entries, TableError> {
+/// Decodes every entry of a block, taking their sizes from `budget` (the bytes the table may
+/// still decode to).
+fn block_entries(block: &[u8], budget: &mut usize) -> Result<Entries, TableError> {
     if block.len() < 4 {
         return Err(corrupt("block too short"));
     }
@@ -121,6 +129,9 @@ fn block_entries(block: &[u8]) -> Result<Entries, TableError> {
             .ok_or_else(|| corrupt("entry value past the block"))?;
         key.truncate(shared);
         key.extend_from_slice(&data[pos..key_end]);
+        *budget = budget
+            .checked_sub(key.len() + (value_end - key_end))
+            .ok_or_else(|| corrupt("decoded entries larger than the table allows"))?;
         entries.push((key.clone(), data[key_end..value_end].to_vec()));
         pos = value_end;
     }
@@ -141,11 +152,12 @@ pub fn read_table(file: &[u8]) -> Result<Entries, TableError> {
     let mut pos = 0;
     let _metaindex = BlockHandle::decode(&footer[..40], &mut pos)?;
     let index = BlockHandle::decode(&footer[..40], &mut pos)?;
+    let mut budget = file.len().saturating_mul(MAX_EXPANSION).max(MIN_DECODED);
     let mut out = Vec::new();
-    for (_, handle) in block_entries(read_block(file, index)?)? {
+    for (_, handle) in block_entries(read_block(file, index)?, &mut budget)? {
         let mut p = 0;
         let h = BlockHandle::decode(&handle, &mut p)?;
-        out.extend(block_entries(read_block(file, h)?)?);
+        out.extend(block_entries(read_block(file, h)?, &mut budget)?);
     }
     Ok(out)
 }

@@ -105,6 +105,10 @@ pub(crate) fn compile(
                 .collect::<Result<Vec<_>, _>>()?
         } else if let Some(sp) = vi.kid("REAL-SparseArray") {
             let len = sp.parse_attr::<usize>("n")?.unwrap_or(n);
+            // Checked before allocating: `n` comes from the document.
+            if len != n {
+                return Err(vi.invalid("vector length differs from the number of VectorFields"));
+            }
             let default = sp.f64_attr("defaultValue")?.unwrap_or(0.0);
             let mut v = vec![default; len];
             let idx: Vec<usize> = match sp.kid("Indices") {
