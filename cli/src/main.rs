@@ -34,7 +34,7 @@ enum Command {
     /// Publish wine records (CSV) and models (files or a directory) to Kafka.
     Provide(provide::ProvideArgs),
     /// Serve models on Kafka: score the data topic with the current models, publish results.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// The whole wine pipeline in one process on the embedded broker.
     Demo(demo::DemoArgs),
 }
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         Command::Score(args) => score::run(&args),
         Command::Broker(args) => broker::run(args),
         Command::Provide(args) => provide::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

@@ -25,6 +25,9 @@
 //! - Statistics per dataType and a history of replaced models are published as
 //!   [`ServingSnapshot`]s through [`ServingState`] (lock-free reads), which the
 //!   [`http`](crate::http) module serves.
+//! - Restored state: a [`RestoreSeed`] given to [`ServingState::seed_restored`]
+//!   before a model stored by a [model store](crate::store) is offered makes
+//!   that model's statistics and history continue from the stored ones.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -77,8 +80,8 @@ use flowstage_model::{
 };
 
 pub use stats::{
-    BufferState, DataTypeState, HistoryEntry, LoadFailure, ModelStats, ServingSnapshot,
-    ServingState, Totals, DURATION_BUCKETS_NS,
+    BufferState, DataTypeState, HistoryEntry, LoadFailure, ModelStats, RestoreSeed, RestoredInfo,
+    ServingSnapshot, ServingState, Totals, DURATION_BUCKETS_NS,
 };
 
 /// A record type the stage can serve: it names its dataType (which model

@@ -7,8 +7,9 @@
 //! server, tests, your code) load the latest snapshot without any lock the
 //! scoring path could wait on.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -84,6 +85,70 @@ pub struct ModelStats {
     /// From the model being offered to the first record scored by it,
     /// nanoseconds; `None` until that record.
     pub swap_latency_ns: Option<u64>,
+    /// The scoring-duration histogram itself (not in the JSON): present only
+    /// while a model store persists the statistics (see
+    /// [`ServingState::set_export_histograms`]); `None` in history entries.
+    #[serde(skip)]
+    pub histogram: Option<Arc<Histogram<u64>>>,
+}
+
+impl ModelStats {
+    /// Empty statistics of a model (no record yet), e.g. to build a
+    /// [`RestoreSeed`] by hand.
+    pub fn new(name: impl Into<String>, model_type: impl Into<String>) -> Self {
+        ModelStats {
+            name: name.into(),
+            description: String::new(),
+            model_type: model_type.into(),
+            since_ms: now_ms(),
+            usage: 0,
+            errors: 0,
+            total_ns: 0,
+            min_ns: None,
+            max_ns: None,
+            mean_ns: None,
+            p50_ns: None,
+            p90_ns: None,
+            p99_ns: None,
+            p999_ns: None,
+            load_ns: 0,
+            swap_latency_ns: None,
+            histogram: None,
+        }
+    }
+}
+
+/// Whether and when the current model of a dataType was restored from a model
+/// store (`data_types.{dt}.restored` in the JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RestoredInfo {
+    /// The store's kind: `memory`, `local` or `kafka`.
+    pub store: String,
+    /// When the model was installed from the store, epoch milliseconds.
+    pub restored_ms: u64,
+    /// When the store last persisted this dataType, epoch milliseconds.
+    pub stored_ms: u64,
+}
+
+/// What a model store kept of one dataType, handed to the serving stage
+/// before the restored model is offered ([`ServingState::seed_restored`]):
+/// when that model is installed (the first install of its dataType, with the
+/// same name), its statistics continue from `stats` and its history is
+/// `history`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestoreSeed {
+    /// The dataType.
+    pub data_type: String,
+    /// The name of the stored current model.
+    pub model_name: String,
+    /// Its statistics when stored (with the histogram), if any were stored.
+    pub stats: Option<ModelStats>,
+    /// The earlier models, oldest first.
+    pub history: Vec<HistoryEntry>,
+    /// The store's kind (reported in [`RestoredInfo::store`]).
+    pub store: String,
+    /// When it was stored, epoch milliseconds.
+    pub stored_ms: u64,
 }
 
 /// A model that served earlier, with its final statistics.
@@ -118,6 +183,10 @@ pub struct DataTypeState {
     pub current: Option<ModelStats>,
     /// The last failed load, if any.
     pub last_error: Option<LoadFailure>,
+    /// Set while the current model is the one restored from the model store
+    /// at start-up (its statistics continue from the stored ones); `null`
+    /// otherwise.
+    pub restored: Option<RestoredInfo>,
     /// Models that became current (the first one included).
     pub swaps: u64,
     /// Failed model loads.
@@ -162,6 +231,9 @@ pub struct Totals {
     /// Models offered to the stage (descriptors and built models), whatever
     /// became of them.
     pub models_offered: u64,
+    /// Models installed from the model store at start-up (with their
+    /// statistics and history).
+    pub models_restored: u64,
 }
 
 /// How full the stage's data buffer is.
@@ -219,6 +291,18 @@ pub struct ServingState {
 struct StateInner {
     current: ArcSwap<ServingSnapshot>,
     version: watch::Sender<u64>,
+    /// Whether snapshots carry each current model's histogram.
+    export_histograms: AtomicBool,
+    restore: Mutex<RestoreBook>,
+}
+
+/// Seeds waiting for their model, and the models restored so far.
+#[derive(Debug, Default)]
+struct RestoreBook {
+    seeds: HashMap<String, RestoreSeed>,
+    /// dataType → (model name, its `since_ms`, what is reported).
+    restored: HashMap<String, (String, u64, RestoredInfo)>,
+    count: u64,
 }
 
 impl Default for ServingState {
@@ -234,6 +318,8 @@ impl ServingState {
             inner: Arc::new(StateInner {
                 current: ArcSwap::from_pointee(ServingSnapshot::default()),
                 version: watch::Sender::new(0),
+                export_histograms: AtomicBool::new(false),
+                restore: Mutex::new(RestoreBook::default()),
             }),
         }
     }
@@ -265,7 +351,99 @@ impl ServingState {
         }
     }
 
-    pub(crate) fn publish(&self, snapshot: ServingSnapshot) {
+    /// A receiver of the snapshot version, which changes at every publish.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.version.subscribe()
+    }
+
+    /// Makes the snapshots carry each current model's histogram
+    /// ([`ModelStats::histogram`]), for a model store to persist; applies to
+    /// models installed from now on. Off by default (it copies the histogram
+    /// at each publish).
+    pub fn set_export_histograms(&self, on: bool) {
+        self.inner.export_histograms.store(on, Ordering::Relaxed);
+    }
+
+    /// Hands the stage what a model store kept of `seed.data_type`: when the
+    /// first model of that dataType is installed and has the seed's model name,
+    /// its statistics continue from the seed and its history is the seed's.
+    /// Call before the restored model is offered.
+    pub fn seed_restored(&self, seed: RestoreSeed) {
+        self.book().seeds.insert(seed.data_type.clone(), seed);
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, RestoreBook> {
+        self.inner
+            .restore
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The stage's restore hook, at every install (after the swap was
+    /// counted and the replaced model moved to the history): sets the
+    /// histogram export and applies a waiting seed of `data_type` (once, at
+    /// its first install).
+    pub(crate) fn restore_into(
+        &self,
+        data_type: &str,
+        stats: &mut LiveStats,
+        counters: &mut TypeCounters,
+    ) {
+        stats.export_hist = self.inner.export_histograms.load(Ordering::Relaxed);
+        // History entries keep percentiles, not histograms.
+        for h in counters.history.iter_mut() {
+            h.stats.histogram = None;
+        }
+        let mut book = self.book();
+        if book.seeds.is_empty() {
+            return;
+        }
+        let Some(seed) = book.seeds.remove(data_type) else {
+            return;
+        };
+        if seed.model_name != stats.name || counters.swaps > 1 {
+            tracing::info!(
+                data_type,
+                stored = seed.model_name,
+                installed = stats.name,
+                "the stored model was not the first installed; its statistics are not restored"
+            );
+            return;
+        }
+        if let Some(s) = &seed.stats {
+            stats.restore_from(s);
+        }
+        counters.history = seed.history.into_iter().collect();
+        book.count += 1;
+        book.restored.insert(
+            data_type.to_string(),
+            (
+                seed.model_name,
+                stats.since_ms,
+                RestoredInfo {
+                    store: seed.store,
+                    restored_ms: now_ms(),
+                    stored_ms: seed.stored_ms,
+                },
+            ),
+        );
+    }
+
+    pub(crate) fn publish(&self, mut snapshot: ServingSnapshot) {
+        {
+            let book = self.book();
+            snapshot.totals.models_restored = book.count;
+            for (dt, (name, since, info)) in &book.restored {
+                if let Some(d) = snapshot.data_types.get_mut(dt) {
+                    if d.current
+                        .as_ref()
+                        .is_some_and(|c| &c.name == name && c.since_ms == *since)
+                    {
+                        d.restored = Some(info.clone());
+                    }
+                }
+            }
+        }
         self.inner.current.store(Arc::new(snapshot));
         self.inner.version.send_modify(|v| *v += 1);
     }
@@ -287,6 +465,8 @@ pub(crate) struct LiveStats {
     load_ns: u64,
     pub(crate) offered_at: Instant,
     pub(crate) swap_latency_ns: Option<u64>,
+    /// Whether snapshots carry a copy of the histogram.
+    export_hist: bool,
 }
 
 impl LiveStats {
@@ -314,6 +494,25 @@ impl LiveStats {
             load_ns,
             offered_at,
             swap_latency_ns: None,
+            export_hist: false,
+        }
+    }
+
+    /// Continues from stored statistics `s` (a restored model).
+    pub(crate) fn restore_from(&mut self, s: &ModelStats) {
+        self.since_ms = s.since_ms;
+        self.usage = s.usage;
+        self.errors = s.errors;
+        self.total_ns = s.total_ns;
+        self.min_ns = s.min_ns.unwrap_or(u64::MAX);
+        self.max_ns = s.max_ns.unwrap_or(0);
+        if s.swap_latency_ns.is_some() {
+            self.swap_latency_ns = s.swap_latency_ns;
+        }
+        if let (Some(h), Some(stored)) = (self.hist.as_mut(), s.histogram.as_deref()) {
+            if let Err(e) = h.add(stored) {
+                tracing::warn!(model = %self.name, error = ?e, "stored histogram not restored");
+            }
         }
     }
 
@@ -360,6 +559,11 @@ impl LiveStats {
             p999_ns: q(0.999),
             load_ns: self.load_ns,
             swap_latency_ns: self.swap_latency_ns,
+            histogram: if self.export_hist {
+                self.hist.clone().map(Arc::new)
+            } else {
+                None
+            },
         }
     }
 }
@@ -411,6 +615,7 @@ impl TypeCounters {
             data_type: data_type.to_string(),
             current,
             last_error: self.last_error.clone(),
+            restored: None,
             swaps: self.swaps,
             load_failures: self.load_failures,
             loading: self.loading,
