@@ -35,6 +35,10 @@ pub struct ConsumerSettings {
     pub properties: Vec<(String, String)>,
     /// Observer of successful commits (tests, metrics).
     pub on_commit: Option<CommitHook>,
+    /// Commit the processed prefix of revoked partitions with the consumer
+    /// (default `true`). A transactional sink turns it off: its offsets are
+    /// committed only inside transactions.
+    pub commit_on_revoke: bool,
 }
 
 impl std::fmt::Debug for ConsumerSettings {
@@ -65,7 +69,14 @@ impl ConsumerSettings {
             topics: topics.into_iter().map(Into::into).collect(),
             properties: Vec::new(),
             on_commit: None,
+            commit_on_revoke: true,
         }
+    }
+
+    /// Sets [`commit_on_revoke`](Self::commit_on_revoke).
+    pub fn commit_on_revoke(mut self, commit: bool) -> Self {
+        self.commit_on_revoke = commit;
+        self
     }
 
     /// Sets a librdkafka property.
@@ -175,6 +186,7 @@ pub(crate) struct Shared {
     /// earlier is never issued after one computed later.
     commit_lock: Mutex<()>,
     on_commit: Option<CommitHook>,
+    commit_on_revoke: bool,
     assignment: watch::Sender<Vec<TopicPartition>>,
     stop: watch::Sender<bool>,
     events: Mutex<Vec<mpsc::UnboundedSender<AssignmentEvent>>>,
@@ -187,6 +199,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub(crate) fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
         lock(&self.tracker)
+    }
+
+    /// Whether revocations commit the processed prefix with the consumer.
+    pub(crate) fn commits_on_revoke(&self) -> bool {
+        self.commit_on_revoke
+    }
+
+    /// Holds off commits and revocations while the guard lives.
+    pub(crate) fn commit_serial(&self) -> MutexGuard<'_, ()> {
+        lock(&self.commit_lock)
     }
 
     pub(crate) fn subscribe_events(&self) -> mpsc::UnboundedReceiver<AssignmentEvent> {
@@ -206,7 +228,9 @@ impl Shared {
         self.commit_positions(pending, commit)
     }
 
-    fn commit_positions(
+    /// Commits `positions` with `commit` and records them; the caller holds
+    /// [`commit_serial`](Self::commit_serial).
+    pub(crate) fn commit_positions(
         &self,
         positions: BTreeMap<TopicPartition, i64>,
         commit: impl FnOnce(&TopicPartitionList) -> KafkaResult<()>,
@@ -249,6 +273,14 @@ impl Shared {
             }
         }
         let n = positions.len();
+        if !self.commit_on_revoke {
+            tracing::debug!(
+                partitions = tps.len(),
+                "kafka: partitions revoked (no commit)"
+            );
+            lock(&self.events).retain(|tx| tx.send(AssignmentEvent::Revoked(tps.clone())).is_ok());
+            return;
+        }
         match self.commit_positions(positions, |tpl| consumer.commit(tpl, CommitMode::Sync)) {
             Ok(_) => tracing::debug!(
                 partitions = tps.len(),
@@ -406,6 +438,7 @@ pub(crate) fn create_consumer(
         tracker: Mutex::new(OffsetTracker::new()),
         commit_lock: Mutex::new(()),
         on_commit: settings.on_commit.clone(),
+        commit_on_revoke: settings.commit_on_revoke,
         assignment,
         stop,
         events: Mutex::new(Vec::new()),

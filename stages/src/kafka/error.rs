@@ -42,6 +42,14 @@ pub enum KafkaStageError {
     /// A blocking client call's worker task failed (panicked or was cancelled).
     #[error("background task failed: {0}")]
     Task(String),
+    /// A Kafka transaction failed and was aborted (exactly-once processing):
+    /// its records are invisible to read_committed consumers and its input
+    /// offsets were not committed.
+    #[error("transaction aborted: {0}")]
+    TransactionAborted(String),
+    /// The broker cannot serve exactly-once processing.
+    #[error("exactly-once processing is not supported: {0}")]
+    Unsupported(String),
 }
 
 impl KafkaStageError {

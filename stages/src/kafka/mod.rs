@@ -26,7 +26,9 @@
 //! ```
 //!
 //! Delivery is at-least-once: after a crash, records processed since the
-//! last commit are processed again (duplicates), none is lost.
+//! last commit are processed again (duplicates), none is lost. For
+//! exactly-once, replace the committer by a [`transactional_sink`] (results
+//! and offsets committed together in Kafka transactions; see its docs).
 //!
 //! ## Notes and limits
 //! - Every offset a source emits must reach the committer (use
@@ -53,6 +55,7 @@ mod partitioned;
 mod producer;
 mod shutdown;
 mod tracker;
+pub mod transactional;
 
 pub use committer::{CommitStats, Committer, CommitterSettings};
 pub use committing::committable_sink;
@@ -70,3 +73,7 @@ pub use producer::{
 };
 pub use shutdown::{drain_and_shutdown, run_until, shutdown_signal};
 pub use tracker::{OffsetTracker, TopicPartition, TrackerCounts};
+pub use transactional::{
+    check_transactions_supported, transactional_id, transactional_sink, Processing,
+    TransactionStats, TransactionalSettings,
+};

@@ -181,6 +181,22 @@ impl OffsetTracker {
         self.committed.get(tp).copied()
     }
 
+    /// Whether a record of `tp` emitted before `offset` in `epoch` is still
+    /// unprocessed (marking `offset` now would leave a gap below it).
+    pub fn unprocessed_before(&self, tp: &TopicPartition, epoch: u64, offset: i64) -> bool {
+        self.parts.get(tp).is_some_and(|s| {
+            s.epoch == epoch && s.entries.front().is_some_and(|&(o, _)| o < offset)
+        })
+    }
+
+    /// Whether some partition has a processed record above an unprocessed one
+    /// (its processed records are not all in the committable prefix).
+    pub fn has_gaps(&self) -> bool {
+        self.parts
+            .values()
+            .any(|s| s.entries.iter().any(|&(_, done)| done))
+    }
+
     /// Records emitted and not yet processed, over all tracked partitions.
     pub fn in_flight(&self) -> usize {
         self.parts
