@@ -444,6 +444,38 @@ mod tutorial {
     }
 }
 
+/// One side of the overhead benchmark alone, for a profiler.
+async fn profile(side: &str) {
+    let runs: usize = std::env::var("SERVING_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(50);
+    let mut best = Best::NONE;
+    for _ in 0..runs {
+        match side {
+            "map" => best.run(bare_map()).await,
+            "serving" => best.run(stage(ServingConfig::default())).await,
+            "minimal" => best.run(minimal_stage()).await,
+            "batched" => {
+                let batched = ServingConfig {
+                    batch_size: 64,
+                    ..ServingConfig::default()
+                };
+                best.run(stage(batched)).await
+            }
+            other => {
+                println!("SERVING_BENCH_PROFILE: unknown side {other:?} (map, serving, minimal, batched)");
+                return;
+            }
+        }
+    }
+    println!(
+        "{side}: best of {runs} runs {:.1} ns/record, CPU {:.1} ns/record",
+        best.per(),
+        best.cpu_per().unwrap_or(f64::NAN)
+    );
+}
+
 fn main() {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -455,6 +487,12 @@ fn main() {
     };
     // `cargo bench` passes `--bench`; anything else (e.g. `cargo test --benches`) runs a quick pass.
     let quick = !std::env::args().any(|a| a == "--bench");
+    // For profilers (`perf record`, `valgrind`): `SERVING_BENCH_PROFILE=map|serving|minimal|batched`
+    // runs only that side, `SERVING_BENCH_RUNS` times (default 50), and prints its best time.
+    if let Ok(side) = std::env::var("SERVING_BENCH_PROFILE") {
+        rt.block_on(profile(&side));
+        return;
+    }
     rt.block_on(async {
         let runs = if quick { 1 } else { 15 };
         let batched = ServingConfig {

@@ -291,6 +291,11 @@ impl<R: ServingRecord> ServingLogic<R> {
             }
             // `old.model` is dropped here (unless a caller still holds it).
         }
+        // Restore hook (model stores): stored statistics and history.
+        if let Some(cur) = ts.current.as_mut() {
+            self.state
+                .restore_into(&loaded.data_type, &mut cur.stats, &mut ts.counters);
+        }
         tracing::info!(model = %loaded.name, data_type = %loaded.data_type, "model installed");
         self.publish(true);
     }
@@ -322,7 +327,8 @@ impl<R: ServingRecord> ServingLogic<R> {
         if self.config.batch_size <= 1 {
             if self.results.is_empty() && ctx.has_demand(self.ports.out) {
                 // Scored straight into the push: no intermediate copy.
-                ctx.push(self.ports.out, self.score_at(ty, rec))?;
+                let out = self.ports.out;
+                self.score_with(ty, rec, |r| ctx.push(out, r))?;
                 if self.data_done {
                     self.deliver(ctx)?;
                 }
@@ -365,12 +371,25 @@ impl<R: ServingRecord> ServingLogic<R> {
 
     /// Scores `rec`, whose dataType's state is at `ty` in `self.types`.
     fn score_at(&mut self, ty: Option<usize>, rec: R) -> ServingResult {
+        self.score_with(ty, rec, |r| r)
+    }
+
+    /// Scores `rec` (see [`score_at`](Self::score_at)) and hands the result to
+    /// `put` (e.g. a push): the result goes from where it was built straight
+    /// into `put`, without a copy into a return value first.
+    #[inline(always)]
+    fn score_with<T>(
+        &mut self,
+        ty: Option<usize>,
+        rec: R,
+        put: impl FnOnce(ServingResult) -> T,
+    ) -> T {
         self.totals.records += 1;
         let current = ty
             .and_then(|i| self.types.list.get_mut(i))
             .and_then(|(_, ts)| ts.current.as_mut().map(|c| (c, &mut ts.counters)));
         let Some((cur, counters)) = current else {
-            return self.no_model(&rec);
+            return put(self.no_model(&rec));
         };
         let record = rec.to_record();
         let start = Instant::now();
@@ -395,7 +414,7 @@ impl<R: ServingRecord> ServingLogic<R> {
         if end >= self.next_publish {
             self.publish(true);
         }
-        result
+        put(result)
     }
 
     fn no_model(&mut self, rec: &R) -> ServingResult {
