@@ -57,6 +57,14 @@ pub struct FileConfig {
     pub commit_batch: Option<usize>,
     /// `--commit-interval-ms`.
     pub commit_interval_ms: Option<u64>,
+    /// `--processing` (at-least-once or exactly-once).
+    pub processing: Option<String>,
+    /// `--store` (memory, local or kafka).
+    pub store: Option<String>,
+    /// `--store-path`.
+    pub store_path: Option<PathBuf>,
+    /// `--store-topic`.
+    pub store_topic: Option<String>,
     /// Extra librdkafka properties of the data consumer.
     #[serde(default)]
     pub consumer: BTreeMap<String, String>,

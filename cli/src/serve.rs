@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use flowstage_stages::kafka::shutdown_signal;
+use flowstage_stages::store::StoreConfig;
 use flowstage_stages::wine::server::{Server, ServerConfig};
 
 use crate::config::{parse_property, FileConfig};
@@ -62,6 +63,23 @@ pub struct ServeArgs {
     /// Commit at least this often while records are processed, milliseconds [default: 1000].
     #[arg(long, env = "FLOWSTAGE_COMMIT_INTERVAL_MS")]
     pub commit_interval_ms: Option<u64>,
+    /// Delivery: at-least-once, or exactly-once (results, dead letters and offsets
+    /// committed in Kafka transactions every --commit-batch records / --commit-interval-ms;
+    /// read the results with isolation.level=read_committed; keep --instance-id stable;
+    /// needs a real Kafka cluster, not `flowstage broker`) [default: at-least-once].
+    #[arg(long, env = "FLOWSTAGE_PROCESSING", value_name = "MODE")]
+    pub processing: Option<String>,
+    /// Where the current models, their statistics and history are kept across
+    /// restarts: memory (lost on restart), local (a redb file, --store-path)
+    /// or kafka (a compacted changelog topic, --store-topic) [default: memory].
+    #[arg(long, env = "FLOWSTAGE_STORE", value_name = "KIND")]
+    pub store: Option<String>,
+    /// The database file of `--store local`.
+    #[arg(long, env = "FLOWSTAGE_STORE_PATH", value_name = "FILE")]
+    pub store_path: Option<PathBuf>,
+    /// The changelog topic of `--store kafka` [default: <group>-model-store-changelog].
+    #[arg(long, env = "FLOWSTAGE_STORE_TOPIC", value_name = "TOPIC")]
+    pub store_topic: Option<String>,
     /// Extra librdkafka property of the data consumer (repeatable).
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_property)]
     pub consumer_property: Vec<(String, String)>,
@@ -78,6 +96,25 @@ pub fn parse_http(s: &str) -> Result<Option<SocketAddr>> {
             .parse()
             .map(Some)
             .with_context(|| format!("--http {a:?} is not an address (host:port) or \"off\"")),
+    }
+}
+
+/// The model store of `--store KIND` with `--store-path` / `--store-topic`.
+pub fn store_config(
+    kind: Option<&str>,
+    path: Option<PathBuf>,
+    topic: Option<String>,
+) -> Result<StoreConfig> {
+    match kind.unwrap_or("memory") {
+        "memory" => Ok(StoreConfig::Memory),
+        "local" => match path {
+            Some(path) => Ok(StoreConfig::Local { path }),
+            None => anyhow::bail!(
+                "--store local needs --store-path FILE (or FLOWSTAGE_STORE_PATH, or store_path in the configuration file)"
+            ),
+        },
+        "kafka" => Ok(StoreConfig::Kafka { topic }),
+        other => anyhow::bail!("--store {other:?}: expected memory, local or kafka"),
     }
 }
 
@@ -130,6 +167,14 @@ impl ServeArgs {
         if let Some(ms) = self.commit_interval_ms.or(file.commit_interval_ms) {
             c.commit = c.commit.max_interval(Duration::from_millis(ms));
         }
+        if let Some(p) = self.processing.or(file.processing) {
+            c.processing = p.parse().with_context(|| format!("--processing {p:?}"))?;
+        }
+        c.store = store_config(
+            self.store.or(file.store).as_deref(),
+            self.store_path.or(file.store_path),
+            self.store_topic.or(file.store_topic),
+        )?;
         c.consumer_properties = file.consumer.into_iter().collect();
         c.consumer_properties.extend(self.consumer_property);
         c.producer_properties = file.producer.into_iter().collect();
@@ -220,6 +265,67 @@ mod tests {
                 ("acks".into(), "all".into())
             ]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn store_flags_win_over_the_file_and_local_needs_a_path() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("serve.toml");
+        std::fs::write(
+            &file,
+            "store = \"kafka\"\nstore_topic = \"from-file\"\nstore_path = \"/tmp/f.redb\"\n",
+        )?;
+        let file_arg = file.to_string_lossy().into_owned();
+        let c = Cli::try_parse_from(["serve", "--config", file_arg.as_str()])?
+            .serve
+            .resolve()?;
+        assert_eq!(
+            c.store,
+            StoreConfig::Kafka {
+                topic: Some("from-file".into())
+            }
+        );
+        let c = Cli::try_parse_from(["serve", "--config", file_arg.as_str(), "--store", "local"])?
+            .serve
+            .resolve()?;
+        assert_eq!(
+            c.store,
+            StoreConfig::Local {
+                path: "/tmp/f.redb".into()
+            }
+        );
+        let err = store_config(Some("local"), None, None)
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("--store-path")));
+        assert!(store_config(Some("redis"), None, None).is_err());
+        assert_eq!(store_config(None, None, None)?, StoreConfig::Memory);
+        Ok(())
+    }
+
+    #[test]
+    fn processing_comes_from_the_flag_or_the_file() -> Result<()> {
+        use flowstage_stages::kafka::Processing;
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("eos.toml");
+        std::fs::write(&file, "processing = \"exactly-once\"\n")?;
+        let file_arg = file.to_string_lossy().into_owned();
+        let from_file = Cli::try_parse_from(["serve", "--config", file_arg.as_str()])?;
+        assert_eq!(
+            from_file.serve.resolve()?.processing,
+            Processing::ExactlyOnce
+        );
+        let flag = Cli::try_parse_from([
+            "serve",
+            "--config",
+            file_arg.as_str(),
+            "--processing",
+            "at-least-once",
+        ])?;
+        assert_eq!(flag.serve.resolve()?.processing, Processing::AtLeastOnce);
+        let bad = Cli::try_parse_from(["serve", "--processing", "twice"])?;
+        assert!(bad.serve.resolve().is_err());
         Ok(())
     }
 

@@ -9,8 +9,6 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
-
 "$KAFKA_SCRIPTS_DIR/fetch.sh"
 
 if [[ -f "$KAFKA_RUN_DIR/broker.pid" ]] && kill -0 "$(cat "$KAFKA_RUN_DIR/broker.pid")" 2>/dev/null; then
@@ -74,36 +72,5 @@ kafka_tool kafka.tools.StorageTool format -t "$CLUSTER_ID" -c "$CONFIG" >"$WORKD
     exit 1
 }
 
-START_NS=$(date +%s%N)
-setsid "$JAVA" -Xms256m -Xmx${KAFKA_HEAP:-768m} -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dorg.slf4j.simpleLogger.defaultLogLevel="${KAFKA_LOG_LEVEL:-info}" \
-    -Dorg.slf4j.simpleLogger.showDateTime=true \
-    -cp "$(kafka_classpath)" kafka.Kafka "$CONFIG" \
-    >"$WORKDIR/broker.log" 2>&1 </dev/null &
-PID=$!
-echo "$PID" >"$KAFKA_RUN_DIR/broker.pid"
-echo "$WORKDIR" >"$KAFKA_RUN_DIR/workdir"
-BOOTSTRAP="127.0.0.1:$PORT"
-
-# Ready when the admin API answers a metadata request (kafka-topics --list).
-deadline=$((SECONDS + START_TIMEOUT))
-until kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" \
-        --list --command-config /dev/null >/dev/null 2>&1; do
-    if ! kill -0 "$PID" 2>/dev/null; then
-        echo "start.sh: the broker exited during start-up; last log lines:" >&2
-        tail -n 40 "$WORKDIR/broker.log" >&2
-        rm -f "$KAFKA_RUN_DIR/broker.pid"
-        exit 1
-    fi
-    if ((SECONDS >= deadline)); then
-        echo "start.sh: the broker did not answer within ${START_TIMEOUT}s; stopping it. Log: $WORKDIR/broker.log" >&2
-        kill "$PID" 2>/dev/null || true
-        rm -f "$KAFKA_RUN_DIR/broker.pid"
-        exit 1
-    fi
-    sleep 0.5
-done
-ELAPSED_MS=$((($(date +%s%N) - START_NS) / 1000000))
-echo "$BOOTSTRAP" >"$KAFKA_RUN_DIR/bootstrap"
-echo "start.sh: Apache Kafka $KAFKA_VERSION (KRaft) pid $PID ready at $BOOTSTRAP after ${ELAPSED_MS} ms; log $WORKDIR/broker.log" >&2
-echo "$BOOTSTRAP"
+launch_broker "$CONFIG" "$WORKDIR" "127.0.0.1:$PORT" start.sh
+echo "127.0.0.1:$PORT"

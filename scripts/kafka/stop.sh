@@ -4,13 +4,15 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PID_FILE="$KAFKA_RUN_DIR/broker.pid"
-if [[ ! -f "$PID_FILE" ]]; then
+WORKDIR="$(cat "$KAFKA_RUN_DIR/workdir" 2>/dev/null || true)"
+if [[ ! -f "$PID_FILE" && -z "$WORKDIR" ]]; then
     echo "stop.sh: no broker pid file ($PID_FILE); nothing to stop" >&2
     exit 0
 fi
-PID="$(cat "$PID_FILE")"
-WORKDIR="$(cat "$KAFKA_RUN_DIR/workdir" 2>/dev/null || true)"
-if kill -0 "$PID" 2>/dev/null; then
+PID="$(cat "$PID_FILE" 2>/dev/null || true)"
+if [[ -z "$PID" ]]; then
+    echo "stop.sh: no broker running (stopped by restart.sh stop); removing its files" >&2
+elif kill -0 "$PID" 2>/dev/null; then
     kill -TERM "$PID"
     for _ in $(seq 1 60); do
         kill -0 "$PID" 2>/dev/null || break

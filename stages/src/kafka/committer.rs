@@ -233,6 +233,12 @@ fn is_retriable(e: &ClientError) -> bool {
                 | RDKafkaErrorCode::NoOffset
                 | RDKafkaErrorCode::BrokerDestroy
                 | RDKafkaErrorCode::AssignmentLost
+                // The broker went away or is coming back: the positions stay
+                // pending and the next commit (or the revocation) retries.
+                | RDKafkaErrorCode::WaitingForCoordinator
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::NetworkException
         )
     )
 }

@@ -64,8 +64,14 @@ use crate::kafka::{
     CommittableOffset, CommitterSettings, ConsumerSettings, KafkaProducer, KafkaStageError,
     ProducerMessage, ProducerRecord, ProducerSettings,
 };
+use crate::kafka::{
+    transactional_id, transactional_sink, Processing, TransactionStats, TransactionalSettings,
+};
 use crate::serving::{
     now_ms, ModelMessage, RegistryLoader, ServingConfig, ServingRecord, ServingStage, ServingState,
+};
+use crate::store::{
+    ModelCatalog, ModelPosition, StoreConfig, StoreWriter, StoredEntry, DEFAULT_PERSIST_INTERVAL,
 };
 
 /// The header naming where a dead letter came from: `topic/partition@offset`.
@@ -98,6 +104,11 @@ pub struct ServerConfig {
     pub commit: CommitterSettings,
     /// Results (and dead letters) unacknowledged at most.
     pub max_in_flight: usize,
+    /// At-least-once (default) or exactly-once: results, dead letters and
+    /// offsets committed together in Kafka transactions (transactional.id
+    /// [`transactional_id`]`(group, instance_id)`: keep instance ids stable),
+    /// the data read `read_committed`; transactions follow [`Self::commit`].
+    pub processing: Processing,
     /// How often the instance record is refreshed.
     pub heartbeat: Duration,
     /// Create missing topics at start ([`ensure_topics`]) with this many
@@ -107,6 +118,9 @@ pub struct ServerConfig {
     pub consumer_properties: Vec<(String, String)>,
     /// Extra librdkafka properties of the producer.
     pub producer_properties: Vec<(String, String)>,
+    /// Where the current models, their statistics and history are kept
+    /// across restarts (see [`crate::store`]); in memory by default.
+    pub store: StoreConfig,
 }
 
 impl ServerConfig {
@@ -124,10 +138,12 @@ impl ServerConfig {
             serving: ServingConfig::default(),
             commit: CommitterSettings::default(),
             max_in_flight: 10_000,
+            processing: Processing::AtLeastOnce,
             heartbeat: Duration::from_secs(2),
             create_topics: Some(DEFAULT_PARTITIONS),
             consumer_properties: Vec::new(),
             producer_properties: Vec::new(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -165,8 +181,10 @@ pub struct ServerSummary {
     pub dead_letters: u64,
     /// Model messages read (undecodable ones included).
     pub model_messages: u64,
-    /// Offset commits.
+    /// Offset commits (at-least-once).
     pub commits: CommitStats,
+    /// Transactions (exactly-once; all zero at-least-once).
+    pub transactions: TransactionStats,
 }
 
 impl fmt::Display for ServerSummary {
@@ -180,7 +198,15 @@ impl fmt::Display for ServerSummary {
             self.model_messages,
             self.commits.marked,
             self.commits.commits
-        )
+        )?;
+        if self.transactions != TransactionStats::default() {
+            write!(
+                f,
+                "; exactly-once: {} transactions committed ({} aborted), {} messages in transactions",
+                self.transactions.committed, self.transactions.aborted, self.transactions.messages
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -297,10 +323,24 @@ async fn read_from_beginning(
     }
 }
 
+/// The models restored from the model store, offered before the model topic.
+#[derive(Debug, Default)]
+struct RestoredModels {
+    /// The stored current models, offered first.
+    descriptors: Vec<ModelDescriptor>,
+    /// Per dataType, where its stored model was read: model messages of the
+    /// same partition up to there are not newer, and skipped (not installed
+    /// again, which would reset the restored statistics).
+    positions: HashMap<String, ModelPosition>,
+    /// Every descriptor offered, for the store writer.
+    catalog: Arc<ModelCatalog>,
+}
+
 /// The model topic as a stream of [`ModelMessage`]s (undecodable messages
-/// and tombstones are logged and skipped). `caught_up` receives the number of
-/// descriptors yielded up to the topic's end as of start-up (0 at once if the
-/// topic does not exist yet).
+/// and tombstones are logged and skipped), after the models restored from the
+/// store. `caught_up` receives the number of descriptors yielded up to the
+/// topic's end as of start-up (the restored ones at once if the topic does not
+/// exist yet).
 fn model_source(
     brokers: String,
     group: String,
@@ -308,26 +348,31 @@ fn model_source(
     counters: Arc<Counters>,
     caught_up: watch::Sender<Option<u64>>,
     feed: Arc<ModelFeed>,
+    restored: RestoredModels,
 ) -> Source<impl futures::Stream<Item = Item<ModelMessage>> + Send + 'static> {
     let stream = flowstage::async_stream::stream! {
+        let RestoredModels { descriptors: stored, positions, catalog } = restored;
+        let mut descriptors = stored.len() as u64;
+        for d in stored {
+            yield Ok(ModelMessage::Descriptor(d));
+        }
         let (consumer, ends) = match read_from_beginning(&brokers, group, &topic, || {
-            caught_up.send_replace(Some(0));
+            caught_up.send_replace(Some(descriptors));
         })
         .await
         {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, topic, "cannot read the model topic; serving without new models");
-                caught_up.send_replace(Some(0));
+                caught_up.send_replace(Some(descriptors));
                 feed.failed();
                 return;
             }
         };
         // Partitions not read up to their start-up end yet.
         let mut behind: BTreeMap<i32, i64> = ends.into_iter().filter(|&(_, end)| end > 0).collect();
-        let mut descriptors = 0u64;
         if behind.is_empty() {
-            caught_up.send_replace(Some(0));
+            caught_up.send_replace(Some(descriptors));
         }
         loop {
             match consumer.recv().await {
@@ -351,12 +396,32 @@ fn model_source(
                             }
                         },
                     };
+                    let decoded = decoded.filter(|d| {
+                        let stale = positions
+                            .get(&d.data_type)
+                            .is_some_and(|p| p.covers(&topic, m.partition(), m.offset()));
+                        if stale {
+                            tracing::debug!(
+                                name = d.name, data_type = d.data_type, offset = m.offset(),
+                                "model message not newer than the restored model; skipped"
+                            );
+                        }
+                        !stale
+                    });
                     if decoded.is_some() {
                         descriptors += 1;
                     }
                     feed.consumed(m.partition(), m.offset(), descriptors);
                     if let Some(d) = decoded {
                         tracing::info!(name = d.name, data_type = d.data_type, "model received");
+                        catalog.offered(
+                            &d,
+                            Some(ModelPosition {
+                                topic: topic.clone(),
+                                partition: m.partition(),
+                                offset: m.offset(),
+                            }),
+                        );
                         yield Ok(ModelMessage::Descriptor(d));
                     }
                     if !behind.is_empty() {
@@ -377,13 +442,25 @@ fn model_source(
 }
 
 /// How far the model consumer has read, for [`sync_models`].
-#[derive(Debug)]
 struct ModelFeed {
     brokers: String,
     topic: String,
     /// Per partition the next offset to read, and the descriptors read so far;
     /// `None` once the model topic cannot be read at all.
     position: watch::Sender<Option<(BTreeMap<i32, i64>, u64)>>,
+    /// The client that asks for the end offsets, made on first use and kept
+    /// (a sync is one round trip, not a new connection).
+    client: Mutex<Option<Arc<rdkafka::consumer::BaseConsumer>>>,
+}
+
+impl std::fmt::Debug for ModelFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelFeed")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("position", &self.position)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ModelFeed {
@@ -392,6 +469,7 @@ impl ModelFeed {
             brokers: brokers.to_string(),
             topic: topic.to_string(),
             position: watch::Sender::new(Some((BTreeMap::new(), 0))),
+            client: Mutex::new(None),
         }
     }
 
@@ -428,19 +506,29 @@ fn partition_ends(c: &impl Consumer, topic: &str) -> KafkaResult<Vec<(i32, i64)>
         .collect()
 }
 
-/// The end offset of every partition of `topic` now.
-async fn end_offsets(brokers: &str, topic: &str) -> Result<Vec<(i32, i64)>, KafkaStageError> {
-    let brokers = brokers.to_string();
-    let t = topic.to_string();
-    tokio::task::spawn_blocking(move || {
-        let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()?;
-        partition_ends(&c, &t)
-    })
-    .await
-    .map_err(|e| KafkaStageError::Task(e.to_string()))?
-    .map_err(KafkaStageError::Client)
+/// The end offset of every partition of the model topic now.
+async fn end_offsets(feed: &ModelFeed) -> Result<Vec<(i32, i64)>, KafkaStageError> {
+    let client = {
+        let mut slot = feed.client.lock().unwrap_or_else(PoisonError::into_inner);
+        match slot.as_ref() {
+            Some(c) => c.clone(),
+            None => {
+                let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &feed.brokers)
+                    .set("socket.nagle.disable", "true")
+                    .create()
+                    .map_err(KafkaStageError::Client)?;
+                let c = Arc::new(c);
+                *slot = Some(c.clone());
+                c
+            }
+        }
+    };
+    let t = feed.topic.clone();
+    tokio::task::spawn_blocking(move || partition_ends(&*client, &t))
+        .await
+        .map_err(|e| KafkaStageError::Task(e.to_string()))?
+        .map_err(KafkaStageError::Client)
 }
 
 /// Before a record of a dataType without a model is answered "no model":
@@ -448,7 +536,7 @@ async fn end_offsets(brokers: &str, topic: &str) -> Result<Vec<(i32, i64)>, Kafk
 /// read by then was loaded, so a model published before the record (on the
 /// other topic, read by another consumer) is not missed.
 async fn sync_models(feed: &ModelFeed, state: &ServingState) {
-    let ends = match end_offsets(&feed.brokers, &feed.topic).await {
+    let ends = match end_offsets(feed).await {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the model topic's end offsets");
@@ -634,13 +722,25 @@ impl Server {
         )
         // Low latency: a fetch that finds nothing new returns after 10 ms (the
         // embedded mock broker does not answer early when records arrive).
-        .set("fetch.wait.max.ms", "10");
+        .set("fetch.wait.max.ms", "10")
+        // Bounded prefetch, so memory does not grow with the lag: librdkafka's
+        // defaults keep up to 100,000 records per partition and 64 MiB queued.
+        // 5,000 per partition is still a fraction of a second at full speed.
+        .set("queued.min.messages", "5000")
+        .set("queued.max.messages.kbytes", "8192");
         for (k, v) in &config.consumer_properties {
             cs = cs.set(k, v);
         }
+        let exactly_once = config.processing == Processing::ExactlyOnce;
+        if exactly_once {
+            // Offsets are committed only inside transactions.
+            cs = cs
+                .set("isolation.level", "read_committed")
+                .commit_on_revoke(false);
+        }
         let producer_settings = producer_settings(&config);
         let (control, data) = committable_source(cs)?.pre_materialize();
-        let committer = control.committer(config.commit.clone());
+        let committer = (!exactly_once).then(|| control.committer(config.commit.clone()));
 
         // Instance records: read the group's, publish ours.
         let reader = tokio::spawn(read_instances(
@@ -683,12 +783,17 @@ impl Server {
         let gate_state = state.clone();
         // Records are taken once the start-up models are loaded; a record of a
         // dataType without a model first syncs with the model topic (at most
-        // once a second per dataType).
+        // once a second per dataType, and not when a sync started after the
+        // record was published).
         let mut branches = Source::from_parts(
             flowstage::async_stream::stream! {
                 ready.await;
                 let mut served: HashSet<String> = HashSet::new();
                 let mut synced: HashMap<String, Instant> = HashMap::new();
+                // When the last sync started (epoch ms): a record published
+                // before that is covered by it and needs no sync of its own
+                // (a burst of unknown dataTypes costs one sync, not one each).
+                let mut last_sync_ms = i64::MIN;
                 let mut data = std::pin::pin!(data);
                 while let Some(item) = futures::StreamExt::next(&mut data).await {
                     let m: CommittableMessage = match item {
@@ -711,8 +816,16 @@ impl Server {
                         let due = synced
                             .get(&dt)
                             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-                        if gate_state.snapshot().current_model(&dt).is_none() && due {
+                        let covered = m.record.timestamp.is_some_and(|ts| ts < last_sync_ms);
+                        if gate_state.snapshot().current_model(&dt).is_none() && due && !covered {
+                            last_sync_ms = i64::try_from(now_ms()).unwrap_or(i64::MAX);
                             sync_models(&gate_feed, &gate_state).await;
+                            // Entries older than a second mean the same as
+                            // none: drop them, so junk dataTypes cannot grow
+                            // the map without bound.
+                            if synced.len() >= 1024 {
+                                synced.retain(|_, t| t.elapsed() < Duration::from_secs(1));
+                            }
                             synced.insert(dt.clone(), Instant::now());
                         }
                         if gate_state.snapshot().current_model(&dt).is_some() {
@@ -759,6 +872,9 @@ impl Server {
             Some(message)
         });
 
+        // The model store: its models are offered first, with their
+        // statistics and history seeded; a writer keeps it up to date.
+        let (restored, store_writer) = restore_models(&config, &state).await?;
         let models = model_source(
             config.brokers.clone(),
             format!("{}.models.{}", config.group_id, config.instance_id),
@@ -766,6 +882,7 @@ impl Server {
             counters.clone(),
             caught_up_tx,
             feed,
+            restored,
         );
         let (results, _) = ServingStage::new(loader)
             .config(config.serving.clone())
@@ -777,8 +894,7 @@ impl Server {
             })?;
         let results_topic = config.topics.results.clone();
         let produced = counters.clone();
-        let sink = committable_sink(&producer_settings, committer.clone())?;
-        let done = results
+        let messages = results
             .try_map(move |r: ServingResult| {
                 let offset = in_stage
                     .lock()
@@ -792,10 +908,32 @@ impl Server {
                     ProducerRecord::new(results_topic.clone(), r.encode_to_vec()).key(r.record_key);
                 Ok::<_, StreamError>(ProducerMessage::single(record, offset))
             })
-            .merge(bad)
-            .run_with(sink);
+            .merge(bad);
+        // At-least-once: the committable sink and the committer; exactly-once:
+        // results, dead letters and offsets in Kafka transactions.
+        let done: futures::future::BoxFuture<'static, Result<TransactionStats, StreamError>> =
+            match &committer {
+                Some(committer) => {
+                    let sink = committable_sink(&producer_settings, committer.clone())?;
+                    let completion = messages.run_with(sink);
+                    Box::pin(async move { completion.await.map(|_| TransactionStats::default()) })
+                }
+                None => {
+                    let settings = TransactionalSettings::new(
+                        producer_settings.clone(),
+                        transactional_id(&config.group_id, &config.instance_id),
+                    )
+                    .max_batch(config.commit.max_batch)
+                    .max_interval(config.commit.max_interval);
+                    Box::pin(messages.run_with(transactional_sink(&settings, &control)?))
+                }
+            };
 
         let outcome = run_until(&control, done, shutdown).await;
+        // The stage stopped (its last snapshot is published): store it.
+        if let Some(w) = store_writer {
+            w.finish().await;
+        }
 
         // Say goodbye, stop the helpers, report.
         let _ = stop_tx.send(true);
@@ -811,16 +949,96 @@ impl Server {
                 tracing::warn!(error = %e, "HTTP server shutdown failed");
             }
         }
-        outcome?;
-        let commits = committer.stats();
+        let transactions = outcome?;
+        let commits = committer
+            .as_ref()
+            .map(crate::kafka::Committer::stats)
+            .unwrap_or_default();
         Ok(ServerSummary {
             records: counters.records.load(Ordering::Relaxed),
             results: counters.results.load(Ordering::Relaxed),
             dead_letters: counters.dead_letters.load(Ordering::Relaxed),
             model_messages: counters.model_messages.load(Ordering::Relaxed),
             commits,
+            transactions,
         })
     }
+}
+
+/// Opens the configured model store, reads it, seeds `state` with the stored
+/// statistics and history, and starts the store writer (not for the memory
+/// store: a new one is empty and dies with the server, so writing to it would
+/// only cost). Logs how long the restore took once the stored models are
+/// installed.
+async fn restore_models(
+    config: &ServerConfig,
+    state: &ServingState,
+) -> Result<(RestoredModels, Option<StoreWriter>), WineError> {
+    let store_err = |e: crate::store::StoreError| WineError::Config {
+        name: "store",
+        reason: e.to_string(),
+    };
+    let started = Instant::now();
+    let store = config
+        .store
+        .open(&config.brokers, &config.group_id)
+        .await
+        .map_err(store_err)?;
+    let reader = store.clone();
+    let found = tokio::task::spawn_blocking(move || reader.load())
+        .await
+        .map_err(|e| WineError::Config {
+            name: "store",
+            reason: e.to_string(),
+        })?
+        .map_err(store_err)?;
+    let read_ms = started.elapsed().as_secs_f64() * 1e3;
+    for e in &found.skipped {
+        tracing::warn!(error = %e, "model store entry skipped");
+    }
+    let kind = store.kind();
+    let mut restored = RestoredModels::default();
+    for entry in &found.entries {
+        state.seed_restored(entry.seed(kind));
+        restored
+            .catalog
+            .offered(&entry.model.descriptor, entry.model.position.clone());
+        if let Some(p) = &entry.model.position {
+            restored
+                .positions
+                .insert(entry.model.data_type.clone(), p.clone());
+        }
+        restored.descriptors.push(entry.model.descriptor.clone());
+    }
+    let entries: Vec<StoredEntry> = found.entries;
+    let n = entries.len() as u64;
+    let writer = (config.store != StoreConfig::Memory).then(|| {
+        StoreWriter::spawn(
+            store,
+            state.clone(),
+            restored.catalog.clone(),
+            DEFAULT_PERSIST_INTERVAL,
+            &entries,
+        )
+    });
+    let st = state.clone();
+    tokio::spawn(async move {
+        // Installed (restored) or failed: the stored models are all loaded.
+        let s = st
+            .wait_for(|s| {
+                s.totals.models_restored + s.totals.load_failures >= n
+                    && s.totals.models_offered >= n
+                    && s.data_types.values().all(|d| d.loading == 0)
+                    || (!s.running && s.published_ms > 0)
+            })
+            .await;
+        tracing::info!(
+            "restored {} models from the {kind} store in {:.1} ms (store read in {read_ms:.1} ms)",
+            s.totals.models_restored,
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    });
+    Ok((restored, writer))
 }
 
 async fn instances(State(dir): State<InstanceDirectory>) -> Response {
