@@ -8,18 +8,16 @@
 //!
 //! On the embedded broker (librdkafka's mock cluster, which accepts transactions without their
 //! semantics) the server refuses exactly-once with a clear error and a non-zero exit.
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use common::{
+    apache_bootstrap, create_topics, note, regression_model, synthetic_csv, unique, Proc,
+    PARTITIONS,
+};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -28,55 +26,6 @@ use rdkafka::{Offset, TopicPartitionList};
 
 /// Guard against hangs only (never a timing assertion).
 const HANG_GUARD: Duration = Duration::from_secs(180);
-const PARTITIONS: i32 = 6;
-
-const REGRESSION_PMML: &str = r#"<?xml version="1.0"?>
-<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
-  <Header/>
-  <DataDictionary>
-    <DataField name="alcohol" optype="continuous" dataType="double"/>
-    <DataField name="quality" optype="continuous" dataType="double"/>
-  </DataDictionary>
-  <RegressionModel functionName="regression">
-    <MiningSchema>
-      <MiningField name="alcohol"/>
-      <MiningField name="quality" usageType="target"/>
-    </MiningSchema>
-    <RegressionTable intercept="1">
-      <NumericPredictor name="alcohol" coefficient="0.5"/>
-    </RegressionTable>
-  </RegressionModel>
-</PMML>"#;
-
-const COLUMNS: [&str; 11] = [
-    "fixed acidity",
-    "volatile acidity",
-    "citric acid",
-    "residual sugar",
-    "chlorides",
-    "free sulfur dioxide",
-    "total sulfur dioxide",
-    "density",
-    "pH",
-    "sulphates",
-    "alcohol",
-];
-
-fn note(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{prefix}-{}-{nanos:x}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
 
 /// The binary under test: `FLOWSTAGE_BIN` (the measurement runs a release build), else the
 /// one cargo built for this test.
@@ -84,148 +33,6 @@ fn flowstage_bin() -> PathBuf {
     std::env::var_os("FLOWSTAGE_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_flowstage")))
-}
-
-/// A `flowstage` child: stdout lines on a channel, stderr in a log file; killed when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stdout: Vec<String>,
-    stderr_path: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &str, args: &[String], dir: &Path) -> Proc {
-        let stderr_path = dir.join(format!("{name}.stderr"));
-        let stderr = File::create(&stderr_path).expect("stderr log");
-        let mut child = Command::new(flowstage_bin())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start flowstage {args:?}: {e}"));
-        let out = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            name: name.into(),
-            child,
-            lines,
-            stdout: Vec::new(),
-            stderr_path,
-        }
-    }
-
-    fn describe(&self) -> String {
-        let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "{}: stdout {:?}\n--- stderr tail:\n{}",
-            self.name,
-            self.stdout,
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        )
-    }
-
-    fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + HANG_GUARD;
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    self.stdout.push(line.clone());
-                    if pred(&line) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("hang guard: no {what}: {}", self.describe())
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("ended before {what}: {}", self.describe())
-                }
-            }
-        }
-    }
-
-    /// Waits until stdout closes, then reaps the process.
-    fn wait_exit(&mut self, what: &str) -> ExitStatus {
-        let deadline = Instant::now() + HANG_GUARD;
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => self.stdout.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("hang guard: {what}: {}", self.describe())
-                }
-            }
-        }
-        self.child.wait().expect("wait for the child")
-    }
-
-    fn terminate(&mut self) -> ExitStatus {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(ok.success(), "kill -TERM failed");
-        self.wait_exit("exit after SIGTERM")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            note(&format!("--- {}", self.describe()));
-        }
-    }
-}
-
-fn create_topics(bootstrap: &str, topics: &[(&str, i32, bool)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|&(name, partitions, compacted)| {
-            let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-            if compacted {
-                t.set("cleanup.policy", "compact")
-            } else {
-                t
-            }
-        })
-        .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    for r in rt
-        .block_on(admin.create_topics(&new, &opts))
-        .expect("create topics")
-    {
-        r.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
-    }
 }
 
 /// A `read_committed` reader of every partition of `topic` from the beginning, counting
@@ -323,17 +130,44 @@ fn serve_args(bootstrap: &str, names: &[(&str, &str)], group: &str, id: &str) ->
     args
 }
 
+/// `flowstage provide` of `n` records of `csv` looped at `rate` (0: full speed), after `model`.
+fn provide_args(
+    bootstrap: &str,
+    data: &str,
+    models: &str,
+    csv: &Path,
+    model: &Path,
+    rate: u32,
+    n: usize,
+) -> Vec<String> {
+    [
+        "provide",
+        "--brokers",
+        bootstrap,
+        "--data",
+        &csv.display().to_string(),
+        "--models",
+        &model.display().to_string(),
+        "--rate",
+        &rate.to_string(),
+        "--count",
+        &n.to_string(),
+        "--loop",
+        "--data-topic",
+        data,
+        "--models-topic",
+        models,
+        "--no-progress",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 #[test]
 fn exactly_once_survives_a_kill_on_apache_kafka() {
-    let bootstrap = match std::env::var("FLOWSTAGE_KAFKA_BOOTSTRAP") {
-        Ok(b) if !b.trim().is_empty() => b.trim().to_string(),
-        _ => {
-            note(
-                "SKIPPED (exactly_once on Apache Kafka): FLOWSTAGE_KAFKA_BOOTSTRAP is not set; run \
-                 `export FLOWSTAGE_KAFKA_BOOTSTRAP=$(scripts/kafka/start.sh)` to run it",
-            );
-            return;
-        }
+    let Some(bootstrap) = apache_bootstrap("exactly_once") else {
+        return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let base = unique("eos");
@@ -355,20 +189,8 @@ fn exactly_once_survives_a_kill_on_apache_kafka() {
         ],
     );
     let n = 10_000usize;
-    let csv = dir.path().join("synthetic.csv");
-    let mut text = COLUMNS.join(",");
-    text.push('\n');
-    for i in 0..1000 {
-        text.push_str(&format!(
-            "7.4,0.7,0.{},1.9,0.076,11,34,0.9978,3.51,0.56,{}.{}\n",
-            i % 10,
-            8 + (i % 70) / 10,
-            (i % 70) % 10
-        ));
-    }
-    std::fs::write(&csv, text).expect("csv");
-    let model = dir.path().join("alcoholRegression.pmml");
-    std::fs::write(&model, REGRESSION_PMML).expect("model");
+    let (csv, _) = synthetic_csv(dir.path(), 1000);
+    let model = regression_model(dir.path());
 
     let names = [
         ("--data-topic", data.as_str()),
@@ -379,7 +201,8 @@ fn exactly_once_survives_a_kill_on_apache_kafka() {
     ];
     let group = unique("eos-group");
     let serve = |name: &str| {
-        let mut p = Proc::spawn(
+        let mut p = Proc::spawn_bin(
+            &flowstage_bin(),
             name,
             &serve_args(&bootstrap, &names, &group, "eos-1"),
             dir.path(),
@@ -388,29 +211,8 @@ fn exactly_once_survives_a_kill_on_apache_kafka() {
         p
     };
     let mut first = serve("serve-1");
-    let provide_args: Vec<String> = [
-        "provide",
-        "--brokers",
-        &bootstrap,
-        "--data",
-        &csv.display().to_string(),
-        "--models",
-        &model.display().to_string(),
-        "--rate",
-        "2000",
-        "--count",
-        &n.to_string(),
-        "--loop",
-        "--data-topic",
-        &data,
-        "--models-topic",
-        &models,
-        "--no-progress",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut provide = Proc::spawn("provide", &provide_args, dir.path());
+    let provide_args = provide_args(&bootstrap, &data, &models, &csv, &model, 2000, n);
+    let mut provide = Proc::spawn_bin(&flowstage_bin(), "provide", &provide_args, dir.path());
 
     let mut reader = CommittedReader::new(&bootstrap, &results);
     reader.until_distinct(3000);
@@ -465,12 +267,18 @@ fn exactly_once_survives_a_kill_on_apache_kafka() {
 #[test]
 fn exactly_once_is_refused_on_the_embedded_broker() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut broker = Proc::spawn("broker", &["broker".to_string()], dir.path());
+    let mut broker = Proc::spawn_bin(
+        &flowstage_bin(),
+        "broker",
+        &["broker".to_string()],
+        dir.path(),
+    );
     let bootstrap = broker
         .wait_line("bootstrap address", |l| !l.trim().is_empty())
         .trim()
         .to_string();
-    let mut serve = Proc::spawn(
+    let mut serve = Proc::spawn_bin(
+        &flowstage_bin(),
         "serve",
         &serve_args(&bootstrap, &[], &unique("g"), "eos-mock"),
         dir.path(),
@@ -480,7 +288,7 @@ fn exactly_once_is_refused_on_the_embedded_broker() {
         !status.success(),
         "exactly-once must fail on the mock cluster"
     );
-    let stderr = std::fs::read_to_string(&serve.stderr_path).unwrap_or_default();
+    let stderr = serve.stderr();
     assert!(
         stderr.contains("exactly-once processing is not supported") && stderr.contains("mock"),
         "{}",
@@ -544,43 +352,10 @@ fn measure_exactly_once_against_at_least_once() {
             (&instances, 1, true),
         ],
     );
-    let csv = dir.path().join("synthetic.csv");
-    let mut text = COLUMNS.join(",");
-    text.push('\n');
-    for i in 0..1000 {
-        text.push_str(&format!(
-            "7.4,0.7,0.{},1.9,0.076,11,34,0.9978,3.51,0.56,{}.{}\n",
-            i % 10,
-            8 + (i % 70) / 10,
-            (i % 70) % 10
-        ));
-    }
-    std::fs::write(&csv, text).expect("csv");
-    let model = dir.path().join("alcoholRegression.pmml");
-    std::fs::write(&model, REGRESSION_PMML).expect("model");
-    let provide_args: Vec<String> = [
-        "provide",
-        "--brokers",
-        &bootstrap,
-        "--data",
-        &csv.display().to_string(),
-        "--models",
-        &model.display().to_string(),
-        "--rate",
-        "0",
-        "--count",
-        &n.to_string(),
-        "--loop",
-        "--data-topic",
-        &data,
-        "--models-topic",
-        &models,
-        "--no-progress",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut provide = Proc::spawn("provide", &provide_args, dir.path());
+    let (csv, _) = synthetic_csv(dir.path(), 1000);
+    let model = regression_model(dir.path());
+    let provide_args = provide_args(&bootstrap, &data, &models, &csv, &model, 0, n);
+    let mut provide = Proc::spawn_bin(&flowstage_bin(), "provide", &provide_args, dir.path());
     assert!(
         provide.wait_exit("provide").success(),
         "{}",
@@ -620,7 +395,12 @@ fn measure_exactly_once_against_at_least_once() {
             if let Some(i) = args.iter().position(|a| a == "exactly-once") {
                 args[i] = mode.to_string();
             }
-            let mut serve = Proc::spawn(&format!("serve-{rep}-{mode}"), &args, dir.path());
+            let mut serve = Proc::spawn_bin(
+                &flowstage_bin(),
+                &format!("serve-{rep}-{mode}"),
+                &args,
+                dir.path(),
+            );
             serve.wait_line("the serve banner", |l| l.starts_with("flowstage serve:"));
             let t0 = Instant::now();
             let cpu0 = cpu_seconds(serve.child.id()).unwrap_or(0.0);

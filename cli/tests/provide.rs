@@ -3,13 +3,16 @@
 //! back from the topics with a Kafka consumer, a clean stop on SIGTERM, and
 //! clear failures on bad input.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use common::now_ms;
 use flowstage_model::pb::model_descriptor::MessageContent;
 use flowstage_model::pb::{ModelDescriptor, SavedModelArchive, WineRecord};
 use flowstage_stages::wine::files::{generated_models, read_wine_csv};
@@ -122,12 +125,6 @@ fn provide(broker: &Broker, args: &[&str]) -> Output {
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A consumer assigned to every partition of `topic` from the beginning.

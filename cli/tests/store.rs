@@ -6,223 +6,27 @@
 //! Each scenario runs on the embedded broker (a `flowstage broker` child) and on Apache Kafka
 //! when `FLOWSTAGE_KAFKA_BOOTSTRAP` is set (otherwise it says SKIPPED).
 
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{
+    apache_bootstrap, banner_http, create_topics, http_get, note, parse_result, regression_model,
+    start_broker, synthetic_csv, topic_partitions, unique, Proc, PARTITIONS, REGRESSION,
+};
 use flowstage_model::pb::serving_result::Score;
 use flowstage_model::pb::ServingResult;
-use prost::Message as _;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value as Json;
 
 /// Guard against hangs only (never a timing assertion).
 const HANG_GUARD: Duration = Duration::from_secs(120);
-
-const PARTITIONS: i32 = 6;
-
-/// The test's model: quality = 1 + 0.5 × alcohol.
-const REGRESSION_PMML: &str = r#"<?xml version="1.0"?>
-<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
-  <Header/>
-  <DataDictionary>
-    <DataField name="alcohol" optype="continuous" dataType="double"/>
-    <DataField name="quality" optype="continuous" dataType="double"/>
-  </DataDictionary>
-  <RegressionModel functionName="regression">
-    <MiningSchema>
-      <MiningField name="alcohol"/>
-      <MiningField name="quality" usageType="target"/>
-    </MiningSchema>
-    <RegressionTable intercept="1">
-      <NumericPredictor name="alcohol" coefficient="0.5"/>
-    </RegressionTable>
-  </RegressionModel>
-</PMML>"#;
-
-const REGRESSION: &str = "alcoholRegression";
-
-const COLUMNS: &str = "fixed acidity,volatile acidity,citric acid,residual sugar,chlorides,\
-free sulfur dioxide,total sulfur dioxide,density,pH,sulphates,alcohol";
-
-fn note(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// `n` wine rows; row `i`'s alcohol is `8.0 + (i % 70) / 10`.
-fn synthetic_csv(dir: &Path, n: usize) -> (PathBuf, Vec<f64>) {
-    let path = dir.join("synthetic.csv");
-    let mut text = format!("{COLUMNS}\n");
-    let mut alcohol = Vec::with_capacity(n);
-    for i in 0..n {
-        let a = format!("{}.{}", 8 + (i % 70) / 10, (i % 70) % 10);
-        alcohol.push(a.parse::<f64>().expect("alcohol"));
-        text.push_str(&format!(
-            "7.4,0.7,0.1,1.9,0.076,11,34,0.9978,3.51,0.56,{a}\n"
-        ));
-    }
-    std::fs::write(&path, text).expect("write the CSV");
-    (path, alcohol)
-}
-
-// ---- child processes -------------------------------------------------------------------------
-
-/// A `flowstage` child: stdout line by line on a thread, stderr into a log file; killed when
-/// dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stdout: Vec<String>,
-    stderr_path: PathBuf,
-    status: Option<ExitStatus>,
-}
-
-impl Proc {
-    fn spawn(name: &str, args: &[String], log_dir: &Path) -> Proc {
-        let stderr_path = log_dir.join(format!("{name}.stderr"));
-        let stderr = File::create(&stderr_path).expect("create the stderr log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flowstage"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start flowstage {args:?}: {e}"));
-        let out = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            name: name.to_string(),
-            child,
-            lines,
-            stdout: Vec::new(),
-            stderr_path,
-            status: None,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-
-    fn describe(&mut self) -> String {
-        let status = self.child.try_wait().ok().flatten().or(self.status);
-        let text = self.stderr();
-        let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "{} (pid {}, {}): stdout {:?}\n--- stderr tail:\n{}",
-            self.name,
-            self.child.id(),
-            status.map_or("running".into(), |s| s.to_string()),
-            self.stdout,
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        )
-    }
-
-    fn wait_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + HANG_GUARD;
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    self.stdout.push(line.clone());
-                    if pred(&line) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("hang guard: no {what}: {}", self.describe())
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.child.wait();
-                    panic!("ended before printing {what}: {}", self.describe())
-                }
-            }
-        }
-    }
-
-    fn wait_exit(&mut self, what: &str) -> ExitStatus {
-        if let Some(s) = self.status {
-            return s;
-        }
-        let deadline = Instant::now() + HANG_GUARD;
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => self.stdout.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("hang guard: {what}: still running: {}", self.describe())
-                }
-            }
-        }
-        let status = self.child.wait().expect("wait for the child");
-        self.status = Some(status);
-        status
-    }
-
-    fn wait_success(&mut self, what: &str) {
-        let status = self.wait_exit(what);
-        assert!(status.success(), "{what}: {}", self.describe());
-    }
-
-    /// SIGTERM (graceful shutdown), then waits for a successful exit.
-    fn stop(&mut self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(ok.success(), "kill -TERM failed");
-        self.wait_success("exit after SIGTERM");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            note(&format!("--- {}", self.describe()));
-        }
-    }
-}
 
 // ---- clusters --------------------------------------------------------------------------------
 
@@ -241,11 +45,7 @@ struct Cluster {
 impl Cluster {
     fn embedded() -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut broker = Proc::spawn("broker", &["broker".to_string()], dir.path());
-        let bootstrap = broker
-            .wait_line("bootstrap address", |l| !l.trim().is_empty())
-            .trim()
-            .to_string();
+        let (broker, bootstrap) = start_broker(dir.path());
         Cluster {
             label: "embedded broker",
             bootstrap,
@@ -260,16 +60,7 @@ impl Cluster {
     }
 
     fn apache(test: &str) -> Option<Cluster> {
-        let bootstrap = match std::env::var("FLOWSTAGE_KAFKA_BOOTSTRAP") {
-            Ok(b) if !b.trim().is_empty() => b.trim().to_string(),
-            _ => {
-                note(&format!(
-                    "SKIPPED ({test} on Apache Kafka): FLOWSTAGE_KAFKA_BOOTSTRAP is not set; run \
-                     `export FLOWSTAGE_KAFKA_BOOTSTRAP=$(scripts/kafka/start.sh)` to run it"
-                ));
-                return None;
-            }
-        };
+        let bootstrap = apache_bootstrap(test)?;
         let base = unique(test);
         let c = Cluster {
             label: "Apache Kafka",
@@ -331,13 +122,7 @@ impl Cluster {
         args.extend(store.iter().cloned());
         let mut proc = Proc::spawn(name, &args, self.dir.path());
         let line = proc.wait_line("the serve banner", |l| l.starts_with("flowstage serve:"));
-        let http = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no HTTP address in {line:?}"));
-        (proc, http)
+        (proc, banner_http(&line))
     }
 
     /// `flowstage provide`: `count` records of `csv` at 2,000/s, after `models` (if any).
@@ -367,35 +152,6 @@ impl Cluster {
     }
 }
 
-fn create_topics(bootstrap: &str, topics: &[(&str, i32, bool)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|&(name, partitions, compacted)| {
-            let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-            if compacted {
-                t.set("cleanup.policy", "compact")
-            } else {
-                t
-            }
-        })
-        .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    for r in rt
-        .block_on(admin.create_topics(&new, &opts))
-        .expect("create topics")
-    {
-        r.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
-    }
-}
-
 // ---- reading ---------------------------------------------------------------------------------
 
 /// Reads every partition of the results topic from `start` (the beginning, or the end as of
@@ -414,24 +170,7 @@ impl Results {
             .create()
             .expect("consumer");
         let deadline = Instant::now() + HANG_GUARD;
-        let partitions = loop {
-            let n = consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(5))
-                .ok()
-                .and_then(|md| {
-                    md.topics()
-                        .iter()
-                        .find(|t| t.name() == topic && t.error().is_none())
-                        .map(|t| t.partitions().len())
-                })
-                .unwrap_or(0);
-            if n > 0 {
-                break i32::try_from(n).expect("partitions");
-            }
-            assert!(Instant::now() < deadline, "hang guard: topic {topic}");
-            // Metadata of a just-created topic: a retry back-off, not a synchronisation.
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        let partitions = topic_partitions(&consumer, topic, deadline);
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
             let offset = if from_end {
@@ -472,7 +211,7 @@ impl Results {
             );
             match self.consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
-                    let (seq, r) = decode_result(&m);
+                    let (seq, r) = parse_result(&m);
                     assert!(seq < n, "a result for record {seq}; only {n} published");
                     got.insert(seq, r);
                 }
@@ -482,16 +221,6 @@ impl Results {
         }
         got
     }
-}
-
-fn decode_result(m: &BorrowedMessage<'_>) -> (u64, ServingResult) {
-    let key = m.key().expect("a result has its record's key");
-    let r = ServingResult::decode(m.payload().unwrap_or_default()).expect("a ServingResult");
-    let seq = std::str::from_utf8(key)
-        .ok()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or_else(|| panic!("result key {key:?} is not a sequence number"));
-    (seq, r)
 }
 
 /// Every result was scored by the regression model, with its row's score.
@@ -512,26 +241,6 @@ fn assert_regression(results: &BTreeMap<u64, ServingResult>, alcohol: &[f64], la
             ref other => panic!("{label}: record {seq}: score {other:?}"),
         }
     }
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> (u16, Json) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("read timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read the answer");
-    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    (status, serde_json::from_str(body).unwrap_or(Json::Null))
 }
 
 /// Polls `GET /state` until `pred` holds (the state is published every 100 ms; nothing
@@ -564,8 +273,7 @@ fn wine_usage(state: &Json) -> Option<u64> {
 fn restart_restores(c: &Cluster, kind: &str, store: &[String]) {
     let (n1, n2) = (500u64, 300u64);
     let (csv, alcohol) = synthetic_csv(c.dir.path(), 700);
-    let model = c.dir.path().join(format!("{REGRESSION}.pmml"));
-    std::fs::write(&model, REGRESSION_PMML).expect("write the model");
+    let model = regression_model(c.dir.path());
     let group = unique("store");
 
     // First life: the model from the model topic, n1 records.
