@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use flowstage_stages::kafka::shutdown_signal;
+use flowstage_stages::kafka::{shutdown_signal, Processing};
 use flowstage_stages::store::StoreConfig;
 use flowstage_stages::wine::server::{Server, ServerConfig};
 
 use crate::config::{parse_property, FileConfig};
+
+/// Records per transaction with `--processing exactly-once` unless
+/// `--commit-batch` says otherwise.
+pub const EXACTLY_ONCE_COMMIT_BATCH: usize = 10_000;
 
 /// Arguments of `flowstage serve`. Each flag may also come from the
 /// environment variable named beside it, or from the `--config` file; flags
@@ -57,7 +61,8 @@ pub struct ServeArgs {
     /// Results unacknowledged by the broker at most [default: 10000].
     #[arg(long, env = "FLOWSTAGE_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
-    /// Commit after this many processed records [default: 1000].
+    /// Commit after this many processed records [default: 1000; 10000 with
+    /// --processing exactly-once, where each commit is a transaction].
     #[arg(long, env = "FLOWSTAGE_COMMIT_BATCH")]
     pub commit_batch: Option<usize>,
     /// Commit at least this often while records are processed, milliseconds [default: 1000].
@@ -161,14 +166,21 @@ impl ServeArgs {
             anyhow::ensure!(m >= 1, "--max-in-flight must be at least 1");
             c.max_in_flight = m;
         }
-        if let Some(n) = self.commit_batch.or(file.commit_batch) {
-            c.commit = c.commit.max_batch(n);
+        if let Some(p) = self.processing.or(file.processing) {
+            c.processing = p.parse().with_context(|| format!("--processing {p:?}"))?;
+        }
+        match self.commit_batch.or(file.commit_batch) {
+            Some(n) => c.commit = c.commit.max_batch(n),
+            // A transaction costs a commit round (~80 ms measured) while no
+            // other is open: bigger transactions by default (0.12x -> 0.78x of
+            // at-least-once throughput in the README's measurement).
+            None if c.processing == Processing::ExactlyOnce => {
+                c.commit = c.commit.max_batch(EXACTLY_ONCE_COMMIT_BATCH);
+            }
+            None => {}
         }
         if let Some(ms) = self.commit_interval_ms.or(file.commit_interval_ms) {
             c.commit = c.commit.max_interval(Duration::from_millis(ms));
-        }
-        if let Some(p) = self.processing.or(file.processing) {
-            c.processing = p.parse().with_context(|| format!("--processing {p:?}"))?;
         }
         c.store = store_config(
             self.store.or(file.store).as_deref(),
@@ -306,16 +318,23 @@ mod tests {
 
     #[test]
     fn processing_comes_from_the_flag_or_the_file() -> Result<()> {
-        use flowstage_stages::kafka::Processing;
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("eos.toml");
         std::fs::write(&file, "processing = \"exactly-once\"\n")?;
         let file_arg = file.to_string_lossy().into_owned();
         let from_file = Cli::try_parse_from(["serve", "--config", file_arg.as_str()])?;
-        assert_eq!(
-            from_file.serve.resolve()?.processing,
-            Processing::ExactlyOnce
-        );
+        let eos = from_file.serve.resolve()?;
+        assert_eq!(eos.processing, Processing::ExactlyOnce);
+        // Bigger transactions by default in exactly-once mode, unless set.
+        assert_eq!(eos.commit.max_batch, EXACTLY_ONCE_COMMIT_BATCH);
+        let set = Cli::try_parse_from([
+            "serve",
+            "--config",
+            file_arg.as_str(),
+            "--commit-batch",
+            "500",
+        ])?;
+        assert_eq!(set.serve.resolve()?.commit.max_batch, 500);
         let flag = Cli::try_parse_from([
             "serve",
             "--config",
