@@ -8,8 +8,9 @@
 //! development machine with Apache Kafka, 80 s on the embedded broker).
 //!
 //! 1. `kill -9` of the server 5 times during a 100,000-record run, at-least-once: every record
-//!    has a result, all scored by the model (none "no model" after a restart); duplicates are
-//!    counted and printed. The same with `serve --processing exactly-once` (one
+//!    has a result, all scored by the model (none "no model" after a restart); each restart
+//!    installs the model from its local model store (`--store local`) before its first record;
+//!    duplicates are counted and printed. The same with `serve --processing exactly-once` (one
 //!    `--instance-id` across restarts): exactly one result per record for a read_committed
 //!    consumer.
 //! 2. The broker stopped and started again (same port, same data) mid-stream, on an Apache
@@ -431,6 +432,20 @@ fn has_processing_flag() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--processing"))
 }
 
+/// The restarted server installed the model from its local store before it took a record:
+/// its log says "restored 1 models from the local store" before "models ready; consuming
+/// records" (the server takes no record before that line).
+fn assert_restored_first(p: &mut Proc) {
+    let log = p.stderr();
+    let restored = log.find("restored 1 models from the local store");
+    let ready = log.find("models ready; consuming records");
+    assert!(
+        matches!((restored, ready), (Some(r), Some(m)) if r < m),
+        "the model is restored from the store before the first record: {}",
+        p.describe()
+    );
+}
+
 fn kill_five_times(c: &Cluster, n: u64, exactly_once: bool) {
     let started = Instant::now();
     let mode = if exactly_once {
@@ -441,11 +456,17 @@ fn kill_five_times(c: &Cluster, n: u64, exactly_once: bool) {
     let (csv, _) = synthetic_csv(c.path(), 1000);
     let model = regression_model(c.path());
     let group = unique("kill5");
-    let extra: Vec<String> = if exactly_once {
-        vec!["--processing".into(), "exactly-once".into()]
-    } else {
-        Vec::new()
-    };
+    // A local model store: each restart must install the model from it before its first record.
+    let store = c.path().join(format!("{group}.redb"));
+    let mut extra: Vec<String> = vec![
+        "--store".into(),
+        "local".into(),
+        "--store-path".into(),
+        store.display().to_string(),
+    ];
+    if exactly_once {
+        extra.extend(["--processing".into(), "exactly-once".into()]);
+    }
     let results = TopicReader::new(&c.bootstrap, &c.topics.results, exactly_once);
 
     // The model and all records up front (the provider acknowledges the model before the
@@ -487,6 +508,9 @@ fn kill_five_times(c: &Cluster, n: u64, exactly_once: bool) {
             "the server died by itself: {}",
             serve.proc.describe()
         );
+        if k > 1 {
+            assert_restored_first(&mut serve.proc);
+        }
         serve.proc.kill9();
         killed_at.push(got.distinct);
         serve = c.serve(&group, &id(k), &extra);
@@ -496,6 +520,7 @@ fn kill_five_times(c: &Cluster, n: u64, exactly_once: bool) {
         "a result for each record after the fifth restart",
         &mut serve.proc,
     );
+    assert_restored_first(&mut serve.proc);
     let summary = serve.stop();
     // Everything written by now (the last server stopped cleanly): read to the end.
     results.read_to_end("the rest of the results", |m| {
