@@ -53,6 +53,16 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
+    /// A model file is larger than its format allows; nothing was read.
+    #[error("{path} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// A protobuf message could not be decoded.
     #[error("cannot decode {what}")]
     Decode {

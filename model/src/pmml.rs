@@ -17,7 +17,7 @@ use flowstage_pmml::{DataType, Evaluator, Pmml, Value as PValue};
 use crate::error::ModelError;
 use crate::model::{DataKind, FieldDesc, Model, ModelType};
 use crate::record::{Record, Value};
-use crate::registry::{read_file, LoadOptions, ModelFactory, ModelSource};
+use crate::registry::{read_file_limited, LoadOptions, ModelFactory, ModelSource};
 use crate::score::{OutputValue, Score};
 
 /// Creates PMML models.
@@ -32,7 +32,10 @@ impl ModelFactory for PmmlFactory {
     ) -> Result<Box<dyn Model>, ModelError> {
         let bytes = match source {
             ModelSource::Bytes(b) => b.to_vec(),
-            ModelSource::Path(p) => read_file(p)?,
+            // The evaluator's document limit, checked before reading.
+            ModelSource::Path(p) => {
+                read_file_limited(p, flowstage_pmml::LoadOptions::default().max_bytes)?
+            }
         };
         Ok(Box::new(PmmlModel::from_bytes(bytes)?))
     }

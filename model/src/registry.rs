@@ -241,9 +241,29 @@ pub fn detect_type(path: &Path) -> Option<ModelType> {
     }
 }
 
-/// Reads a whole file, with a typed error.
+/// The largest model file read: 2 GiB, protobuf's own limit for one message
+/// (ONNX models, frozen graphs, `saved_model.pb`).
+pub(crate) const MAX_FILE_BYTES: u64 = (2 << 30) - 1;
+
+/// Reads a whole file of at most [`MAX_FILE_BYTES`], with a typed error.
 #[cfg_attr(not(any(feature = "tensorflow", feature = "onnx")), allow(dead_code))]
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, ModelError> {
+    read_file_limited(path, MAX_FILE_BYTES)
+}
+
+/// Reads a whole file of at most `limit` bytes: the size is checked before
+/// anything is read, so an oversized file costs no memory.
+pub(crate) fn read_file_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ModelError> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| ModelError::io(path, e))?
+        .len();
+    if size > limit {
+        return Err(ModelError::TooLarge {
+            path: path.to_path_buf(),
+            size,
+            limit,
+        });
+    }
     std::fs::read(path).map_err(|e| ModelError::io(path, e))
 }
 
@@ -300,6 +320,22 @@ mod tests {
             message_content: content,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn oversized_files_are_refused_before_reading() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("big.pmml");
+        // A sparse file: its length is what counts, no disk is used.
+        std::fs::File::create(&path)?.set_len(1025)?;
+        match read_file_limited(&path, 1024) {
+            Err(ModelError::TooLarge { size, limit, .. }) => {
+                assert_eq!((size, limit), (1025, 1024));
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        assert_eq!(read_file_limited(&path, 1025)?.len(), 1025);
+        Ok(())
     }
 
     #[test]
