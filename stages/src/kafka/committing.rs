@@ -15,8 +15,7 @@ use flowstage::{Completion, Sink, SinkStage, StreamError};
 use futures::StreamExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
 use tokio::sync::Notify;
 
@@ -213,21 +212,7 @@ async fn send(
         let deadline = tokio::time::Instant::now() + queue_timeout;
         let mut opaque = pending.clone();
         loop {
-            let mut r = BaseRecord::with_opaque_to(&record.topic, opaque);
-            r.partition = record.partition;
-            r.key = record.key.as_deref();
-            r.payload = record.payload.as_deref();
-            r.timestamp = record.timestamp;
-            if !record.headers.is_empty() {
-                let mut hs = OwnedHeaders::new_with_capacity(record.headers.len());
-                for (k, v) in &record.headers {
-                    hs = hs.insert(Header {
-                        key: k,
-                        value: Some(v.as_slice()),
-                    });
-                }
-                r.headers = Some(hs);
-            }
+            let r = record.base_record(opaque);
             match producer.send(r) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))

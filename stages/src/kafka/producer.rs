@@ -7,7 +7,8 @@ use std::time::Duration;
 use flowstage::{Completion, Flow, FlowOps, Sink, SinkStage, StreamError};
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer};
+use rdkafka::util::IntoOpaque;
 use rdkafka::util::Timeout;
 use tokio::sync::Semaphore;
 
@@ -70,6 +71,33 @@ pub struct ProducerRecord {
 }
 
 impl ProducerRecord {
+    /// The headers as librdkafka takes them (`None` without headers).
+    fn owned_headers(&self) -> Option<OwnedHeaders> {
+        if self.headers.is_empty() {
+            return None;
+        }
+        let mut hs = OwnedHeaders::new_with_capacity(self.headers.len());
+        for (k, v) in &self.headers {
+            hs = hs.insert(Header {
+                key: k,
+                value: Some(v.as_slice()),
+            });
+        }
+        Some(hs)
+    }
+
+    /// This record for a `BaseProducer`/`ThreadedProducer`, with `opaque` for
+    /// its delivery callback.
+    pub(crate) fn base_record<D: IntoOpaque>(&self, opaque: D) -> BaseRecord<'_, [u8], [u8], D> {
+        let mut r = BaseRecord::with_opaque_to(&self.topic, opaque);
+        r.partition = self.partition;
+        r.key = self.key.as_deref();
+        r.payload = self.payload.as_deref();
+        r.timestamp = self.timestamp;
+        r.headers = self.owned_headers();
+        r
+    }
+
     /// A record with a payload for `topic`.
     pub fn new(topic: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
         ProducerRecord {
@@ -257,16 +285,7 @@ impl KafkaProducer {
         fr.key = record.key.as_deref();
         fr.payload = record.payload.as_deref();
         fr.timestamp = record.timestamp;
-        if !record.headers.is_empty() {
-            let mut hs = OwnedHeaders::new_with_capacity(record.headers.len());
-            for (k, v) in &record.headers {
-                hs = hs.insert(Header {
-                    key: k,
-                    value: Some(v.as_slice()),
-                });
-            }
-            fr.headers = Some(hs);
-        }
+        fr.headers = record.owned_headers();
         match self
             .producer
             .send(fr, Timeout::After(self.queue_timeout))

@@ -87,8 +87,7 @@ use futures::StreamExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Message};
 use tokio::sync::{mpsc, Notify};
@@ -560,21 +559,7 @@ impl Driver {
         d.in_flight.fetch_add(1, Ordering::AcqRel);
         let deadline = tokio::time::Instant::now() + self.queue_timeout;
         loop {
-            let mut r = BaseRecord::with_opaque_to(&record.topic, self.txn.seq);
-            r.partition = record.partition;
-            r.key = record.key.as_deref();
-            r.payload = record.payload.as_deref();
-            r.timestamp = record.timestamp;
-            if !record.headers.is_empty() {
-                let mut hs = OwnedHeaders::new_with_capacity(record.headers.len());
-                for (k, v) in &record.headers {
-                    hs = hs.insert(Header {
-                        key: k,
-                        value: Some(v.as_slice()),
-                    });
-                }
-                r.headers = Some(hs);
-            }
+            let r = record.base_record(self.txn.seq);
             match self.producer.send(r) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
