@@ -444,6 +444,19 @@ mod tutorial {
     }
 }
 
+/// The serving stage's default configuration, with the data buffer from
+/// `SERVING_BENCH_DATA_BUFFER` if set (to compare buffer sizes).
+fn config() -> ServingConfig {
+    let mut c = ServingConfig::default();
+    if let Some(n) = std::env::var("SERVING_BENCH_DATA_BUFFER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        c.data_buffer = n;
+    }
+    c
+}
+
 /// One side of the overhead benchmark alone, for a profiler.
 async fn profile(side: &str) {
     let runs: usize = std::env::var("SERVING_BENCH_RUNS")
@@ -454,12 +467,12 @@ async fn profile(side: &str) {
     for _ in 0..runs {
         match side {
             "map" => best.run(bare_map()).await,
-            "serving" => best.run(stage(ServingConfig::default())).await,
+            "serving" => best.run(stage(config())).await,
             "minimal" => best.run(minimal_stage()).await,
             "batched" => {
                 let batched = ServingConfig {
                     batch_size: 64,
-                    ..ServingConfig::default()
+                    ..config()
                 };
                 best.run(stage(batched)).await
             }
@@ -497,12 +510,12 @@ fn main() {
         let runs = if quick { 1 } else { 15 };
         let batched = ServingConfig {
             batch_size: 64,
-            ..ServingConfig::default()
+            ..config()
         };
         let [mut map, mut serving, mut minimal, mut batch] = [Best::NONE; 4];
         for _ in 0..runs {
             map.run(bare_map()).await;
-            serving.run(stage(ServingConfig::default())).await;
+            serving.run(stage(config())).await;
             minimal.run(minimal_stage()).await;
             batch.run(stage(batched.clone())).await;
         }

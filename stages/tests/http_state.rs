@@ -99,7 +99,11 @@ async fn every_endpoint_and_errors() {
     assert_eq!(all["totals"]["records"], 101);
     assert_eq!(all["totals"]["no_model"], 1);
     assert_eq!(all["totals"]["errors"], 1);
-    assert_eq!(all["buffer"]["capacity"], 1);
+    let c = ServingConfig::default();
+    assert_eq!(
+        all["buffer"]["capacity"],
+        (c.batch_size + c.data_buffer) as u64
+    );
     assert_eq!(all["data_types"]["a"]["current"]["name"], "a2");
     assert!(all["data_types"]["a"].get("history").is_none());
 
@@ -151,7 +155,6 @@ async fn every_endpoint_and_errors() {
         "flowstage_serving_model_load_failures_total{data_type=\"b\"} 1",
         "flowstage_serving_scoring_duration_seconds_count{data_type=\"a\"} 50",
         "flowstage_serving_scoring_duration_seconds_bucket{data_type=\"b\",le=\"+Inf\"} 50",
-        "flowstage_serving_buffer_capacity 1",
         "# TYPE flowstage_serving_scoring_duration_seconds histogram",
     ] {
         assert!(
@@ -159,6 +162,11 @@ async fn every_endpoint_and_errors() {
             "missing {line:?} in\n{metrics}"
         );
     }
+    let capacity = format!(
+        "flowstage_serving_buffer_capacity {}",
+        c.batch_size + c.data_buffer
+    );
+    assert!(metrics.lines().any(|l| l == capacity), "{metrics}");
 
     // Errors: unknown dataType, unknown paths, wrong methods.
     for path in ["/state/zzz", "/state/zzz/history"] {

@@ -1,5 +1,5 @@
 //! The model-serving stage: a stream of models and a stream of records in, one
-//! [`ServingResult`] per record out.
+//! [`ServingResult`](flowstage_model::pb::ServingResult) per record out.
 //!
 //! ```text
 //!  models (ModelMessage) ──▶┐
@@ -9,8 +9,12 @@
 //!
 //! - The model inlet is always pulled, so models never wait behind data; the
 //!   data inlet is pulled only when downstream asks for a result (with
-//!   micro-batching: to fill a batch of at most
-//!   [`ServingConfig::batch_size`] records — the stage never holds more).
+//!   micro-batching also to fill a batch of [`ServingConfig::batch_size`]
+//!   records). It takes what the data source has ready, up to
+//!   [`ServingConfig::data_buffer`] records, scores them, and hands their
+//!   results downstream together: the stage's per-element protocol is paid
+//!   once per chunk, not once per record, and a chunk never waits to fill up.
+//!   The stage holds at most `batch_size + data_buffer` records and results.
 //! - A [`ModelMessage::Descriptor`] is loaded by a [`ModelLoader`] on tokio's
 //!   blocking pool; the loaded model comes back through the stage's async
 //!   callback and is installed between two records (or two batches). A failed
@@ -63,6 +67,7 @@
 //! # Ok(()) }
 //! ```
 
+mod chunks;
 mod stage;
 mod stats;
 
@@ -73,12 +78,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowstage::prelude::*;
-use flowstage::stage::{GraphStageBuilder, StageOutlet};
-use flowstage_model::pb::{ModelDescriptor, ServingResult, WineRecord};
+use flowstage::stage::GraphStageBuilder;
+use flowstage_model::pb::{ModelDescriptor, WineRecord};
 use flowstage_model::{
     FieldMapping, LoadOptions, MappedModel, Model, ModelError, ModelRegistry, Record,
 };
 
+pub use chunks::ResultStream;
 pub use stats::{
     BufferState, DataTypeState, HistoryEntry, LoadFailure, ModelStats, RestoreSeed, RestoredInfo,
     ServingSnapshot, ServingState, Totals, DURATION_BUCKETS_NS,
@@ -263,6 +269,12 @@ pub struct ServingConfig {
     /// How often statistics are published while records flow (they are also
     /// published on every swap, failed load, and when the stage stops).
     pub publish_interval: Duration,
+    /// The most records taken from the data inlet at once (at least 1): what
+    /// the data source has ready, up to this many, is scored in one go and
+    /// its results handed downstream together, which spreads the stage's
+    /// per-element cost. A model swap takes effect between two such chunks.
+    /// 1 takes one record per result asked for.
+    pub data_buffer: usize,
 }
 
 impl Default for ServingConfig {
@@ -273,6 +285,7 @@ impl Default for ServingConfig {
             max_pending_loads: 4,
             history_limit: 64,
             publish_interval: Duration::from_millis(100),
+            data_buffer: 64,
         }
     }
 }
@@ -290,7 +303,7 @@ pub enum ServingError {
 }
 
 /// The stream of results of a built [`ServingStage`].
-pub type ServingResults = Source<StageOutlet<ServingResult>, NotUsed>;
+pub type ServingResults = Source<ResultStream, NotUsed>;
 
 /// Builds the model-serving stage. See the [module docs](self).
 pub struct ServingStage {
@@ -352,22 +365,32 @@ impl ServingStage {
         if self.config.batch_size == 0 {
             return Err(ServingError::Config("batch_size must be at least 1"));
         }
+        if self.config.data_buffer == 0 {
+            return Err(ServingError::Config("data_buffer must be at least 1"));
+        }
         if self.config.max_pending_loads == 0 {
             return Err(ServingError::Config("max_pending_loads must be at least 1"));
         }
         let state = self.state.unwrap_or_default();
         let mut b = GraphStageBuilder::new();
         let models = b.add_inlet(models);
-        let data = b.add_inlet(data);
+        let record_pool = chunks::Pool::new(self.config.data_buffer);
+        let result_pool = chunks::Pool::new(self.config.data_buffer);
+        let data = b.add_inlet(Source::from_items(chunks::Chunks::new(
+            data.into_stream(),
+            record_pool.clone(),
+        )));
         let out = b.add_outlet();
         let logic = stage::ServingLogic::new(
             stage::Ports { models, data, out },
             self.loader,
             self.config,
             state.clone(),
+            (record_pool, result_pool.clone()),
         );
         let mut outlets = b.build_active(logic);
-        let results = outlets.source(out)?;
+        let chunks = outlets.source(out)?.into_stream();
+        let results = Source::from_items(chunks::ResultStream::new(chunks, result_pool));
         Ok((results, state))
     }
 }

@@ -9,6 +9,7 @@ use flowstage::StreamError;
 use flowstage_model::pb::{ModelDescriptor, ServingResult};
 use flowstage_model::{Model, ModelError, ModelType, Record};
 
+use super::chunks::Pool;
 use super::stats::{
     nanos, now_ms, BufferState, HistoryEntry, LiveStats, LoadFailure, ServingSnapshot,
     ServingState, Totals, TypeCounters,
@@ -17,10 +18,14 @@ use super::{ModelLoader, ModelMessage, ServingConfig, ServingRecord};
 
 const BATCH_TIMER: u64 = 2;
 
+/// The stage's ports. Records arrive and results leave in chunks (what the
+/// data source had ready, up to [`ServingConfig::data_buffer`]): the stage's
+/// per-element protocol (pull, push, hand-off) is paid once per chunk, not
+/// once per record.
 pub(crate) struct Ports<R> {
     pub(crate) models: Inlet<ModelMessage>,
-    pub(crate) data: Inlet<R>,
-    pub(crate) out: Outlet<ServingResult>,
+    pub(crate) data: Inlet<VecDeque<R>>,
+    pub(crate) out: Outlet<VecDeque<ServingResult>>,
 }
 
 /// What comes in through the stage's async callback.
@@ -105,12 +110,17 @@ pub(crate) struct ServingLogic<R> {
     totals: Totals,
     /// Records waiting for their batch (batch_size > 1).
     pending: Vec<R>,
-    /// Results waiting for downstream demand.
+    /// Results waiting for downstream demand (pushed as one chunk).
     results: VecDeque<ServingResult>,
-    /// A record whose dataType has no model yet while one is loading: it waits
-    /// for that load (instead of a "no model" answer), and no record is pulled
-    /// meanwhile.
-    held: Option<R>,
+    /// Where the data chunks' buffers go back to once drained.
+    record_pool: Pool<R>,
+    /// Where the buffers for results come from.
+    result_pool: Pool<ServingResult>,
+    /// A record whose dataType has no model yet while one is loading, and the
+    /// records after it: the first waits for that load (instead of a "no
+    /// model" answer), the others behind it (their order is kept), and no
+    /// record is pulled meanwhile.
+    held: VecDeque<R>,
     loads_in_flight: usize,
     data_done: bool,
     next_publish: Instant,
@@ -123,6 +133,7 @@ impl<R: ServingRecord> ServingLogic<R> {
         loader: Arc<dyn ModelLoader>,
         config: ServingConfig,
         state: ServingState,
+        (record_pool, result_pool): (Pool<R>, Pool<ServingResult>),
     ) -> Self {
         ServingLogic {
             ports,
@@ -134,7 +145,9 @@ impl<R: ServingRecord> ServingLogic<R> {
             totals: Totals::default(),
             pending: Vec::new(),
             results: VecDeque::new(),
-            held: None,
+            record_pool,
+            result_pool,
+            held: VecDeque::new(),
             loads_in_flight: 0,
             data_done: false,
             dirty: true,
@@ -156,9 +169,8 @@ impl<R: ServingRecord> ServingLogic<R> {
             data_types,
             totals: self.totals.clone(),
             buffer: BufferState {
-                fill: (self.pending.len() + self.results.len() + usize::from(self.held.is_some()))
-                    as u64,
-                capacity: self.config.batch_size as u64,
+                fill: (self.pending.len() + self.results.len() + self.held.len()) as u64,
+                capacity: (self.config.batch_size + self.config.data_buffer) as u64,
             },
             running,
         });
@@ -309,9 +321,30 @@ impl<R: ServingRecord> ServingLogic<R> {
             .is_some_and(|ts| ts.current.is_none() && ts.counters.loading > 0)
     }
 
+    /// Takes in a chunk from the data inlet, then delivers and asks for more.
+    fn take_chunk(
+        &mut self,
+        ctx: &mut StageContext<'_, Event>,
+        mut chunk: VecDeque<R>,
+    ) -> Result<(), StreamError> {
+        if self.results.capacity() == 0 {
+            self.results = self.result_pool.take();
+        }
+        while let Some(rec) = chunk.pop_front() {
+            if self.held.is_empty() {
+                self.accept(ctx, rec);
+            } else {
+                self.held.push_back(rec);
+            }
+        }
+        self.record_pool.give(chunk);
+        self.deliver(ctx)?;
+        self.pull_data(ctx)
+    }
+
     /// Takes in a record: holds it while its first model loads, else scores it
     /// (or adds it to the batch).
-    fn accept(&mut self, ctx: &mut StageContext<'_, Event>, rec: R) -> Result<(), StreamError> {
+    fn accept(&mut self, ctx: &mut StageContext<'_, Event>, rec: R) {
         // One dataType lookup for both the wait check and the scoring.
         let ty = self.types.find(rec.data_type());
         let wait = ty
@@ -321,21 +354,10 @@ impl<R: ServingRecord> ServingLogic<R> {
             // Records before it are answered first (their order is kept).
             ctx.cancel_timer(BATCH_TIMER);
             self.score_pending();
-            self.held = Some(rec);
-            return self.deliver(ctx);
+            self.held.push_back(rec);
+            return;
         }
         if self.config.batch_size <= 1 {
-            if self.results.is_empty() && ctx.has_demand(self.ports.out) {
-                // Scored straight into the push: no intermediate copy.
-                let out = self.ports.out;
-                self.score_with(ty, rec, |r| ctx.push(out, r))?;
-                if self.data_done {
-                    self.deliver(ctx)?;
-                }
-                // No pull: the push used up the demand and nothing is pending
-                // (`pull_data` would not pull).
-                return Ok(());
-            }
             let r = self.score_at(ty, rec);
             self.results.push_back(r);
         } else {
@@ -347,21 +369,23 @@ impl<R: ServingRecord> ServingLogic<R> {
                 ctx.schedule_once(BATCH_TIMER, self.config.batch_timeout);
             }
         }
-        self.deliver(ctx)?;
-        self.pull_data(ctx)
     }
 
-    /// After a load finished: lets the held record go on if it need not wait
-    /// any longer.
+    /// After a load finished: lets the held records go on, up to one that
+    /// must still wait.
     fn release_held(&mut self, ctx: &mut StageContext<'_, Event>) -> Result<(), StreamError> {
-        match self.held.take() {
-            Some(rec) if self.must_wait(&rec) => {
-                self.held = Some(rec);
-                Ok(())
-            }
-            Some(rec) => self.accept(ctx, rec),
-            None => Ok(()),
+        if self.held.is_empty() {
+            return Ok(());
         }
+        while let Some(rec) = self.held.pop_front() {
+            if self.must_wait(&rec) {
+                self.held.push_front(rec);
+                break;
+            }
+            self.accept(ctx, rec);
+        }
+        self.deliver(ctx)?;
+        self.pull_data(ctx)
     }
 
     fn score_one(&mut self, rec: R) -> ServingResult {
@@ -370,26 +394,14 @@ impl<R: ServingRecord> ServingLogic<R> {
     }
 
     /// Scores `rec`, whose dataType's state is at `ty` in `self.types`.
-    fn score_at(&mut self, ty: Option<usize>, rec: R) -> ServingResult {
-        self.score_with(ty, rec, |r| r)
-    }
-
-    /// Scores `rec` (see [`score_at`](Self::score_at)) and hands the result to
-    /// `put` (e.g. a push): the result goes from where it was built straight
-    /// into `put`, without a copy into a return value first.
     #[inline(always)]
-    fn score_with<T>(
-        &mut self,
-        ty: Option<usize>,
-        rec: R,
-        put: impl FnOnce(ServingResult) -> T,
-    ) -> T {
+    fn score_at(&mut self, ty: Option<usize>, rec: R) -> ServingResult {
         self.totals.records += 1;
         let current = ty
             .and_then(|i| self.types.list.get_mut(i))
             .and_then(|(_, ts)| ts.current.as_mut().map(|c| (c, &mut ts.counters)));
         let Some((cur, counters)) = current else {
-            return put(self.no_model(&rec));
+            return self.no_model(&rec);
         };
         let record = rec.to_record();
         let start = Instant::now();
@@ -414,7 +426,7 @@ impl<R: ServingRecord> ServingLogic<R> {
         if end >= self.next_publish {
             self.publish(true);
         }
-        put(result)
+        result
     }
 
     fn no_model(&mut self, rec: &R) -> ServingResult {
@@ -502,18 +514,17 @@ impl<R: ServingRecord> ServingLogic<R> {
         }
     }
 
-    /// Pushes a waiting result if downstream wants one; completes when done.
+    /// Pushes the waiting results, as one chunk, if downstream wants them;
+    /// completes when done.
     fn deliver(&mut self, ctx: &mut StageContext<'_, Event>) -> Result<(), StreamError> {
         let out = self.ports.out;
-        if ctx.has_demand(out) {
-            if let Some(r) = self.results.pop_front() {
-                ctx.push(out, r)?;
-            }
+        if !self.results.is_empty() && ctx.has_demand(out) {
+            ctx.push(out, std::mem::take(&mut self.results))?;
         }
         if self.data_done
             && self.results.is_empty()
             && self.pending.is_empty()
-            && self.held.is_none()
+            && self.held.is_empty()
         {
             self.publish(false);
             ctx.complete_stage();
@@ -521,11 +532,12 @@ impl<R: ServingRecord> ServingLogic<R> {
         Ok(())
     }
 
-    /// Pulls a record if downstream wants a result, or to fill a started batch,
-    /// never holding more than `batch_size` records.
+    /// Pulls a chunk of records if downstream wants results and none wait, or
+    /// to fill a started batch: the stage holds at most `batch_size +
+    /// data_buffer` records.
     fn pull_data(&mut self, ctx: &mut StageContext<'_, Event>) -> Result<(), StreamError> {
         let d = self.ports.data;
-        if self.held.is_some()
+        if !self.held.is_empty()
             || self.data_done
             || ctx.is_closed(d)
             || ctx.has_been_pulled(d)
@@ -533,10 +545,9 @@ impl<R: ServingRecord> ServingLogic<R> {
         {
             return Ok(());
         }
-        let held = self.pending.len() + self.results.len();
         let wanted =
             (ctx.has_demand(self.ports.out) && self.results.is_empty()) || !self.pending.is_empty();
-        if held < self.config.batch_size && wanted {
+        if self.pending.len() < self.config.batch_size && wanted {
             ctx.pull(d)?;
         }
         Ok(())
@@ -648,8 +659,8 @@ impl<R: ServingRecord> GraphStageLogic for ServingLogic<R> {
             self.offer(ctx, msg);
             return self.pull_models_if_room(ctx);
         }
-        let rec = ctx.grab(self.ports.data)?;
-        self.accept(ctx, rec)
+        let chunk = ctx.grab(self.ports.data)?;
+        self.take_chunk(ctx, chunk)
     }
 
     fn on_upstream_finish(
