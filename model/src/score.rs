@@ -48,11 +48,25 @@ impl Score {
     /// The wire form of this score ([`crate::pb::ServingResult`], `processed` set): the
     /// headline value as `value` or `label`, the first label map as `probabilities`, and every
     /// output. The caller fills in the record's key and timestamp.
+    #[inline]
     pub fn to_serving_result(
         &self,
         model_name: &str,
         data_type: &str,
         duration: std::time::Duration,
+    ) -> crate::pb::ServingResult {
+        self.to_serving_result_for(model_name, data_type, duration, 0, Vec::new())
+    }
+
+    /// [`to_serving_result`](Self::to_serving_result) with the record's timestamp and key filled
+    /// in: the result comes back complete, with no field to set (and no copy to make) afterwards.
+    pub fn to_serving_result_for(
+        &self,
+        model_name: &str,
+        data_type: &str,
+        duration: std::time::Duration,
+        record_ts: i64,
+        record_key: Vec<u8>,
     ) -> crate::pb::ServingResult {
         use crate::pb::{named_output, serving_result, LabelProbabilities, LabelProbability};
         let pairs = |m: &[(String, f64)]| -> Vec<LabelProbability> {
@@ -96,6 +110,8 @@ impl Score {
             data_type: data_type.to_string(),
             duration_ns: i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX),
             outputs,
+            record_ts,
+            record_key,
             ..Default::default()
         }
     }

@@ -153,15 +153,15 @@ fn work(model: &dyn Model, r: &Rec) -> ServingResult {
     let t0 = Instant::now();
     let scored = model.score(&rec);
     let d = t0.elapsed();
-    let mut out = match scored {
-        Ok(s) => s.to_serving_result("m", r.data_type(), d),
+    // The result built complete, as the serving stage builds it.
+    match scored {
+        Ok(s) => s.to_serving_result_for("m", r.data_type(), d, r.record_ts(), r.record_key()),
         Err(e) => ServingResult {
             error: e.to_string(),
+            record_ts: r.record_ts(),
             ..Default::default()
         },
-    };
-    out.record_ts = r.record_ts();
-    out
+    }
 }
 
 async fn minimal_stage() -> Duration {

@@ -12,16 +12,36 @@ use std::task::{Context, Poll};
 use flowstage::stage::StageOutlet;
 use flowstage::{Item, StreamError};
 use flowstage_model::pb::ServingResult;
+use flowstage_model::{ModelError, Score};
 use futures::Stream;
+
+/// A buffer that goes round: emptied and reused.
+pub(crate) trait Buffer {
+    fn with_capacity(capacity: usize) -> Self;
+    fn clear(&mut self);
+    fn capacity(&self) -> usize;
+}
+
+impl<T> Buffer for VecDeque<T> {
+    fn with_capacity(capacity: usize) -> Self {
+        VecDeque::with_capacity(capacity)
+    }
+    fn clear(&mut self) {
+        VecDeque::clear(self)
+    }
+    fn capacity(&self) -> usize {
+        VecDeque::capacity(self)
+    }
+}
 
 /// Empty buffers waiting to be reused (a few at most: one being filled, one
 /// being drained).
-pub(crate) struct Pool<T> {
-    free: Arc<Mutex<Vec<VecDeque<T>>>>,
+pub(crate) struct Pool<B> {
+    free: Arc<Mutex<Vec<B>>>,
     capacity: usize,
 }
 
-impl<T> Clone for Pool<T> {
+impl<B> Clone for Pool<B> {
     fn clone(&self) -> Self {
         Pool {
             free: self.free.clone(),
@@ -33,7 +53,7 @@ impl<T> Clone for Pool<T> {
 /// Buffers kept for reuse at most.
 const KEPT: usize = 4;
 
-impl<T> Pool<T> {
+impl<B: Buffer> Pool<B> {
     /// A pool of buffers for `capacity` elements.
     pub(crate) fn new(capacity: usize) -> Self {
         Pool {
@@ -43,13 +63,13 @@ impl<T> Pool<T> {
     }
 
     /// An empty buffer: a reused one if there is one.
-    pub(crate) fn take(&self) -> VecDeque<T> {
+    pub(crate) fn take(&self) -> B {
         let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        reused.unwrap_or_else(|| VecDeque::with_capacity(self.capacity))
+        reused.unwrap_or_else(|| B::with_capacity(self.capacity))
     }
 
     /// Gives `buf` back for reuse (emptied first).
-    pub(crate) fn give(&self, mut buf: VecDeque<T>) {
+    pub(crate) fn give(&self, mut buf: B) {
         buf.clear();
         if buf.capacity() == 0 {
             return;
@@ -65,13 +85,13 @@ impl<T> Pool<T> {
 /// pool's capacity, as one chunk (never waiting to fill one up).
 pub(crate) struct Chunks<S, R> {
     stream: Pin<Box<S>>,
-    pool: Pool<R>,
+    pool: Pool<VecDeque<R>>,
     /// An error or the end seen after a chunk's records: reported next.
     end: Option<Option<StreamError>>,
 }
 
 impl<S, R> Chunks<S, R> {
-    pub(crate) fn new(stream: S, pool: Pool<R>) -> Self {
+    pub(crate) fn new(stream: S, pool: Pool<VecDeque<R>>) -> Self {
         Chunks {
             stream: Box::pin(stream),
             pool,
@@ -125,23 +145,144 @@ where
     }
 }
 
+/// The model name and dataType of results, shared by the results of a chunk.
+#[derive(Clone)]
+pub(crate) struct Label {
+    pub(crate) model: Arc<str>,
+    pub(crate) data_type: Arc<str>,
+}
+
+/// How a record fared.
+pub(crate) enum Outcome {
+    Scored(Score),
+    Failed(ModelError),
+    NoModel,
+}
+
+/// A record's result as the stage leaves it. Its [`ServingResult`] (and the
+/// strings in it) is built when downstream takes it, so that each result's
+/// allocations are made just before downstream uses and frees them, as a
+/// plain `map` would make them; a whole chunk of results allocated ahead and
+/// freed later defeats the allocator's per-thread caches.
+pub(crate) struct Pending {
+    pub(crate) label: u32,
+    pub(crate) ns: u64,
+    pub(crate) record_ts: i64,
+    pub(crate) record_key: Vec<u8>,
+    pub(crate) outcome: Outcome,
+}
+
+impl Pending {
+    fn into_result(self, labels: &[Label]) -> ServingResult {
+        let (model, data_type) = labels
+            .get(self.label as usize)
+            .map_or(("", ""), |l| (&*l.model, &*l.data_type));
+        match self.outcome {
+            Outcome::Scored(score) => score.to_serving_result_for(
+                model,
+                data_type,
+                std::time::Duration::from_nanos(self.ns),
+                self.record_ts,
+                self.record_key,
+            ),
+            Outcome::Failed(e) => ServingResult {
+                processed: false,
+                model_name: model.to_string(),
+                data_type: data_type.to_string(),
+                duration_ns: i64::try_from(self.ns).unwrap_or(i64::MAX),
+                error: e.to_string(),
+                record_ts: self.record_ts,
+                record_key: self.record_key,
+                ..Default::default()
+            },
+            Outcome::NoModel => ServingResult {
+                processed: false,
+                data_type: data_type.to_string(),
+                error: format!("not processed: no model for dataType {data_type}"),
+                record_ts: self.record_ts,
+                record_key: self.record_key,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// The results of a chunk of records, in record order.
+pub(crate) struct ResultChunk {
+    pub(crate) labels: Vec<Label>,
+    pub(crate) items: VecDeque<Pending>,
+}
+
+impl ResultChunk {
+    /// The index of the label (`model`, `data_type`) in this chunk (compared
+    /// by pointer: a model's label is one `Arc` for its lifetime).
+    #[inline]
+    pub(crate) fn label(&mut self, model: &Arc<str>, data_type: &Arc<str>) -> u32 {
+        if let Some(last) = self.labels.last() {
+            if Arc::ptr_eq(&last.model, model) && Arc::ptr_eq(&last.data_type, data_type) {
+                return (self.labels.len() - 1) as u32;
+            }
+        }
+        self.labels.push(Label {
+            model: model.clone(),
+            data_type: data_type.clone(),
+        });
+        (self.labels.len() - 1) as u32
+    }
+
+    /// The index of the label of a record of `data_type` without a model.
+    pub(crate) fn no_model_label(&mut self, data_type: &str) -> u32 {
+        if let Some(last) = self.labels.last() {
+            if last.model.is_empty() && &*last.data_type == data_type {
+                return (self.labels.len() - 1) as u32;
+            }
+        }
+        self.labels.push(Label {
+            model: Arc::from(""),
+            data_type: Arc::from(data_type),
+        });
+        (self.labels.len() - 1) as u32
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+impl Buffer for ResultChunk {
+    fn with_capacity(capacity: usize) -> Self {
+        ResultChunk {
+            labels: Vec::new(),
+            items: VecDeque::with_capacity(capacity),
+        }
+    }
+    fn clear(&mut self) {
+        self.labels.clear();
+        self.items.clear();
+    }
+    fn capacity(&self) -> usize {
+        self.items.capacity()
+    }
+}
+
 /// The stream of a serving stage's results: one per record, in record order
 /// (the stage hands them over in chunks; this yields them one by one).
 #[must_use = "streams do nothing unless polled"]
 pub struct ResultStream {
-    chunks: StageOutlet<VecDeque<ServingResult>>,
-    current: VecDeque<ServingResult>,
-    pool: Pool<ServingResult>,
+    chunks: StageOutlet<ResultChunk>,
+    current: ResultChunk,
+    pool: Pool<ResultChunk>,
 }
 
 impl ResultStream {
-    pub(crate) fn new(
-        chunks: StageOutlet<VecDeque<ServingResult>>,
-        pool: Pool<ServingResult>,
-    ) -> Self {
+    pub(crate) fn new(chunks: StageOutlet<ResultChunk>, pool: Pool<ResultChunk>) -> Self {
         ResultStream {
             chunks,
-            current: VecDeque::new(),
+            current: ResultChunk::with_capacity(0),
             pool,
         }
     }
@@ -161,8 +302,8 @@ impl Stream for ResultStream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
-            if let Some(r) = this.current.pop_front() {
-                return Poll::Ready(Some(Ok(r)));
+            if let Some(p) = this.current.items.pop_front() {
+                return Poll::Ready(Some(Ok(p.into_result(&this.current.labels))));
             }
             match Pin::new(&mut this.chunks).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {

@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use flowstage::stage::{GraphStageLogic, Inlet, InletId, Outlet, OutletId, StageContext};
 use flowstage::StreamError;
-use flowstage_model::pb::{ModelDescriptor, ServingResult};
+use flowstage_model::pb::ModelDescriptor;
 use flowstage_model::{Model, ModelError, ModelType, Record};
 
-use super::chunks::Pool;
+use super::chunks::{Outcome, Pending, Pool, ResultChunk};
 use super::stats::{
     nanos, now_ms, BufferState, HistoryEntry, LiveStats, LoadFailure, ServingSnapshot,
     ServingState, Totals, TypeCounters,
@@ -25,7 +25,7 @@ const BATCH_TIMER: u64 = 2;
 pub(crate) struct Ports<R> {
     pub(crate) models: Inlet<ModelMessage>,
     pub(crate) data: Inlet<VecDeque<R>>,
-    pub(crate) out: Outlet<VecDeque<ServingResult>>,
+    pub(crate) out: Outlet<ResultChunk>,
 }
 
 /// What comes in through the stage's async callback.
@@ -51,6 +51,8 @@ pub(crate) struct Loaded {
 
 struct Current {
     model: Arc<dyn Model>,
+    /// The model's name, shared by its results.
+    name: Arc<str>,
     stats: LiveStats,
 }
 
@@ -58,15 +60,15 @@ struct Current {
 /// the last one used is cheaper per record than hashing.
 #[derive(Default)]
 struct Types {
-    list: Vec<(String, TypeState)>,
+    list: Vec<(Arc<str>, TypeState)>,
     last: usize,
 }
 
 impl Types {
     #[inline]
     fn get_mut(&mut self, dt: &str) -> Option<&mut TypeState> {
-        if self.list.get(self.last).is_none_or(|(n, _)| n != dt) {
-            self.last = self.list.iter().position(|(n, _)| n == dt)?;
+        if self.list.get(self.last).is_none_or(|(n, _)| &**n != dt) {
+            self.last = self.list.iter().position(|(n, _)| &**n == dt)?;
         }
         self.list.get_mut(self.last).map(|(_, t)| t)
     }
@@ -74,17 +76,17 @@ impl Types {
     /// The index of `dt`'s state (the last one used first).
     #[inline]
     fn find(&mut self, dt: &str) -> Option<usize> {
-        if self.list.get(self.last).is_none_or(|(n, _)| n != dt) {
-            self.last = self.list.iter().position(|(n, _)| n == dt)?;
+        if self.list.get(self.last).is_none_or(|(n, _)| &**n != dt) {
+            self.last = self.list.iter().position(|(n, _)| &**n == dt)?;
         }
         Some(self.last)
     }
 
     fn entry(&mut self, dt: &str) -> &mut TypeState {
-        let i = match self.list.iter().position(|(n, _)| n == dt) {
+        let i = match self.list.iter().position(|(n, _)| &**n == dt) {
             Some(i) => i,
             None => {
-                self.list.push((dt.to_string(), TypeState::default()));
+                self.list.push((Arc::from(dt), TypeState::default()));
                 self.list.len() - 1
             }
         };
@@ -111,11 +113,11 @@ pub(crate) struct ServingLogic<R> {
     /// Records waiting for their batch (batch_size > 1).
     pending: Vec<R>,
     /// Results waiting for downstream demand (pushed as one chunk).
-    results: VecDeque<ServingResult>,
+    results: ResultChunk,
     /// Where the data chunks' buffers go back to once drained.
-    record_pool: Pool<R>,
+    record_pool: Pool<VecDeque<R>>,
     /// Where the buffers for results come from.
-    result_pool: Pool<ServingResult>,
+    result_pool: Pool<ResultChunk>,
     /// A record whose dataType has no model yet while one is loading, and the
     /// records after it: the first waits for that load (instead of a "no
     /// model" answer), the others behind it (their order is kept), and no
@@ -133,7 +135,7 @@ impl<R: ServingRecord> ServingLogic<R> {
         loader: Arc<dyn ModelLoader>,
         config: ServingConfig,
         state: ServingState,
-        (record_pool, result_pool): (Pool<R>, Pool<ServingResult>),
+        (record_pool, result_pool): (Pool<VecDeque<R>>, Pool<ResultChunk>),
     ) -> Self {
         ServingLogic {
             ports,
@@ -144,7 +146,7 @@ impl<R: ServingRecord> ServingLogic<R> {
             types: Types::default(),
             totals: Totals::default(),
             pending: Vec::new(),
-            results: VecDeque::new(),
+            results: result_pool.take(),
             record_pool,
             result_pool,
             held: VecDeque::new(),
@@ -158,10 +160,10 @@ impl<R: ServingRecord> ServingLogic<R> {
         let data_types = self
             .types
             .list
-            .iter()
+            .iter_mut()
             .map(|(dt, ts)| {
-                let current = ts.current.as_ref().map(|c| c.stats.snapshot());
-                (dt.clone(), ts.counters.to_state(dt, current))
+                let current = ts.current.as_mut().map(|c| c.stats.snapshot());
+                (dt.to_string(), ts.counters.to_state(dt, current))
             })
             .collect();
         self.state.publish(ServingSnapshot {
@@ -289,10 +291,11 @@ impl<R: ServingRecord> ServingLogic<R> {
             loaded.offered_at,
             loaded.load_ns,
         );
-        let old = ts.current.replace(Current { model, stats });
+        let name = Arc::from(loaded.name.as_str());
+        let old = ts.current.replace(Current { model, name, stats });
         ts.counters.swaps += 1;
         self.totals.swaps += 1;
-        if let Some(old) = old {
+        if let Some(mut old) = old {
             ts.counters.history.push_back(HistoryEntry {
                 stats: old.stats.snapshot(),
                 replaced_ms: now_ms(),
@@ -327,9 +330,6 @@ impl<R: ServingRecord> ServingLogic<R> {
         ctx: &mut StageContext<'_, Event>,
         mut chunk: VecDeque<R>,
     ) -> Result<(), StreamError> {
-        if self.results.capacity() == 0 {
-            self.results = self.result_pool.take();
-        }
         while let Some(rec) = chunk.pop_front() {
             if self.held.is_empty() {
                 self.accept(ctx, rec);
@@ -358,8 +358,7 @@ impl<R: ServingRecord> ServingLogic<R> {
             return;
         }
         if self.config.batch_size <= 1 {
-            let r = self.score_at(ty, rec);
-            self.results.push_back(r);
+            self.score_at(ty, rec);
         } else {
             self.pending.push(rec);
             if self.pending.len() >= self.config.batch_size {
@@ -388,19 +387,20 @@ impl<R: ServingRecord> ServingLogic<R> {
         self.pull_data(ctx)
     }
 
-    fn score_one(&mut self, rec: R) -> ServingResult {
-        let ty = self.types.find(rec.data_type());
-        self.score_at(ty, rec)
-    }
-
-    /// Scores `rec`, whose dataType's state is at `ty` in `self.types`.
+    /// Scores `rec`, whose dataType's state is at `ty` in `self.types`, into
+    /// the results.
     #[inline(always)]
-    fn score_at(&mut self, ty: Option<usize>, rec: R) -> ServingResult {
+    fn score_at(&mut self, ty: Option<usize>, rec: R) {
         self.totals.records += 1;
         let current = ty
             .and_then(|i| self.types.list.get_mut(i))
-            .and_then(|(_, ts)| ts.current.as_mut().map(|c| (c, &mut ts.counters)));
-        let Some((cur, counters)) = current else {
+            .and_then(|(dt, ts)| {
+                let TypeState {
+                    current, counters, ..
+                } = ts;
+                current.as_mut().map(|c| (c, counters, &*dt))
+            });
+        let Some((cur, counters, dt)) = current else {
             return self.no_model(&rec);
         };
         let record = rec.to_record();
@@ -409,13 +409,17 @@ impl<R: ServingRecord> ServingLogic<R> {
         let end = Instant::now();
         let ns = nanos(end - start);
         let ok = scored.is_ok();
-        // The result first, the statistics after: copying a result just
-        // written field by field is slow (the copy's wide loads wait for those
-        // writes: failed store forwarding, a third of the stage's overhead);
-        // the statistics give the writes time to land.
-        let mut result = result_of(&rec, cur.stats.name(), ns, scored);
-        result.record_ts = rec.record_ts();
-        result.record_key = rec.record_key();
+        let label = self.results.label(&cur.name, dt);
+        self.results.items.push_back(Pending {
+            label,
+            ns,
+            record_ts: rec.record_ts(),
+            record_key: rec.record_key(),
+            outcome: match scored {
+                Ok(s) => Outcome::Scored(s),
+                Err(e) => Outcome::Failed(e),
+            },
+        });
         if cur.stats.swap_latency_ns.is_none() {
             cur.stats.swap_latency_ns = Some(nanos(end - cur.stats.offered_at));
         }
@@ -426,22 +430,27 @@ impl<R: ServingRecord> ServingLogic<R> {
         if end >= self.next_publish {
             self.publish(true);
         }
-        result
     }
 
-    fn no_model(&mut self, rec: &R) -> ServingResult {
+    /// A record of a dataType without a model: answered "no model".
+    fn no_model(&mut self, rec: &R) {
+        let p = self.no_model_pending(rec);
+        self.results.items.push_back(p);
+    }
+
+    /// The "no model" answer to `rec`, counted.
+    fn no_model_pending(&mut self, rec: &R) -> Pending {
         self.totals.no_model += 1;
         if let Some(ts) = self.types.get_mut(rec.data_type()) {
             ts.counters.no_model += 1;
         }
         self.dirty = true;
-        ServingResult {
-            processed: false,
-            data_type: rec.data_type().to_string(),
-            error: format!("not processed: no model for dataType {}", rec.data_type()),
+        Pending {
+            label: self.results.no_model_label(rec.data_type()),
+            ns: 0,
             record_ts: rec.record_ts(),
             record_key: rec.record_key(),
-            ..Default::default()
+            outcome: Outcome::NoModel,
         }
     }
 
@@ -454,12 +463,12 @@ impl<R: ServingRecord> ServingLogic<R> {
         }
         if batch.len() == 1 {
             for rec in batch {
-                let r = self.score_one(rec);
-                self.results.push_back(r);
+                let ty = self.types.find(rec.data_type());
+                self.score_at(ty, rec);
             }
             return;
         }
-        let mut out: Vec<Option<ServingResult>> = (0..batch.len()).map(|_| None).collect();
+        let mut out: Vec<Option<Pending>> = (0..batch.len()).map(|_| None).collect();
         // Group indices by dataType, in order of first appearance.
         let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
         for (i, rec) in batch.iter().enumerate() {
@@ -470,16 +479,20 @@ impl<R: ServingRecord> ServingLogic<R> {
         }
         for (dt, idx) in groups {
             self.totals.records += idx.len() as u64;
-            let current = self
-                .types
-                .get_mut(dt)
-                .and_then(|ts| ts.current.as_mut().map(|c| (c, &mut ts.counters)));
-            let Some((cur, counters)) = current else {
+            let current = self.types.find(dt).and_then(|i| {
+                let (dt, ts) = self.types.list.get_mut(i)?;
+                let TypeState {
+                    current, counters, ..
+                } = ts;
+                current.as_mut().map(|c| (c, counters, &*dt))
+            });
+            let Some((cur, counters, dt)) = current else {
                 for i in idx {
-                    out[i] = Some(self.no_model(&batch[i]));
+                    out[i] = Some(self.no_model_pending(&batch[i]));
                 }
                 continue;
             };
+            let label = self.results.label(&cur.name, dt);
             let records: Vec<Record> = idx.iter().map(|&i| batch[i].to_record()).collect();
             let start = Instant::now();
             let scores = cur.model.score_batch(&records);
@@ -499,7 +512,7 @@ impl<R: ServingRecord> ServingLogic<R> {
                 counters.record_duration(per);
                 out[i] = Some(finish(
                     &batch[i],
-                    cur.stats.name(),
+                    label,
                     per,
                     scored,
                     counters,
@@ -508,7 +521,7 @@ impl<R: ServingRecord> ServingLogic<R> {
             }
         }
         self.dirty = true;
-        self.results.extend(out.into_iter().flatten());
+        self.results.items.extend(out.into_iter().flatten());
         if Instant::now() >= self.next_publish {
             self.publish(true);
         }
@@ -519,7 +532,8 @@ impl<R: ServingRecord> ServingLogic<R> {
     fn deliver(&mut self, ctx: &mut StageContext<'_, Event>) -> Result<(), StreamError> {
         let out = self.ports.out;
         if !self.results.is_empty() && ctx.has_demand(out) {
-            ctx.push(out, std::mem::take(&mut self.results))?;
+            let next = self.result_pool.take();
+            ctx.push(out, std::mem::replace(&mut self.results, next))?;
         }
         if self.data_done
             && self.results.is_empty()
@@ -569,20 +583,26 @@ fn load(loader: &dyn ModelLoader, d: ModelDescriptor, seq: u64, offered_at: Inst
     }
 }
 
-/// The result for a scored (or failed) record, counted.
+/// The pending result for a scored (or failed) record, counted.
 fn finish<R: ServingRecord>(
     rec: &R,
-    model_name: &str,
+    label: u32,
     ns: u64,
     scored: Result<flowstage_model::Score, ModelError>,
     counters: &mut TypeCounters,
     totals: &mut Totals,
-) -> ServingResult {
+) -> Pending {
     count(scored.is_ok(), counters, totals);
-    let mut result = result_of(rec, model_name, ns, scored);
-    result.record_ts = rec.record_ts();
-    result.record_key = rec.record_key();
-    result
+    Pending {
+        label,
+        ns,
+        record_ts: rec.record_ts(),
+        record_key: rec.record_key(),
+        outcome: match scored {
+            Ok(s) => Outcome::Scored(s),
+            Err(e) => Outcome::Failed(e),
+        },
+    }
 }
 
 /// Counts a scored (`ok`) or failed record.
@@ -594,32 +614,6 @@ fn count(ok: bool, counters: &mut TypeCounters, totals: &mut Totals) {
     } else {
         counters.scoring_errors += 1;
         totals.errors += 1;
-    }
-}
-
-/// The result for a scored (or failed) record, without the record's
-/// timestamp and key (the caller sets them). Each arm builds the returned
-/// value in place: no copy of a just-written result.
-fn result_of<R: ServingRecord>(
-    rec: &R,
-    model_name: &str,
-    ns: u64,
-    scored: Result<flowstage_model::Score, ModelError>,
-) -> ServingResult {
-    match scored {
-        Ok(score) => score.to_serving_result(
-            model_name,
-            rec.data_type(),
-            std::time::Duration::from_nanos(ns),
-        ),
-        Err(e) => ServingResult {
-            processed: false,
-            model_name: model_name.to_string(),
-            data_type: rec.data_type().to_string(),
-            duration_ns: i64::try_from(ns).unwrap_or(i64::MAX),
-            error: e.to_string(),
-            ..Default::default()
-        },
     }
 }
 
