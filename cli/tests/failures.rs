@@ -432,18 +432,92 @@ fn has_processing_flag() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--processing"))
 }
 
-/// The restarted server installed the model from its local store before it took a record:
-/// its log says "restored 1 models from the local store" before "models ready; consuming
-/// records" (the server takes no record before that line).
+/// The restarted server installed the model from its local store before it took a record: its
+/// log says "restored 1 models from the local store" (printed once the restored models are
+/// installed, by a task of its own, so possibly after the next line) and its stage's "model
+/// installed" comes before "models ready; consuming records" (the server takes no record before
+/// that line; a model on the model topic not newer than the stored one is not installed again).
 fn assert_restored_first(p: &mut Proc) {
-    let log = p.stderr();
-    let restored = log.find("restored 1 models from the local store");
+    let log = p.wait_stderr(
+        "the restored models",
+        "restored 1 models from the local store",
+    );
+    let installed = log.find("model installed");
     let ready = log.find("models ready; consuming records");
     assert!(
-        matches!((restored, ready), (Some(r), Some(m)) if r < m),
+        matches!((installed, ready), (Some(i), Some(r)) if i < r),
         "the model is restored from the store before the first record: {}",
         p.describe()
     );
+}
+
+/// The `usage` of each of `log`'s lines saying `what` ("statistics stored" by the model
+/// store's writer, "statistics restored" at a restart), in order.
+fn logged_usages(log: &str, what: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.contains(what))
+        .filter_map(|l| {
+            l.split("usage=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Statistics across kill -9s: a restarted server continues from exactly the last statistics
+/// its killed predecessor wrote to the store — or the write before, when the kill interrupted
+/// the last one (a store write is atomic) — or from what that one restored when it wrote
+/// nothing. What came after the last write (at most one write interval) is lost, nothing else.
+struct StatsChain {
+    /// What the next server may restore: the last write and the one before (or what the
+    /// killed server restored; empty: no statistics stored yet).
+    expected: Vec<u64>,
+    /// Writes seen in the killed servers' logs.
+    writes: usize,
+    /// The usage each restart continued from.
+    restored: Vec<u64>,
+}
+
+impl StatsChain {
+    /// `p` was just killed.
+    fn killed(&mut self, p: &Proc) {
+        let written = logged_usages(&p.stderr(), "writing statistics");
+        self.writes += written.len();
+        match written.as_slice() {
+            [] => {}
+            [only] => self.expected.push(*only),
+            [.., before, last] => self.expected = vec![*before, *last],
+        }
+        // At most the last write and the one before it.
+        let keep = self.expected.len().saturating_sub(2);
+        self.expected.drain(..keep);
+    }
+
+    /// `p`, started after the last kill, has installed its model.
+    fn check_restart(&mut self, p: &mut Proc) {
+        let restored = logged_usages(&p.stderr(), "statistics restored");
+        match restored.first() {
+            Some(u) => assert!(
+                self.expected.contains(u),
+                "the restarted server continues from the last statistics written before the kill \
+                 ({:?}), not {u}: {}",
+                self.expected,
+                p.describe()
+            ),
+            None => assert!(
+                self.expected.is_empty(),
+                "statistics were written ({:?}) but not restored: {}",
+                self.expected,
+                p.describe()
+            ),
+        }
+        // What this server restored is what its successor restores if it writes nothing.
+        self.expected = restored.first().copied().into_iter().collect();
+        self.restored.extend(restored.first());
+    }
 }
 
 fn kill_five_times(c: &Cluster, n: u64, exactly_once: bool) {
@@ -495,6 +569,11 @@ fn kill_five_times(c: &Cluster, n: u64, exactly_once: bool) {
     let mut serve = c.serve(&group, &id(0), &extra);
     let mut got = Collected::new(n);
     let mut killed_at = Vec::new();
+    let mut chain = StatsChain {
+        expected: Vec::new(),
+        writes: 0,
+        restored: Vec::new(),
+    };
     for k in 1..=5u64 {
         let threshold = n * k / 6;
         let what = format!("{threshold} records with results before kill {k}");
@@ -510,10 +589,17 @@ fn kill_five_times(c: &Cluster, n: u64, exactly_once: bool) {
         );
         if k > 1 {
             assert_restored_first(&mut serve.proc);
+            chain.check_restart(&mut serve.proc);
         }
         serve.proc.kill9();
+        chain.killed(&serve.proc);
         killed_at.push(got.distinct);
         serve = c.serve(&group, &id(k), &extra);
+        // Results the killed server produced may reach the next threshold by themselves:
+        // the checks above need this server to have started consuming.
+        serve
+            .proc
+            .wait_stderr("models ready", "models ready; consuming records");
     }
     got.read_all(
         &results,
@@ -521,6 +607,11 @@ fn kill_five_times(c: &Cluster, n: u64, exactly_once: bool) {
         &mut serve.proc,
     );
     assert_restored_first(&mut serve.proc);
+    chain.check_restart(&mut serve.proc);
+    assert!(
+        chain.writes > 0,
+        "the killed servers stored statistics at least once (else the check above is empty)"
+    );
     let summary = serve.stop();
     // Everything written by now (the last server stopped cleanly): read to the end.
     results.read_to_end("the rest of the results", |m| {
@@ -532,11 +623,14 @@ fn kill_five_times(c: &Cluster, n: u64, exactly_once: bool) {
     note(&format!(
         "kill -9 ×5 ({mode}) on {}: {n} records; killed with {killed_at:?} records having \
          results; the last server consumed {} records; {} results read ({} duplicates, at most \
-         {max_per_record} per record); {in_topic} messages in the results topic; {:.1} s",
+         {max_per_record} per record); {in_topic} messages in the results topic; statistics: \
+         {} writes by the killed servers, the restarts continued from usage {:?}; {:.1} s",
         c.label,
         summary.records,
         got.total,
         got.duplicates(),
+        chain.writes,
+        chain.restored,
         started.elapsed().as_secs_f64()
     ));
     assert!(got.has_all(), "every record has a result");

@@ -150,24 +150,46 @@ pub struct Proc {
     pub status: Option<ExitStatus>,
 }
 
+/// The log filter of `flowstage serve` children: its default, plus the statistics writes and
+/// restores of its model store (debug).
+pub const SERVE_LOG: &str = "warn,flowstage=info,flowstage_stages=info,\
+     flowstage_stages::store=debug,flowstage_stages::serving=debug";
+
 impl Proc {
     /// Starts the `flowstage` binary cargo built for this test.
     pub fn spawn(name: &str, args: &[String], log_dir: &Path) -> Proc {
-        Proc::spawn_bin(
+        Proc::spawn_env(name, args, log_dir, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with environment variables `env` set.
+    pub fn spawn_env(name: &str, args: &[String], log_dir: &Path, env: &[(&str, &str)]) -> Proc {
+        Proc::spawn_bin_env(
             Path::new(env!("CARGO_BIN_EXE_flowstage")),
             name,
             args,
             log_dir,
+            env,
         )
     }
 
     /// Starts `bin` (a `flowstage` binary) with `args`; its stderr goes to
     /// `log_dir/<name>.stderr`.
     pub fn spawn_bin(bin: &Path, name: &str, args: &[String], log_dir: &Path) -> Proc {
+        Proc::spawn_bin_env(bin, name, args, log_dir, &[])
+    }
+
+    fn spawn_bin_env(
+        bin: &Path,
+        name: &str,
+        args: &[String],
+        log_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Proc {
         let stderr_path = log_dir.join(format!("{name}.stderr"));
         let stderr = File::create(&stderr_path).expect("create the stderr log");
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -250,6 +272,28 @@ impl Proc {
                     panic!("ended before printing {what}: {}", self.describe())
                 }
             }
+        }
+    }
+
+    /// Waits until the process has written `needle` to stderr (the log file, polled) and
+    /// returns its stderr so far.
+    pub fn wait_stderr(&mut self, what: &str, needle: &str) -> String {
+        let deadline = Instant::now() + HANG_GUARD;
+        loop {
+            let log = self.stderr();
+            if log.contains(needle) {
+                return log;
+            }
+            if !self.running() {
+                panic!("ended before logging {what}: {}", self.describe());
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "hang guard: no {what} after {HANG_GUARD:?} from {}",
+                    self.describe()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -534,7 +578,10 @@ impl Cluster {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().cloned());
-        let mut proc = Proc::spawn(name, &args, self.path());
+        // The server's usual log, and each statistics write of its model store (the failure
+        // suite reads them); a RUST_LOG of the test run wins.
+        let log = std::env::var("RUST_LOG").unwrap_or_else(|_| SERVE_LOG.to_string());
+        let mut proc = Proc::spawn_env(name, &args, self.path(), &[("RUST_LOG", &log)]);
         let line = proc.wait_line("the serve banner", |l| l.starts_with("flowstage serve:"));
         let http = banner_http(&line);
         let serve = Serve {

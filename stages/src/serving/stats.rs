@@ -412,6 +412,12 @@ impl ServingState {
         }
         if let Some(s) = &seed.stats {
             stats.restore_from(s);
+            tracing::debug!(
+                data_type,
+                model = seed.model_name,
+                usage = s.usage,
+                "statistics restored"
+            );
         }
         counters.history = seed.history.into_iter().collect();
         book.count += 1;

@@ -810,6 +810,15 @@ async fn persist(
     if new_models.is_empty() && new_stats.is_empty() {
         return;
     }
+    for (s, w) in &new_stats {
+        // Before the write: a process killed during it restores this or the previous write.
+        tracing::debug!(
+            data_type = s.data_type,
+            model = w.name,
+            usage = w.usage,
+            "writing statistics"
+        );
+    }
     let st = store.clone();
     let to_write: (Vec<StoredModel>, Vec<StoredStats>) = (
         new_models.iter().map(|(m, _)| m.clone()).collect(),
