@@ -173,17 +173,19 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    fn into_result(self, labels: &[Label]) -> ServingResult {
+    /// The result (taking the record key; the rest is dropped with the chunk).
+    fn take_result(&mut self, labels: &[Label]) -> ServingResult {
         let (model, data_type) = labels
             .get(self.label as usize)
             .map_or(("", ""), |l| (&*l.model, &*l.data_type));
-        match self.outcome {
+        let record_key = std::mem::take(&mut self.record_key);
+        match &self.outcome {
             Outcome::Scored(score) => score.to_serving_result_for(
                 model,
                 data_type,
                 std::time::Duration::from_nanos(self.ns),
                 self.record_ts,
-                self.record_key,
+                record_key,
             ),
             Outcome::Failed(e) => ServingResult {
                 processed: false,
@@ -192,7 +194,7 @@ impl Pending {
                 duration_ns: i64::try_from(self.ns).unwrap_or(i64::MAX),
                 error: e.to_string(),
                 record_ts: self.record_ts,
-                record_key: self.record_key,
+                record_key,
                 ..Default::default()
             },
             Outcome::NoModel => ServingResult {
@@ -200,7 +202,7 @@ impl Pending {
                 data_type: data_type.to_string(),
                 error: format!("not processed: no model for dataType {data_type}"),
                 record_ts: self.record_ts,
-                record_key: self.record_key,
+                record_key,
                 ..Default::default()
             },
         }
@@ -210,7 +212,7 @@ impl Pending {
 /// The results of a chunk of records, in record order.
 pub(crate) struct ResultChunk {
     pub(crate) labels: Vec<Label>,
-    pub(crate) items: VecDeque<Pending>,
+    pub(crate) items: Vec<Pending>,
 }
 
 impl ResultChunk {
@@ -257,7 +259,7 @@ impl Buffer for ResultChunk {
     fn with_capacity(capacity: usize) -> Self {
         ResultChunk {
             labels: Vec::new(),
-            items: VecDeque::with_capacity(capacity),
+            items: Vec::with_capacity(capacity),
         }
     }
     fn clear(&mut self) {
@@ -275,6 +277,8 @@ impl Buffer for ResultChunk {
 pub struct ResultStream {
     chunks: StageOutlet<ResultChunk>,
     current: ResultChunk,
+    /// The next result of `current` to hand out.
+    next: usize,
     pool: Pool<ResultChunk>,
 }
 
@@ -283,6 +287,7 @@ impl ResultStream {
         ResultStream {
             chunks,
             current: ResultChunk::with_capacity(0),
+            next: 0,
             pool,
         }
     }
@@ -291,7 +296,7 @@ impl ResultStream {
 impl fmt::Debug for ResultStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResultStream")
-            .field("buffered", &self.current.len())
+            .field("buffered", &self.current.len().saturating_sub(self.next))
             .finish_non_exhaustive()
     }
 }
@@ -302,12 +307,16 @@ impl Stream for ResultStream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
-            if let Some(p) = this.current.items.pop_front() {
-                return Poll::Ready(Some(Ok(p.into_result(&this.current.labels))));
+            let ResultChunk { labels, items } = &mut this.current;
+            // Read in place: each one is dropped with its chunk, not moved out first.
+            if let Some(p) = items.get_mut(this.next) {
+                this.next += 1;
+                return Poll::Ready(Some(Ok(p.take_result(labels))));
             }
             match Pin::new(&mut this.chunks).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     let drained = std::mem::replace(&mut this.current, chunk);
+                    this.next = 0;
                     this.pool.give(drained);
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),

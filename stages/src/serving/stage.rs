@@ -410,7 +410,7 @@ impl<R: ServingRecord> ServingLogic<R> {
         let ns = nanos(end - start);
         let ok = scored.is_ok();
         let label = self.results.label(&cur.name, dt);
-        self.results.items.push_back(Pending {
+        self.results.items.push(Pending {
             label,
             ns,
             record_ts: rec.record_ts(),
@@ -435,7 +435,7 @@ impl<R: ServingRecord> ServingLogic<R> {
     /// A record of a dataType without a model: answered "no model".
     fn no_model(&mut self, rec: &R) {
         let p = self.no_model_pending(rec);
-        self.results.items.push_back(p);
+        self.results.items.push(p);
     }
 
     /// The "no model" answer to `rec`, counted.
