@@ -172,10 +172,11 @@ async fn slow_downstream_bounds_pulls() {
         for k in 1..=500u64 {
             let r = sub.expect_next().await;
             assert_eq!(r.record_ts as u64 + 1, k);
-            // What the stage holds (a batch, a chunk of records) and the
-            // rest of the chunk of results being consumed.
+            // What the stage holds (at most a batch and a chunk of records,
+            // asserted below) and the rest of the chunk of results being
+            // consumed (at most as many).
             let pulled = dpub.delivered();
-            let bound = (batch + 2 * data_buffer) as u64;
+            let bound = 2 * (batch + data_buffer) as u64;
             assert!(
                 pulled <= k + bound,
                 "batch {batch}: {pulled} records pulled after {k} results"

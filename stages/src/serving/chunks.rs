@@ -173,6 +173,26 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    /// `rec`'s pending result: `scored` by the model of `label`, in `ns`.
+    #[inline]
+    pub(crate) fn scored<R: super::ServingRecord>(
+        rec: &R,
+        label: u32,
+        ns: u64,
+        scored: Result<Score, ModelError>,
+    ) -> Self {
+        Pending {
+            label,
+            ns,
+            record_ts: rec.record_ts(),
+            record_key: rec.record_key(),
+            outcome: match scored {
+                Ok(s) => Outcome::Scored(s),
+                Err(e) => Outcome::Failed(e),
+            },
+        }
+    }
+
     /// The result (taking the record key; the rest is dropped with the chunk).
     fn take_result(&mut self, labels: &[Label]) -> ServingResult {
         let (model, data_type) = labels

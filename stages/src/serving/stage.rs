@@ -82,6 +82,16 @@ impl Types {
         Some(self.last)
     }
 
+    /// The current model of the dataType at `i`, its counters and its name.
+    #[inline]
+    fn current_at(&mut self, i: usize) -> Option<(&mut Current, &mut TypeCounters, &Arc<str>)> {
+        let (dt, ts) = self.list.get_mut(i)?;
+        let TypeState {
+            current, counters, ..
+        } = ts;
+        current.as_mut().map(|c| (c, counters, &*dt))
+    }
+
     fn entry(&mut self, dt: &str) -> &mut TypeState {
         let i = match self.list.iter().position(|(n, _)| &**n == dt) {
             Some(i) => i,
@@ -392,15 +402,7 @@ impl<R: ServingRecord> ServingLogic<R> {
     #[inline(always)]
     fn score_at(&mut self, ty: Option<usize>, rec: R) {
         self.totals.records += 1;
-        let current = ty
-            .and_then(|i| self.types.list.get_mut(i))
-            .and_then(|(dt, ts)| {
-                let TypeState {
-                    current, counters, ..
-                } = ts;
-                current.as_mut().map(|c| (c, counters, &*dt))
-            });
-        let Some((cur, counters, dt)) = current else {
+        let Some((cur, counters, dt)) = ty.and_then(|i| self.types.current_at(i)) else {
             return self.no_model(&rec);
         };
         let record = rec.to_record();
@@ -410,16 +412,9 @@ impl<R: ServingRecord> ServingLogic<R> {
         let ns = nanos(end - start);
         let ok = scored.is_ok();
         let label = self.results.label(&cur.name, dt);
-        self.results.items.push(Pending {
-            label,
-            ns,
-            record_ts: rec.record_ts(),
-            record_key: rec.record_key(),
-            outcome: match scored {
-                Ok(s) => Outcome::Scored(s),
-                Err(e) => Outcome::Failed(e),
-            },
-        });
+        self.results
+            .items
+            .push(Pending::scored(&rec, label, ns, scored));
         if cur.stats.swap_latency_ns.is_none() {
             cur.stats.swap_latency_ns = Some(nanos(end - cur.stats.offered_at));
         }
@@ -479,13 +474,7 @@ impl<R: ServingRecord> ServingLogic<R> {
         }
         for (dt, idx) in groups {
             self.totals.records += idx.len() as u64;
-            let current = self.types.find(dt).and_then(|i| {
-                let (dt, ts) = self.types.list.get_mut(i)?;
-                let TypeState {
-                    current, counters, ..
-                } = ts;
-                current.as_mut().map(|c| (c, counters, &*dt))
-            });
+            let current = self.types.find(dt).and_then(|i| self.types.current_at(i));
             let Some((cur, counters, dt)) = current else {
                 for i in idx {
                     out[i] = Some(self.no_model_pending(&batch[i]));
@@ -593,16 +582,7 @@ fn finish<R: ServingRecord>(
     totals: &mut Totals,
 ) -> Pending {
     count(scored.is_ok(), counters, totals);
-    Pending {
-        label,
-        ns,
-        record_ts: rec.record_ts(),
-        record_key: rec.record_key(),
-        outcome: match scored {
-            Ok(s) => Outcome::Scored(s),
-            Err(e) => Outcome::Failed(e),
-        },
-    }
+    Pending::scored(rec, label, ns, scored)
 }
 
 /// Counts a scored (`ok`) or failed record.
