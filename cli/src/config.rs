@@ -51,6 +51,8 @@ pub struct FileConfig {
     pub instance_id: Option<String>,
     /// `--batch-size`.
     pub batch_size: Option<usize>,
+    /// `--data-buffer`.
+    pub data_buffer: Option<usize>,
     /// `--max-in-flight`.
     pub max_in_flight: Option<usize>,
     /// `--commit-batch`.

@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Records scored together (micro-batching) [default: 1].
     #[arg(long, env = "FLOWSTAGE_BATCH_SIZE")]
     pub batch_size: Option<usize>,
+    /// Records the serving stage takes in at once, at most: what the data
+    /// consumer has ready, up to this many, is scored in one go [default: 64].
+    #[arg(long, env = "FLOWSTAGE_DATA_BUFFER")]
+    pub data_buffer: Option<usize>,
     /// Results unacknowledged by the broker at most [default: 10000].
     #[arg(long, env = "FLOWSTAGE_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
@@ -161,6 +165,10 @@ impl ServeArgs {
         if let Some(b) = self.batch_size.or(file.batch_size) {
             anyhow::ensure!(b >= 1, "--batch-size must be at least 1");
             c.serving.batch_size = b;
+        }
+        if let Some(b) = self.data_buffer.or(file.data_buffer) {
+            anyhow::ensure!(b >= 1, "--data-buffer must be at least 1");
+            c.serving.data_buffer = b;
         }
         if let Some(m) = self.max_in_flight.or(file.max_in_flight) {
             anyhow::ensure!(m >= 1, "--max-in-flight must be at least 1");
@@ -345,6 +353,27 @@ mod tests {
         assert_eq!(flag.serve.resolve()?.processing, Processing::AtLeastOnce);
         let bad = Cli::try_parse_from(["serve", "--processing", "twice"])?;
         assert!(bad.serve.resolve().is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn data_buffer_comes_from_the_flag_or_the_file_and_must_be_positive() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("buf.toml");
+        std::fs::write(&file, "data_buffer = 16\n")?;
+        let file_arg = file.to_string_lossy().into_owned();
+        let default = Cli::try_parse_from(["serve"])?.serve.resolve()?;
+        assert_eq!(
+            default.serving.data_buffer,
+            flowstage_stages::serving::ServingConfig::default().data_buffer
+        );
+        let from_file = Cli::try_parse_from(["serve", "--config", file_arg.as_str()])?;
+        assert_eq!(from_file.serve.resolve()?.serving.data_buffer, 16);
+        let flag =
+            Cli::try_parse_from(["serve", "--config", file_arg.as_str(), "--data-buffer", "1"])?;
+        assert_eq!(flag.serve.resolve()?.serving.data_buffer, 1);
+        let zero = Cli::try_parse_from(["serve", "--data-buffer", "0"])?;
+        assert!(zero.serve.resolve().is_err());
         Ok(())
     }
 
