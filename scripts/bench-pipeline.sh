@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The wine pipeline end to end, one command: on the embedded broker, then on a
 # real Apache Kafka started here (scripts/kafka/, stopped on exit).
-#   BENCH_RECORDS (default 500000), BENCH_RATE (50000), BENCH_LATENCY_RECORDS (10 s worth)
+#   BENCH_RECORDS (default 500000), BENCH_RATE (5000,50000), BENCH_LATENCY_RECORDS (10 s worth);
+#   more knobs (skip parts, extra librdkafka properties) in stages/benches/pipeline.rs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p flowstage-stages --features pmml --bench pipeline --locked

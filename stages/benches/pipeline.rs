@@ -15,13 +15,27 @@
 //!    consumer of the results topic. Baseline in the same run, same broker,
 //!    same measurement: a plain rdkafka loop that consumes each record and
 //!    produces its payload unchanged (no decoding, no scoring, no commits).
-//! 2. **Latency at a fixed rate**: the provider publishes at 50,000 records/s
-//!    while the server runs; latency from each record's `ts` (set by the
-//!    provider when it sends the record, epoch milliseconds) to its result
-//!    reaching the results consumer, HDR histogram p50/p99/max. Because `ts`
-//!    has millisecond resolution, each latency is overstated by up to 1 ms.
+//! 2. **Latency at a fixed rate** (5,000 and 50,000 records/s): the provider
+//!    publishes at that rate while the server runs; latency from each record's
+//!    `ts` (set by the provider when it sends the record, epoch milliseconds)
+//!    to its result reaching the results consumer, HDR histogram
+//!    p50/p99/p99.9/max, and its two halves split at the result's Kafka
+//!    timestamp (set when the server hands the result to its producer): `ts`
+//!    → result produced, result produced → seen. Baseline in the same run,
+//!    same rate, same broker: the plain loop above, with the record itself as
+//!    its "result". Because the timestamps have millisecond resolution, each
+//!    latency is overstated by up to 1 ms. Each run gets fresh topics (and on
+//!    the embedded broker a fresh mock cluster).
 //!
 //! Targets (issue 6): ≥ 300k records/s; p99 ≤ 5 ms at 50k/s.
+//!
+//! Environment: `BENCH_RECORDS` (throughput run, default 500,000),
+//! `BENCH_RATE` (latency rates, comma-separated, default `5000,50000`),
+//! `BENCH_LATENCY_RECORDS` (default 10 s worth), `BENCH_SKIP_EMBEDDED`,
+//! `BENCH_SKIP_THROUGHPUT`, `BENCH_SKIP_LATENCY`, and extra librdkafka
+//! properties `k=v,k=v` for the server's consumer and producer and the
+//! provider: `BENCH_CONSUMER_PROPERTIES`, `BENCH_PRODUCER_PROPERTIES`,
+//! `BENCH_PROVIDER_PROPERTIES` (to compare settings with the same command).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +63,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Partitions of the data and results topics on the embedded broker (the mock
 /// keeps at most 5 MiB per partition, so a long run needs many).
 const MOCK_PARTITIONS: i32 = 32;
+
+/// Partitions of the data and results topics on the embedded broker in the
+/// latency runs (the consumers keep up, so the 5 MiB cap only drops records
+/// already read). As on Apache Kafka: the mock looks a fetch's offset up by
+/// walking the partition's list of produced batches, so many partitions of
+/// small batches (a fixed rate, `linger.ms` 1) cost it much more per fetch.
+const MOCK_LATENCY_PARTITIONS: i32 = 6;
 
 /// Partitions of the data and results topics on Apache Kafka (the tutorial's
 /// layout; many small partitions make librdkafka's batches small).
@@ -89,7 +110,7 @@ impl Cluster {
     }
 
     /// Fresh topics for one scenario.
-    async fn topics(&self, tag: &str) -> Result<Topics, BoxError> {
+    async fn topics(&self, tag: &str, latency: bool) -> Result<Topics, BoxError> {
         let run = std::process::id();
         let t = Topics {
             data: format!("bench-{tag}-{run}-data"),
@@ -98,6 +119,7 @@ impl Cluster {
             dlq: format!("bench-{tag}-{run}-dlq"),
         };
         let partitions = match self {
+            Cluster::Embedded(_) if latency => MOCK_LATENCY_PARTITIONS,
             Cluster::Embedded(_) => MOCK_PARTITIONS,
             Cluster::External(_) => KAFKA_PARTITIONS,
         };
@@ -184,8 +206,30 @@ async fn publish(
     Ok(s.rate)
 }
 
-/// Seconds from the first result to the last, and the latency histogram (µs).
-type Counted = (f64, Option<Histogram<u64>>);
+/// Latency histograms (µs): end to end, and its two halves split at the
+/// result's Kafka timestamp (set by the server's producer when it hands the
+/// result to librdkafka): record `ts` → result produced (provider delivery,
+/// server fetch, decode, score) and result produced → seen by the results
+/// consumer (server producer batching, broker, results consumer fetch).
+struct Latencies {
+    total: Histogram<u64>,
+    to_produce: Histogram<u64>,
+    to_seen: Histogram<u64>,
+}
+
+impl Latencies {
+    fn new() -> Result<Self, String> {
+        let h = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string());
+        Ok(Latencies {
+            total: h()?,
+            to_produce: h()?,
+            to_seen: h()?,
+        })
+    }
+}
+
+/// Seconds from the first result to the last, and the latency histograms.
+type Counted = (f64, Option<Latencies>);
 
 /// Counts `n` messages of `topic` on a thread of its own; returns the seconds
 /// from the first to the last. With `latency`, the first `latency.0` messages
@@ -196,6 +240,7 @@ fn count_results(
     topic: String,
     n: u64,
     latency: Option<(u64, std::sync::mpsc::Sender<()>)>,
+    plain: bool,
 ) -> std::thread::JoinHandle<Result<Counted, String>> {
     std::thread::spawn(move || {
         let c: BaseConsumer = ClientConfig::new()
@@ -208,11 +253,7 @@ fn count_results(
             .create()
             .map_err(|e| e.to_string())?;
         c.subscribe(&[&topic]).map_err(|e| e.to_string())?;
-        let mut hist = latency
-            .as_ref()
-            .map(|_| Histogram::<u64>::new_with_bounds(1, 60_000_000, 3))
-            .transpose()
-            .map_err(|e| e.to_string())?;
+        let mut hist = latency.as_ref().map(|_| Latencies::new()).transpose()?;
         let mut seen = 0u64;
         let mut first = None;
         let deadline = Instant::now() + Duration::from_secs(600);
@@ -228,10 +269,24 @@ fn count_results(
             seen += 1;
             match (&latency, hist.as_mut()) {
                 (Some((warm, _)), Some(h)) if seen > *warm => {
-                    let r = ServingResult::decode(m.payload().unwrap_or_default())
-                        .map_err(|e| e.to_string())?;
-                    let us = ((epoch_ms_f64() - r.record_ts as f64) * 1e3).max(1.0);
-                    h.saturating_record(us as u64);
+                    let payload = m.payload().unwrap_or_default();
+                    // The plain loop forwards the record itself.
+                    let record_ts = if plain {
+                        WineRecord::decode(payload).map_err(|e| e.to_string())?.ts
+                    } else {
+                        ServingResult::decode(payload)
+                            .map_err(|e| e.to_string())?
+                            .record_ts
+                    };
+                    let record_ts = record_ts as f64;
+                    let now = epoch_ms_f64();
+                    let us = |ms: f64| (ms * 1e3).max(1.0) as u64;
+                    h.total.saturating_record(us(now - record_ts));
+                    if let Some(produced) = m.timestamp().to_millis() {
+                        let produced = produced as f64;
+                        h.to_produce.saturating_record(us(produced - record_ts));
+                        h.to_seen.saturating_record(us(now - produced));
+                    }
                 }
                 (Some((warm, ready)), _) if seen == *warm => {
                     let _ = ready.send(());
@@ -295,7 +350,19 @@ fn server_config(bootstrap: &str, topics: &Topics, tag: &str) -> ServerConfig {
     c.group_id = format!("bench-{tag}-{}", std::process::id());
     c.instances_topic = format!("{}-instances", topics.data);
     c.http = None;
+    c.consumer_properties = env_properties("BENCH_CONSUMER_PROPERTIES");
+    c.producer_properties = env_properties("BENCH_PRODUCER_PROPERTIES");
     c
+}
+
+/// Extra librdkafka properties of the server from `name`: `k=v,k=v`.
+fn env_properties(name: &str) -> Vec<(String, String)> {
+    std::env::var(name)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
 }
 
 async fn throughput(
@@ -306,16 +373,16 @@ async fn throughput(
 ) -> Result<(f64, f64, f64), BoxError> {
     let b = cluster.bootstrap();
     // Baseline: plain consume → produce.
-    let t = cluster.topics("base").await?;
+    let t = cluster.topics("base", false).await?;
     let provider_rate = publish(b, &t, model, records, n, 0).await?;
-    let counter = count_results(b.into(), t.results.clone(), n, None);
+    let counter = count_results(b.into(), t.results.clone(), n, None, false);
     pass_through(b, &t.data, &t.results, n).await?;
     let (base_secs, _) = counter.join().map_err(|_| "counter panicked")??;
 
     // The server.
-    let t = cluster.topics("tput").await?;
+    let t = cluster.topics("tput", false).await?;
     publish(b, &t, model, records, n, 0).await?;
-    let counter = count_results(b.into(), t.results.clone(), n, None);
+    let counter = count_results(b.into(), t.results.clone(), n, None, false);
     let server = Server::start(server_config(b, &t, "tput")).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(server.run(async {
@@ -338,24 +405,43 @@ async fn latency(
     records: &[WineRecord],
     rate: u64,
     n: u64,
-) -> Result<(Histogram<u64>, f64), BoxError> {
+    plain: bool,
+) -> Result<(Latencies, f64), BoxError> {
     let b = cluster.bootstrap();
-    let t = cluster.topics("lat").await?;
-    let server = Server::start(server_config(b, &t, "lat")).await?;
+    let tag = format!("lat{rate}{}", if plain { "plain" } else { "" });
+    let t = cluster.topics(&tag, true).await?;
+    let warm = 1_000;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    let running = if plain {
+        let (b, from, to) = (b.to_string(), t.data.clone(), t.results.clone());
+        tokio::spawn(async move {
+            let _stop = stopped;
+            pass_through(&b, &from, &to, warm + n)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    } else {
+        let server = Server::start(server_config(b, &t, &tag)).await?;
+        tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    };
     // Warm-up: the model and a few records, so the server's group has joined,
     // the model serves and the results consumer has caught up before the
     // measured records are sent.
-    let warm = 1_000;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let counter = count_results(
         b.into(),
         t.results.clone(),
         warm + n,
         Some((warm, ready_tx)),
+        plain,
     );
     publish(b, &t, model, records, warm, 10_000).await?;
     tokio::task::spawn_blocking(move || ready_rx.recv())
@@ -366,6 +452,18 @@ async fn latency(
     c.rate = rate;
     c.count = Some(n);
     c.loop_data = true;
+    c.properties = env_properties("BENCH_PROVIDER_PROPERTIES");
+    if c.properties.is_empty() && matches!(cluster, Cluster::Embedded(_)) {
+        // The mock appends each produced batch to a list per partition and
+        // walks that list from its start for every fetch, so at a fixed rate
+        // with the provider's `linger.ms` 1 (a batch of 1–10 records per
+        // partition) its fetches get slower the longer the run: after a few
+        // seconds it cannot keep up with 50,000 records/s and latencies grow
+        // to seconds (for the plain loop as much as for the server). Batches
+        // 5 ms long keep it steady; the extra linger is part of the measured
+        // latency.
+        c.properties.push(("linger.ms".into(), "5".into()));
+    }
     // The provider on a runtime of its own (a separate process in production),
     // so its pacing does not share worker threads with the server.
     let rs = records.to_vec();
@@ -392,36 +490,67 @@ async fn latency(
     Ok((hist.ok_or("no histogram")?, sent.rate))
 }
 
+/// Throughput on one cluster, then latency at each rate on a fresh one
+/// (`fresh` makes them).
 async fn bench(
-    cluster: Cluster,
-    latency_cluster: Cluster,
+    mut fresh: impl FnMut() -> Result<Cluster, BoxError>,
     model: &ModelDescriptor,
     records: &[WineRecord],
     name: &str,
 ) -> Result<(), BoxError> {
     let n = env_u64("BENCH_RECORDS", 500_000);
-    let rate = env_u64("BENCH_RATE", 50_000);
-    let lat_n = env_u64("BENCH_LATENCY_RECORDS", rate * 10);
+    let rates: Vec<u64> = match std::env::var("BENCH_RATE") {
+        Ok(v) => v
+            .split(',')
+            .map(|r| r.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("BENCH_RATE={v}: {e}"))?,
+        Err(_) => vec![5_000, 50_000],
+    };
+    let cluster = fresh()?;
     let which = cluster.name();
-    let (rps, base, provider_rate) = throughput(&cluster, model, records, n).await?;
-    println!(
-        "{which:>13} throughput: {n} records, model {name}: server {:.0} records/s (target >= 300000), \
-         plain rdkafka pass-through {:.0} records/s, ratio {:.2}x of the baseline; provider published at {:.0} records/s",
-        rps,
-        base,
-        rps / base,
-        provider_rate
-    );
+    if std::env::var("BENCH_SKIP_THROUGHPUT").is_err() {
+        let (rps, base, provider_rate) = throughput(&cluster, model, records, n).await?;
+        println!(
+            "{which:>13} throughput: {n} records, model {name}: server {:.0} records/s (target >= 300000), \
+             plain rdkafka pass-through {:.0} records/s, ratio {:.2}x of the baseline; provider published at {:.0} records/s",
+            rps,
+            base,
+            rps / base,
+            provider_rate
+        );
+    }
     drop(cluster);
-    let (h, sent_rate) = latency(&latency_cluster, model, records, rate, lat_n).await?;
-    println!(
-        "{which:>13} latency at {rate} records/s ({lat_n} records, provider achieved {sent_rate:.0}/s): \
-         p50 {:.2} ms, p99 {:.2} ms (target <= 5 ms), p99.9 {:.2} ms, max {:.2} ms",
-        h.value_at_quantile(0.50) as f64 / 1e3,
-        h.value_at_quantile(0.99) as f64 / 1e3,
-        h.value_at_quantile(0.999) as f64 / 1e3,
-        h.max() as f64 / 1e3
-    );
+    if std::env::var("BENCH_SKIP_LATENCY").is_ok() {
+        return Ok(());
+    }
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
+    for rate in rates {
+        let lat_n = env_u64("BENCH_LATENCY_RECORDS", rate * 10);
+        for plain in [true, false] {
+            let (l, sent_rate) = latency(&fresh()?, model, records, rate, lat_n, plain).await?;
+            let h = &l.total;
+            let who = if plain { "plain loop" } else { "server" };
+            println!(
+            "{which:>13} {who} latency at {rate} records/s ({lat_n} records, provider achieved {sent_rate:.0}/s): \
+             p50 {:.2} ms, p99 {:.2} ms (target <= 5 ms at 50000/s), p99.9 {:.2} ms, max {:.2} ms",
+            ms(h, 0.50),
+            ms(h, 0.99),
+            ms(h, 0.999),
+            h.max() as f64 / 1e3
+        );
+            println!(
+            "{which:>13}   of which ts -> result produced: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+             result produced -> seen: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(&l.to_produce, 0.50),
+            ms(&l.to_produce, 0.99),
+            l.to_produce.max() as f64 / 1e3,
+            ms(&l.to_seen, 0.50),
+            ms(&l.to_seen, 0.99),
+            l.to_seen.max() as f64 / 1e3
+        );
+        }
+    }
     Ok(())
 }
 
@@ -436,11 +565,12 @@ async fn main() -> Result<(), BoxError> {
                 EmbeddedBrokerConfig::new(1),
             )?))
         };
-        bench(fresh()?, fresh()?, &model, &records, &name).await?;
+        bench(fresh, &model, &records, &name).await?;
     }
     match std::env::var("FLOWSTAGE_KAFKA_BOOTSTRAP") {
         Ok(b) if !b.trim().is_empty() => {
-            bench(Cluster::External(b.clone()), Cluster::External(b), &model, &records, &name).await?;
+            let external = || Ok(Cluster::External(b.clone()));
+            bench(external, &model, &records, &name).await?;
         }
         _ => println!(
             "apache-kafka: SKIPPED (FLOWSTAGE_KAFKA_BOOTSTRAP not set; scripts/bench-pipeline.sh starts Kafka)"
