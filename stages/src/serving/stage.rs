@@ -135,7 +135,6 @@ pub(crate) struct ServingLogic<R> {
     held: VecDeque<R>,
     loads_in_flight: usize,
     data_done: bool,
-    next_publish: Instant,
     dirty: bool,
 }
 
@@ -150,7 +149,6 @@ impl<R: ServingRecord> ServingLogic<R> {
         ServingLogic {
             ports,
             loader,
-            next_publish: Instant::now() + config.publish_interval,
             config,
             state,
             types: Types::default(),
@@ -187,7 +185,6 @@ impl<R: ServingRecord> ServingLogic<R> {
             running,
         });
         self.dirty = false;
-        self.next_publish = Instant::now() + self.config.publish_interval;
     }
 
     // ---- models -------------------------------------------------------------
@@ -421,10 +418,8 @@ impl<R: ServingRecord> ServingLogic<R> {
         cur.stats.record(ns, ok);
         counters.record_duration(ns);
         count(ok, counters, &mut self.totals);
+        // Published by the ticker's next `Tick` (every `publish_interval`).
         self.dirty = true;
-        if end >= self.next_publish {
-            self.publish(true);
-        }
     }
 
     /// A record of a dataType without a model: answered "no model".
@@ -511,9 +506,6 @@ impl<R: ServingRecord> ServingLogic<R> {
         }
         self.dirty = true;
         self.results.items.extend(out.into_iter().flatten());
-        if Instant::now() >= self.next_publish {
-            self.publish(true);
-        }
     }
 
     /// Pushes the waiting results, as one chunk, if downstream wants them;
