@@ -67,6 +67,8 @@ pub struct FileConfig {
     pub store_path: Option<PathBuf>,
     /// `--store-topic`.
     pub store_topic: Option<String>,
+    /// `--store-interval-ms`.
+    pub store_interval_ms: Option<u64>,
     /// Extra librdkafka properties of the data consumer.
     #[serde(default)]
     pub consumer: BTreeMap<String, String>,

@@ -89,6 +89,11 @@ pub struct ServeArgs {
     /// The changelog topic of `--store kafka` [default: <group>-model-store-changelog].
     #[arg(long, env = "FLOWSTAGE_STORE_TOPIC", value_name = "TOPIC")]
     pub store_topic: Option<String>,
+    /// How often the store gets the statistics while records flow, milliseconds;
+    /// after a crash at most this much of them is lost (at least the 100 ms
+    /// between two snapshots of the statistics) [default: 1000].
+    #[arg(long, env = "FLOWSTAGE_STORE_INTERVAL_MS", value_name = "MS")]
+    pub store_interval_ms: Option<u64>,
     /// Extra librdkafka property of the data consumer (repeatable).
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_property)]
     pub consumer_property: Vec<(String, String)>,
@@ -195,6 +200,10 @@ impl ServeArgs {
             self.store_path.or(file.store_path),
             self.store_topic.or(file.store_topic),
         )?;
+        if let Some(ms) = self.store_interval_ms.or(file.store_interval_ms) {
+            anyhow::ensure!(ms >= 1, "--store-interval-ms must be at least 1");
+            c.store_interval = Duration::from_millis(ms);
+        }
         c.consumer_properties = file.consumer.into_iter().collect();
         c.consumer_properties.extend(self.consumer_property);
         c.producer_properties = file.producer.into_iter().collect();
@@ -306,9 +315,18 @@ mod tests {
                 topic: Some("from-file".into())
             }
         );
-        let c = Cli::try_parse_from(["serve", "--config", file_arg.as_str(), "--store", "local"])?
-            .serve
-            .resolve()?;
+        let c = Cli::try_parse_from([
+            "serve",
+            "--config",
+            file_arg.as_str(),
+            "--store",
+            "local",
+            "--store-interval-ms",
+            "250",
+        ])?
+        .serve
+        .resolve()?;
+        assert_eq!(c.store_interval, Duration::from_millis(250));
         assert_eq!(
             c.store,
             StoreConfig::Local {

@@ -532,11 +532,15 @@ fn kill_five_times(c: &Cluster, n: u64, exactly_once: bool) {
     let group = unique("kill5");
     // A local model store: each restart must install the model from it before its first record.
     let store = c.path().join(format!("{group}.redb"));
+    // Statistics written every 20 ms, so that each server (busy for a fraction of a second
+    // before it is killed) writes several times.
     let mut extra: Vec<String> = vec![
         "--store".into(),
         "local".into(),
         "--store-path".into(),
         store.display().to_string(),
+        "--store-interval-ms".into(),
+        "20".into(),
     ];
     if exactly_once {
         extra.extend(["--processing".into(), "exactly-once".into()]);

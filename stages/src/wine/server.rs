@@ -121,6 +121,12 @@ pub struct ServerConfig {
     /// Where the current models, their statistics and history are kept
     /// across restarts (see [`crate::store`]); in memory by default.
     pub store: StoreConfig,
+    /// How often a persistent store gets the statistics while records flow
+    /// (models are written at each swap, everything at a clean stop). The
+    /// statistics it gets are the serving stage's published snapshots, so
+    /// after a crash at most this much of them is lost, or the stage's
+    /// `publish_interval` (100 ms) if that is longer.
+    pub store_interval: Duration,
 }
 
 impl ServerConfig {
@@ -144,6 +150,7 @@ impl ServerConfig {
             consumer_properties: Vec::new(),
             producer_properties: Vec::new(),
             store: StoreConfig::default(),
+            store_interval: DEFAULT_PERSIST_INTERVAL,
         }
     }
 }
@@ -1052,7 +1059,7 @@ async fn restore_models(
             store,
             state.clone(),
             restored.catalog.clone(),
-            DEFAULT_PERSIST_INTERVAL,
+            config.store_interval,
             &entries,
         )
     });
