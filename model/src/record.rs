@@ -1,6 +1,46 @@
 //! Records as named values, and field mappings.
 
+use std::sync::Arc;
+
 use crate::pb::WineRecord;
+
+/// A field name: a `'static` string (the names of known record types, such as
+/// [`WINE_FIELDS`]) or a shared one, so copying a record or renaming its fields
+/// never allocates a name.
+#[derive(Clone)]
+enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Name {
+    fn as_str(&self) -> &str {
+        match self {
+            Name::Static(s) => s,
+            Name::Shared(s) => s,
+        }
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Self {
+        Name::Shared(s.into())
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Name {}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
 
 /// One field value of a record.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,7 +96,7 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 /// [`WineRecord`] converts into one, a CSV row is one.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Record {
-    fields: Vec<(String, Value)>,
+    fields: Vec<(Name, Value)>,
 }
 
 impl Record {
@@ -74,11 +114,11 @@ impl Record {
 
     /// Sets `name` to `value` (replacing an earlier value of the same name in place).
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Value>) {
-        let name = name.into();
+        let name: String = name.into();
         let value = value.into();
-        match self.fields.iter_mut().find(|(n, _)| *n == name) {
+        match self.fields.iter_mut().find(|(n, _)| n.as_str() == name) {
             Some(slot) => slot.1 = value,
-            None => self.fields.push((name, value)),
+            None => self.fields.push((Name::from(name), value)),
         }
     }
 
@@ -90,7 +130,10 @@ impl Record {
 
     /// The value of `name`, if the record has that field.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.fields
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, v)| v)
     }
 
     /// Fields in order.
@@ -170,11 +213,14 @@ impl From<&WineRecord> for Record {
             w.sulphates,
             w.alcohol,
         ];
-        WINE_FIELDS
-            .iter()
-            .zip(values)
-            .map(|(n, v)| (*n, Value::Number(v)))
-            .collect()
+        // The names are distinct: no search for an earlier value.
+        Record {
+            fields: WINE_FIELDS
+                .iter()
+                .zip(values)
+                .map(|(n, v)| (Name::Static(n), Value::Number(v)))
+                .collect(),
+        }
     }
 }
 
@@ -182,7 +228,10 @@ impl From<&WineRecord> for Record {
 /// their name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldMapping {
-    pairs: Vec<(String, String)>,
+    pairs: Vec<(Name, Name)>,
+    /// No two pairs map to the same name and no pair maps to another pair's
+    /// source: renaming records whose fields are all mapped keeps names distinct.
+    injective: bool,
 }
 
 impl FieldMapping {
@@ -193,29 +242,35 @@ impl FieldMapping {
 
     /// Maps record field `from` to model input `to` (replacing an earlier mapping of `from`).
     pub fn map(mut self, from: impl Into<String>, to: impl Into<String>) -> Self {
-        let from = from.into();
-        let to = to.into();
-        match self.pairs.iter_mut().find(|(f, _)| *f == from) {
+        let from: String = from.into();
+        let to = Name::from(to.into());
+        match self.pairs.iter_mut().find(|(f, _)| f.as_str() == from) {
             Some(slot) => slot.1 = to,
-            None => self.pairs.push((from, to)),
+            None => self.pairs.push((Name::from(from), to)),
         }
+        self.injective = injective(&self.pairs);
         self
     }
 
     /// [`WineRecord`]'s protobuf names to the UCI/PMML names ("fixed_acidity" to
     /// "fixed acidity", ...).
     pub fn wine() -> Self {
-        WINE_FIELDS
+        let pairs: Vec<_> = WINE_FIELDS
             .iter()
             .zip(WINE_MODEL_FIELDS.iter())
-            .fold(FieldMapping::new(), |m, (f, t)| m.map(*f, *t))
+            .map(|(f, t)| (Name::Static(f), Name::Static(t)))
+            .collect();
+        FieldMapping {
+            injective: injective(&pairs),
+            pairs,
+        }
     }
 
     /// The model name for record field `name`.
     pub fn model_name<'a>(&'a self, name: &'a str) -> &'a str {
         self.pairs
             .iter()
-            .find(|(f, _)| f == name)
+            .find(|(f, _)| f.as_str() == name)
             .map_or(name, |(_, t)| t.as_str())
     }
 
@@ -223,7 +278,7 @@ impl FieldMapping {
     pub fn record_name<'a>(&'a self, name: &'a str) -> &'a str {
         self.pairs
             .iter()
-            .find(|(_, t)| t == name)
+            .find(|(_, t)| t.as_str() == name)
             .map_or(name, |(f, _)| f.as_str())
     }
 
@@ -232,11 +287,47 @@ impl FieldMapping {
         if self.pairs.is_empty() {
             return record.clone();
         }
-        record
+        // Names are shared, not copied. A record's names are distinct; when
+        // every field is mapped by an injective mapping the new names are too,
+        // and no field needs to replace an earlier one.
+        let mut all_mapped = true;
+        let fields: Vec<(Name, Value)> = record
+            .fields
             .iter()
-            .map(|(n, v)| (self.model_name(n).to_string(), v.clone()))
-            .collect()
+            .map(|(n, v)| {
+                let renamed = match self.pairs.iter().find(|(f, _)| f.as_str() == n.as_str()) {
+                    Some((_, t)) => t.clone(),
+                    None => {
+                        all_mapped = false;
+                        n.clone()
+                    }
+                };
+                (renamed, v.clone())
+            })
+            .collect();
+        if self.injective && all_mapped {
+            return Record { fields };
+        }
+        let mut renamed = Record::with_capacity(fields.len());
+        for (n, v) in fields {
+            match renamed.fields.iter_mut().find(|(m, _)| *m == n) {
+                Some(slot) => slot.1 = v,
+                None => renamed.fields.push((n, v)),
+            }
+        }
+        renamed
     }
+}
+
+/// Whether `pairs` map distinct sources to distinct names none of which is
+/// another pair's source.
+fn injective(pairs: &[(Name, Name)]) -> bool {
+    pairs.iter().enumerate().all(|(i, (_, t))| {
+        pairs
+            .iter()
+            .enumerate()
+            .all(|(j, (f, u))| i == j || (t != u && t != f))
+    })
 }
 
 #[cfg(test)]
@@ -281,6 +372,43 @@ mod tests {
         assert_eq!(mapped.get("citric acid"), Some(&Value::Number(0.5)));
         assert_eq!(mapped.get("other"), Some(&Value::Text("k".into())));
         assert_eq!(mapped.get("citric_acid"), None);
+    }
+
+    #[test]
+    fn renaming_onto_an_existing_name_replaces_it_in_place() {
+        // What inserting the renamed fields one by one gives: a later field of
+        // the same name replaces the earlier value, at the earlier position.
+        let one_by_one = |m: &FieldMapping, r: &Record| -> Record {
+            r.iter()
+                .map(|(n, v)| (m.model_name(n).to_string(), v.clone()))
+                .collect()
+        };
+        let r = Record::new().with("a", 1.0).with("x", 2.0).with("b", 3.0);
+        for m in [
+            FieldMapping::new().map("a", "x"),
+            FieldMapping::new().map("a", "c").map("b", "c"),
+            FieldMapping::new()
+                .map("a", "b")
+                .map("b", "a")
+                .map("x", "y"),
+            FieldMapping::new()
+                .map("a", "p")
+                .map("x", "q")
+                .map("b", "r"),
+        ] {
+            let mapped = m.apply(&r);
+            assert_eq!(mapped, one_by_one(&m, &r), "{m:?}");
+            let names: Vec<_> = mapped.iter().map(|(n, _)| n).collect();
+            let mut distinct = names.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(names.len(), distinct.len(), "{m:?}: {names:?}");
+        }
+        let wine = Record::from(&WineRecord::default());
+        let w = FieldMapping::wine();
+        assert_eq!(w.apply(&wine), one_by_one(&w, &wine));
+        let names: Vec<_> = w.apply(&wine).iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(names, WINE_MODEL_FIELDS);
     }
 
     #[test]

@@ -75,6 +75,14 @@ const MOCK_LATENCY_PARTITIONS: i32 = 6;
 /// layout; many small partitions make librdkafka's batches small).
 const KAFKA_PARTITIONS: i32 = 6;
 
+/// The fetch settings of the server's data consumer (`wine::server`), used by
+/// the plain loop and the results consumer too: on Apache Kafka fetches
+/// return when 64 KiB are there or after 2 ms, so a steady rate does not make
+/// each consumer send thousands of small fetches a second (on a 2-core machine
+/// the broker then spends a core on them and every latency grows); the mock
+/// cluster stalls on a `fetch.min.bytes` above what arrives, so there it is 1.
+const FETCH_WAIT_MAX_MS: &str = "2";
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -99,6 +107,14 @@ impl Cluster {
         match self {
             Cluster::Embedded(b) => b.bootstrap_servers(),
             Cluster::External(b) => b,
+        }
+    }
+
+    /// `fetch.min.bytes` of the consumers (see [`FETCH_WAIT_MAX_MS`]).
+    fn fetch_min_bytes(&self) -> &'static str {
+        match self {
+            Cluster::Embedded(_) => "1",
+            Cluster::External(_) => "65536",
         }
     }
 
@@ -241,6 +257,7 @@ fn count_results(
     n: u64,
     latency: Option<(u64, std::sync::mpsc::Sender<()>)>,
     plain: bool,
+    min_bytes: &'static str,
 ) -> std::thread::JoinHandle<Result<Counted, String>> {
     std::thread::spawn(move || {
         let c: BaseConsumer = ClientConfig::new()
@@ -248,7 +265,8 @@ fn count_results(
             .set("group.id", format!("{topic}-counter"))
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "5")
+            .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
+            .set("fetch.min.bytes", min_bytes)
             .set("socket.nagle.disable", "true")
             .create()
             .map_err(|e| e.to_string())?;
@@ -300,12 +318,19 @@ fn count_results(
 }
 
 /// The baseline: consume each record, produce its payload unchanged.
-async fn pass_through(bootstrap: &str, from: &str, to: &str, n: u64) -> Result<(), BoxError> {
+async fn pass_through(
+    bootstrap: &str,
+    from: &str,
+    to: &str,
+    n: u64,
+    min_bytes: &str,
+) -> Result<(), BoxError> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("{from}-baseline"))
         .set("socket.nagle.disable", "true")
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
+        .set("fetch.min.bytes", min_bytes)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()?;
@@ -375,14 +400,28 @@ async fn throughput(
     // Baseline: plain consume → produce.
     let t = cluster.topics("base", false).await?;
     let provider_rate = publish(b, &t, model, records, n, 0).await?;
-    let counter = count_results(b.into(), t.results.clone(), n, None, false);
-    pass_through(b, &t.data, &t.results, n).await?;
+    let counter = count_results(
+        b.into(),
+        t.results.clone(),
+        n,
+        None,
+        false,
+        cluster.fetch_min_bytes(),
+    );
+    pass_through(b, &t.data, &t.results, n, cluster.fetch_min_bytes()).await?;
     let (base_secs, _) = counter.join().map_err(|_| "counter panicked")??;
 
     // The server.
     let t = cluster.topics("tput", false).await?;
     publish(b, &t, model, records, n, 0).await?;
-    let counter = count_results(b.into(), t.results.clone(), n, None, false);
+    let counter = count_results(
+        b.into(),
+        t.results.clone(),
+        n,
+        None,
+        false,
+        cluster.fetch_min_bytes(),
+    );
     let server = Server::start(server_config(b, &t, "tput")).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(server.run(async {
@@ -414,9 +453,10 @@ async fn latency(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = if plain {
         let (b, from, to) = (b.to_string(), t.data.clone(), t.results.clone());
+        let min_bytes = cluster.fetch_min_bytes();
         tokio::spawn(async move {
             let _stop = stopped;
-            pass_through(&b, &from, &to, warm + n)
+            pass_through(&b, &from, &to, warm + n, min_bytes)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -442,6 +482,7 @@ async fn latency(
         warm + n,
         Some((warm, ready_tx)),
         plain,
+        cluster.fetch_min_bytes(),
     );
     publish(b, &t, model, records, warm, 10_000).await?;
     tokio::task::spawn_blocking(move || ready_rx.recv())

@@ -7,7 +7,7 @@
 //! only waits while [`max_in_flight`](ProducerSettings::max_in_flight) records
 //! are unacknowledged, or while librdkafka's local queue is full.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,8 +34,12 @@ struct Shared {
     committer: Committer,
     in_flight: AtomicUsize,
     acknowledged: AtomicU64,
-    /// Signalled when a record is acknowledged or fails.
     progress: Notify,
+    /// Whether the sink waits on `progress`: deliveries notify only then, so
+    /// the common case (room under the bound) costs no lock on either side.
+    waiting: AtomicBool,
+    /// Set once `failure` holds an error (read without the lock).
+    failed: AtomicBool,
     failure: Mutex<Option<StreamError>>,
 }
 
@@ -45,22 +49,49 @@ impl Shared {
         if f.is_none() {
             *f = Some(e);
         }
+        self.failed.store(true, Ordering::Release);
+        drop(f);
+        self.progress.notify_waiters();
     }
 
-    /// Waits until `ready()` holds, re-checking after each acknowledgement
-    /// (registered before the check, so no notification is lost).
+    /// Wakes the sink if it waits. A delivery decrements `in_flight` before
+    /// this reads `waiting` (both sequentially consistent), and the sink sets
+    /// `waiting` before it reads `in_flight`: one of them sees the other.
+    fn delivered(&self) {
+        if self.waiting.load(Ordering::SeqCst) {
+            self.progress.notify_waiters();
+        }
+    }
+
     async fn wait_until(&self, ready: impl Fn() -> bool) {
+        if ready() {
+            return;
+        }
         loop {
             let mut notified = std::pin::pin!(self.progress.notified());
             notified.as_mut().enable();
+            self.waiting.store(true, Ordering::SeqCst);
             if ready() {
+                self.waiting.store(false, Ordering::SeqCst);
                 return;
             }
             notified.await;
         }
     }
 
+    /// Waits for a delivery, at most `limit`.
+    async fn wait_progress(&self, limit: Duration) {
+        let mut notified = std::pin::pin!(self.progress.notified());
+        notified.as_mut().enable();
+        self.waiting.store(true, Ordering::SeqCst);
+        let _ = tokio::time::timeout(limit, notified).await;
+        self.waiting.store(false, Ordering::SeqCst);
+    }
+
     fn failure(&self) -> Option<StreamError> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
         self.failure
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -68,7 +99,6 @@ impl Shared {
     }
 }
 
-/// The producer context: marks offsets on delivery.
 struct MarkOnDelivery {
     shared: Arc<Shared>,
 }
@@ -94,8 +124,8 @@ impl ProducerContext for MarkOnDelivery {
                 source: e.clone(),
             })),
         }
-        s.in_flight.fetch_sub(1, Ordering::AcqRel);
-        s.progress.notify_waiters();
+        s.in_flight.fetch_sub(1, Ordering::SeqCst);
+        s.delivered();
     }
 }
 
@@ -128,6 +158,8 @@ pub fn committable_sink(
         in_flight: AtomicUsize::new(0),
         acknowledged: AtomicU64::new(0),
         progress: Notify::new(),
+        waiting: AtomicBool::new(false),
+        failed: AtomicBool::new(false),
         failure: Mutex::new(None),
     });
     let mut c = ClientConfig::new();
@@ -171,7 +203,7 @@ pub fn committable_sink(
             }
             // Wait for every acknowledgement, then commit.
             shared
-                .wait_until(|| shared.in_flight.load(Ordering::Acquire) == 0)
+                .wait_until(|| shared.in_flight.load(Ordering::SeqCst) == 0)
                 .await;
             stats.records = shared.acknowledged.load(Ordering::Relaxed);
             outcome?;
@@ -206,25 +238,26 @@ async fn send(
     for record in &records {
         // Room under the in-flight bound.
         shared
-            .wait_until(|| shared.in_flight.load(Ordering::Acquire) < max_in_flight)
+            .wait_until(|| shared.in_flight.load(Ordering::SeqCst) < max_in_flight)
             .await;
-        shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        let deadline = tokio::time::Instant::now() + queue_timeout;
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let mut deadline = None;
         let mut opaque = pending.clone();
         loop {
             let r = record.base_record(opaque);
             match producer.send(r) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if tokio::time::Instant::now() < deadline =>
+                    if tokio::time::Instant::now()
+                        < *deadline
+                            .get_or_insert_with(|| tokio::time::Instant::now() + queue_timeout) =>
                 {
                     // librdkafka's queue is full: wait for deliveries to drain it.
                     opaque = back.delivery_opaque;
-                    let notified = shared.progress.notified();
-                    let _ = tokio::time::timeout(Duration::from_millis(10), notified).await;
+                    shared.wait_progress(Duration::from_millis(10)).await;
                 }
                 Err((e, _)) => {
-                    shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                     return Err(StreamError::user(KafkaStageError::Delivery {
                         topic: record.topic.clone(),
                         source: e,

@@ -457,8 +457,18 @@ pub(crate) fn create_consumer(
     })
 }
 
-fn to_committable(m: &BorrowedMessage<'_>, shared: &Shared) -> CommittableMessage {
-    let tp = TopicPartition::new(m.topic(), m.partition());
+/// `m` as a committable message, marked emitted. `topic` keeps the last topic
+/// name seen, so records of one topic share one allocation.
+fn to_committable(
+    m: &BorrowedMessage<'_>,
+    shared: &Shared,
+    topic: &mut Option<Arc<str>>,
+) -> CommittableMessage {
+    let name = match topic {
+        Some(t) if **t == *m.topic() => t.clone(),
+        _ => topic.insert(Arc::from(m.topic())).clone(),
+    };
+    let tp = TopicPartition::new(name, m.partition());
     let offset = m.offset();
     let epoch = shared.tracker().emitted(&tp, offset);
     let headers = m
@@ -491,11 +501,12 @@ pub(crate) fn message_stream(
     let shared = control.shared.clone();
     let mut stop = shared.stop.subscribe();
     flowstage::async_stream::stream! {
+        let mut topic = None;
         loop {
             let next = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => break,
-                r = consumer.recv() => r.map(|m| to_committable(&m, &shared)),
+                r = consumer.recv() => r.map(|m| to_committable(&m, &shared, &mut topic)),
             };
             match next {
                 Ok(m) => yield Ok(m),
