@@ -22,6 +22,17 @@ impl Name {
     }
 }
 
+impl Name {
+    /// The same name: the same `'static` string (a pointer compare, as for
+    /// records made from [`WINE_FIELDS`] and the wine mapping) or equal text.
+    fn same(&self, other: &Name) -> bool {
+        match (self, other) {
+            (Name::Static(a), Name::Static(b)) if std::ptr::eq(*a, *b) => true,
+            _ => self.as_str() == other.as_str(),
+        }
+    }
+}
+
 impl From<String> for Name {
     fn from(s: String) -> Self {
         Name::Shared(s.into())
@@ -294,8 +305,15 @@ impl FieldMapping {
         let fields: Vec<(Name, Value)> = record
             .fields
             .iter()
-            .map(|(n, v)| {
-                let renamed = match self.pairs.iter().find(|(f, _)| f.as_str() == n.as_str()) {
+            .enumerate()
+            .map(|(i, (n, v))| {
+                // The pair at the field's own position first: a record made
+                // in the mapping's field order finds each name at once.
+                let pair = match self.pairs.get(i) {
+                    Some(p) if p.0.same(n) => Some(p),
+                    _ => self.pairs.iter().find(|(f, _)| f.same(n)),
+                };
+                let renamed = match pair {
                     Some((_, t)) => t.clone(),
                     None => {
                         all_mapped = false;

@@ -350,3 +350,58 @@ async fn a_consumer_joining_under_load_loses_nothing_cooperative() {
     .await;
     eprintln!("mock join under load (cooperative-sticky): {results} results, {dups} duplicates");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committable_sink_bounds_in_flight_and_commits_every_record() {
+    // A bound of 1 makes the sink wait for a delivery before every record: a
+    // lost wake-up would hang it (the guard fails the test then).
+    for max in [1usize, 3] {
+        let b = broker(&[("csin", 3), ("csout", 3)]);
+        let bootstrap = b.bootstrap_servers().to_string();
+        produce_inputs(&bootstrap, "csin", 3, 0..600).await;
+        let (tx, mut rx) = tokio::sync::watch::channel(BTreeMap::<i32, i64>::new());
+        let consumer =
+            ConsumerSettings::new(&bootstrap, "g-csink", ["csin"]).on_commit(move |tp, pos| {
+                tx.send_modify(|m| {
+                    m.insert(tp.partition, pos);
+                })
+            });
+        let (control, source) = committable_source(consumer).unwrap().pre_materialize();
+        let committer = control.committer(CommitterSettings::default().max_batch(50));
+        let sink = committable_sink(
+            &ProducerSettings::new(&bootstrap)
+                .max_in_flight(max)
+                .set("linger.ms", "0"),
+            committer,
+        )
+        .unwrap();
+        let done = source
+            .map(|m: CommittableMessage| {
+                let payload = m.record.payload.clone().unwrap_or_default();
+                ProducerMessage::single(ProducerRecord::new("csout", payload), m.offset)
+            })
+            .run_with(sink);
+        guard(
+            "every offset committed",
+            rx.wait_for(|m| m.len() == 3 && m.values().sum::<i64>() == 600),
+        )
+        .await
+        .unwrap();
+        control.stop();
+        let stats = guard("the sink to complete", done).await.unwrap();
+        assert_eq!((stats.messages, stats.records), (600, 600), "max {max}");
+        assert!(
+            (1..=max as u64).contains(&stats.max_in_flight),
+            "max {max}: {} in flight at once",
+            stats.max_in_flight
+        );
+        if max > 1 {
+            assert!(stats.max_in_flight >= 2, "records were sent concurrently");
+        }
+        let produced: i64 = committed_and_end(&bootstrap, "g-csink-check", "csout", 3)
+            .iter()
+            .map(|(_, _, high)| high)
+            .sum();
+        assert_eq!(produced, 600, "max {max}");
+    }
+}

@@ -33,6 +33,8 @@ struct Pending {
 struct Shared {
     committer: Committer,
     in_flight: AtomicUsize,
+    /// The highest `in_flight` seen.
+    max_in_flight: AtomicUsize,
     acknowledged: AtomicU64,
     progress: Notify,
     /// Whether the sink waits on `progress`: deliveries notify only then, so
@@ -156,6 +158,7 @@ pub fn committable_sink(
     let shared = Arc::new(Shared {
         committer,
         in_flight: AtomicUsize::new(0),
+        max_in_flight: AtomicUsize::new(0),
         acknowledged: AtomicU64::new(0),
         progress: Notify::new(),
         waiting: AtomicBool::new(false),
@@ -206,6 +209,7 @@ pub fn committable_sink(
                 .wait_until(|| shared.in_flight.load(Ordering::SeqCst) == 0)
                 .await;
             stats.records = shared.acknowledged.load(Ordering::Relaxed);
+            stats.max_in_flight = shared.max_in_flight.load(Ordering::Relaxed) as u64;
             outcome?;
             if let Some(e) = shared.failure() {
                 return Err(e);
@@ -240,7 +244,8 @@ async fn send(
         shared
             .wait_until(|| shared.in_flight.load(Ordering::SeqCst) < max_in_flight)
             .await;
-        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_in_flight.fetch_max(now, Ordering::Relaxed);
         let mut deadline = None;
         let mut opaque = pending.clone();
         loop {

@@ -195,6 +195,9 @@ pub struct ProducerStats {
     pub messages: u64,
     /// Records acknowledged.
     pub records: u64,
+    /// The most records that were unacknowledged at once (the committable
+    /// sink's; at most its `max_in_flight`). 0 where not tracked.
+    pub max_in_flight: u64,
 }
 
 #[derive(Debug, Default)]

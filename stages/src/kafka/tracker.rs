@@ -117,7 +117,8 @@ impl OffsetTracker {
     /// Records that the source emitted `offset` of `tp`; returns its epoch
     /// (assigning the partition if it was not tracked yet).
     pub fn emitted(&mut self, tp: &TopicPartition, offset: i64) -> u64 {
-        let epoch = self.assign(tp);
+        self.counts.emitted += 1;
+        // One lookup for a tracked partition (every record but the first).
         if let Some(s) = self.parts.get_mut(tp) {
             // Offsets of one assignment arrive in increasing order; a lower one
             // means the consumer was repositioned: restart the bookkeeping.
@@ -126,8 +127,12 @@ impl OffsetTracker {
                 s.position = None;
             }
             s.entries.push_back((offset, false));
+            return s.epoch;
         }
-        self.counts.emitted += 1;
+        let epoch = self.assign(tp);
+        if let Some(s) = self.parts.get_mut(tp) {
+            s.entries.push_back((offset, false));
+        }
         epoch
     }
 
