@@ -20,6 +20,9 @@ if [[ -z "${FLOWSTAGE_KAFKA_BOOTSTRAP:-}" && "${FLOWSTAGE_NO_KAFKA:-}" != 1 ]]; 
         FLOWSTAGE_KAFKA_BOOTSTRAP="$(scripts/kafka/start.sh)"
         export FLOWSTAGE_KAFKA_BOOTSTRAP
         echo "   Kafka at $FLOWSTAGE_KAFKA_BOOTSTRAP"
+        # Its SASL_PLAINTEXT listener (user flowstage), for the secured-client test.
+        FLOWSTAGE_KAFKA_SASL_BOOTSTRAP="$(cat "${KAFKA_RUN_DIR:-${KAFKA_CACHE_DIR:-scripts/kafka/.cache}/run}/sasl-bootstrap" 2>/dev/null || true)"
+        export FLOWSTAGE_KAFKA_SASL_BOOTSTRAP
     else
         echo "== no java/mvn: the Apache Kafka end-to-end tests will be SKIPPED"
     fi

@@ -12,7 +12,13 @@
 //! models_dir = "/srv/models"
 //! batch_size = 16
 //!
-//! [consumer]
+//! [kafka]                      # every Kafka client (a secured cluster)
+//! "security.protocol" = "SASL_PLAINTEXT"
+//! "sasl.mechanism" = "PLAIN"
+//! "sasl.username" = "scorer"
+//! "sasl.password" = "…"
+//!
+//! [consumer]                   # the data consumer (overrides [kafka])
 //! "session.timeout.ms" = "10000"
 //!
 //! [producer]
@@ -69,6 +75,9 @@ pub struct FileConfig {
     pub store_topic: Option<String>,
     /// `--store-interval-ms`.
     pub store_interval_ms: Option<u64>,
+    /// librdkafka properties of every Kafka client (`--kafka-property`).
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
     /// Extra librdkafka properties of the data consumer.
     #[serde(default)]
     pub consumer: BTreeMap<String, String>,
@@ -89,12 +98,50 @@ impl FileConfig {
     }
 }
 
-/// Parses `key=value` (a `--consumer-property` / `--producer-property` flag).
+/// Parses `key=value` (a `--kafka-property` / `--consumer-property` /
+/// `--producer-property` flag).
 pub fn parse_property(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!("expected key=value, got {s:?}")),
     }
+}
+
+/// The environment variable of `--kafka-property`: `key=value` entries, one
+/// per line (a value may hold `,` and `;`, as librdkafka's lists and
+/// passwords do).
+pub const KAFKA_PROPERTIES_ENV: &str = "FLOWSTAGE_KAFKA_PROPERTIES";
+
+/// The value of [`KAFKA_PROPERTIES_ENV`], if it is set.
+pub fn kafka_properties_env() -> Result<Option<String>> {
+    match std::env::var(KAFKA_PROPERTIES_ENV) {
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(e) => Err(e).context(KAFKA_PROPERTIES_ENV),
+    }
+}
+
+/// The properties of every Kafka client: the `[kafka]` table of the file,
+/// then the `key=value` lines of [`KAFKA_PROPERTIES_ENV`] (`env`; blank lines
+/// are skipped), then the `--kafka-property` flags. librdkafka keeps the last
+/// value of a key, so flags override the environment, the environment the
+/// file.
+pub fn kafka_properties(
+    file: BTreeMap<String, String>,
+    env: Option<&str>,
+    flags: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>> {
+    let mut properties: Vec<(String, String)> = file.into_iter().collect();
+    for line in env.unwrap_or_default().lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let property =
+            parse_property(line).map_err(|e| anyhow::anyhow!("{KAFKA_PROPERTIES_ENV}: {e}"))?;
+        properties.push(property);
+    }
+    properties.extend(flags);
+    Ok(properties)
 }
 
 #[cfg(test)]
@@ -113,6 +160,43 @@ mod tests {
             Some("9000")
         );
         assert!(toml::from_str::<FileConfig>("brokerz = \"x\"").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn kafka_properties_flags_over_env_over_file() -> Result<()> {
+        let file: FileConfig = toml::from_str(
+            "[kafka]\n\"security.protocol\" = \"SSL\"\n\"sasl.mechanism\" = \"PLAIN\"\n\
+             \"client.rack\" = \"file\"\n",
+        )?;
+        let env = "security.protocol=SASL_SSL\n\nsasl.password=a;b,c=d\r\nclient.rack=env\n";
+        let flags = vec![("client.rack".to_string(), "flag".to_string())];
+        let props = kafka_properties(file.kafka, Some(env), flags)?;
+        let effective = |key: &str| {
+            props
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(effective("sasl.mechanism"), Some("PLAIN"), "file only");
+        assert_eq!(
+            effective("security.protocol"),
+            Some("SASL_SSL"),
+            "env over file"
+        );
+        assert_eq!(
+            effective("sasl.password"),
+            Some("a;b,c=d"),
+            "a line is one value"
+        );
+        assert_eq!(
+            effective("client.rack"),
+            Some("flag"),
+            "flag over env and file"
+        );
+        assert!(kafka_properties(BTreeMap::new(), Some("no-equals-sign"), Vec::new()).is_err());
+        assert!(kafka_properties(BTreeMap::new(), None, Vec::new())?.is_empty());
         Ok(())
     }
 

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use clap::Args;
 use flowstage_model::pb::{ModelDescriptor, ServingResult, WineRecord};
-use flowstage_stages::kafka::{shutdown_signal, EmbeddedBroker, EmbeddedBrokerConfig};
+use flowstage_stages::kafka::{
+    shutdown_signal, EmbeddedBroker, EmbeddedBrokerConfig, KafkaConnection,
+};
 use flowstage_stages::serving::{ModelStats, ServingState};
 use flowstage_stages::wine::instances::DEFAULT_INSTANCES_TOPIC;
 use flowstage_stages::wine::provider::{provide, ProviderConfig};
@@ -18,7 +20,6 @@ use flowstage_stages::wine::{files, Topics, WINE};
 use prost::Message as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::ClientConfig;
 use tokio::sync::watch;
 
 use crate::serve::{init_tracing, parse_http};
@@ -135,13 +136,13 @@ async fn print_swaps(state: ServingState, mut stop: watch::Receiver<bool>) {
 
 /// Reads the results topic and prints one result every `every`, until `stop`.
 async fn print_scores(
-    brokers: String,
+    kafka: KafkaConnection,
     topic: String,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+    let consumer: StreamConsumer = kafka
+        .client_config()
         .set("group.id", "flowstage-demo-viewer")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "latest")
@@ -237,6 +238,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let mut server_config = ServerConfig::new(&brokers);
         server_config.http = http;
         server_config.models_dir = args.data.is_dir().then(|| args.data.clone());
+        let kafka = server_config.kafka();
         let server = Server::start(server_config).await.context("cannot start the server")?;
         if let Some(a) = server.http_addr() {
             println!("demo: HTTP state on http://{a}/state/wine (also /models, /state, /state/wine/history, /state/instances, /metrics)");
@@ -252,7 +254,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         };
         let swaps = tokio::spawn(print_swaps(state.clone(), stop_rx.clone()));
         let scores = tokio::spawn(print_scores(
-            brokers.clone(),
+            kafka,
             topics.results.clone(),
             sample_every,
             stop_rx.clone(),

@@ -13,7 +13,7 @@ use flowstage_stages::wine::provider::{provide, ProviderConfig, ProviderProgress
 use flowstage_stages::wine::Topics;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::config::parse_property;
+use crate::config::{kafka_properties, kafka_properties_env, parse_property};
 
 /// Arguments of `flowstage provide`. Each flag may also come from the
 /// environment variable named beside it (flags win).
@@ -63,6 +63,12 @@ pub struct ProvideArgs {
     #[arg(long, env = "FLOWSTAGE_MAX_IN_FLIGHT", default_value_t = 10_000, value_name = "N",
           value_parser = parse_positive)]
     pub max_in_flight: usize,
+    /// A librdkafka property of every Kafka client (repeatable); for a secured cluster:
+    /// security.protocol=SASL_PLAINTEXT, sasl.mechanism=PLAIN, sasl.username=…, sasl.password=….
+    /// Also from FLOWSTAGE_KAFKA_PROPERTIES (key=value lines; the flags override it);
+    /// --producer-property overrides it.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub kafka_property: Vec<(String, String)>,
     /// Extra librdkafka producer property (repeatable).
     #[arg(short = 'X', long, value_name = "KEY=VALUE", value_parser = parse_property)]
     pub producer_property: Vec<(String, String)>,
@@ -142,6 +148,11 @@ pub fn run(args: ProvideArgs) -> Result<()> {
         model_interval: args.model_interval,
         model_every: args.model_every,
         max_in_flight: args.max_in_flight,
+        kafka_properties: kafka_properties(
+            Default::default(),
+            kafka_properties_env()?.as_deref(),
+            args.kafka_property.clone(),
+        )?,
         properties: args.producer_property.clone(),
         ..ProviderConfig::new(args.brokers.clone())
     };

@@ -10,7 +10,7 @@ use flowstage_stages::kafka::{shutdown_signal, Processing};
 use flowstage_stages::store::StoreConfig;
 use flowstage_stages::wine::server::{Server, ServerConfig};
 
-use crate::config::{parse_property, FileConfig};
+use crate::config::{kafka_properties, kafka_properties_env, parse_property, FileConfig};
 
 /// Records per transaction with `--processing exactly-once` unless
 /// `--commit-batch` says otherwise.
@@ -94,6 +94,15 @@ pub struct ServeArgs {
     /// between two snapshots of the statistics) [default: 1000].
     #[arg(long, env = "FLOWSTAGE_STORE_INTERVAL_MS", value_name = "MS")]
     pub store_interval_ms: Option<u64>,
+    /// A librdkafka property of every Kafka client (repeatable): the data consumer, the
+    /// producer, the model and instance readers, the admin client, the Kafka model store.
+    /// For a secured cluster: security.protocol=SASL_PLAINTEXT, sasl.mechanism=PLAIN,
+    /// sasl.username=…, sasl.password=… (this build has no TLS). Also from
+    /// FLOWSTAGE_KAFKA_PROPERTIES (key=value lines) and the [kafka] table of the --config
+    /// file; flags override the environment, the environment the file. --consumer-property
+    /// and --producer-property override it.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub kafka_property: Vec<(String, String)>,
     /// Extra librdkafka property of the data consumer (repeatable).
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_property)]
     pub consumer_property: Vec<(String, String)>,
@@ -135,6 +144,13 @@ pub fn store_config(
 impl ServeArgs {
     /// The server settings: flags and environment over the file over the defaults.
     pub fn resolve(self) -> Result<ServerConfig> {
+        let env = kafka_properties_env()?;
+        self.resolve_with_env(env.as_deref())
+    }
+
+    /// [`resolve`](Self::resolve) with `kafka_env` as the value of
+    /// `FLOWSTAGE_KAFKA_PROPERTIES`.
+    fn resolve_with_env(self, kafka_env: Option<&str>) -> Result<ServerConfig> {
         let file = FileConfig::load(self.config.as_deref())?;
         let brokers = self
             .brokers
@@ -204,6 +220,7 @@ impl ServeArgs {
             anyhow::ensure!(ms >= 1, "--store-interval-ms must be at least 1");
             c.store_interval = Duration::from_millis(ms);
         }
+        c.kafka_properties = kafka_properties(file.kafka, kafka_env, self.kafka_property)?;
         c.consumer_properties = file.consumer.into_iter().collect();
         c.consumer_properties.extend(self.consumer_property);
         c.producer_properties = file.producer.into_iter().collect();
@@ -294,6 +311,84 @@ mod tests {
                 ("acks".into(), "all".into())
             ]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn kafka_properties_come_from_flags_env_and_file_and_specific_ones_win() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("secure.toml");
+        std::fs::write(
+            &file,
+            "[kafka]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"PLAIN\"\n\
+             \"sasl.username\" = \"file-user\"\n\"sasl.password\" = \"file-secret\"\n\
+             [consumer]\n\"sasl.username\" = \"consumer-user\"\n",
+        )?;
+        let file_arg = file.to_string_lossy().into_owned();
+        let cli = Cli::try_parse_from([
+            "serve",
+            "--config",
+            file_arg.as_str(),
+            "--kafka-property",
+            "sasl.password=flag-secret",
+            "--producer-property",
+            "sasl.password=producer-secret",
+        ])?;
+        let c = cli
+            .serve
+            .resolve_with_env(Some("sasl.username=env-user\nsasl.password=env-secret\n"))?;
+        let effective = |props: &[(String, String)], key: &str| {
+            props
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.to_string())
+        };
+        let kafka = &c.kafka_properties;
+        assert_eq!(
+            effective(kafka, "security.protocol").as_deref(),
+            Some("SASL_PLAINTEXT")
+        );
+        assert_eq!(effective(kafka, "sasl.mechanism").as_deref(), Some("PLAIN"));
+        assert_eq!(
+            effective(kafka, "sasl.username").as_deref(),
+            Some("env-user"),
+            "env over file"
+        );
+        assert_eq!(
+            effective(kafka, "sasl.password").as_deref(),
+            Some("flag-secret"),
+            "flag over env"
+        );
+        // Every client gets them; the data consumer's and the producer's own override them.
+        let every = c.kafka().client_config();
+        assert_eq!(every.get("sasl.password"), Some("flag-secret"));
+        assert_eq!(every.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+        let mut consumer = c.kafka().client_config();
+        for (k, v) in &c.consumer_properties {
+            consumer.set(k, v);
+        }
+        assert_eq!(consumer.get("sasl.username"), Some("consumer-user"));
+        assert_eq!(consumer.get("sasl.password"), Some("flag-secret"));
+        let mut producer = c.kafka().client_config();
+        for (k, v) in &c.producer_properties {
+            producer.set(k, v);
+        }
+        assert_eq!(producer.get("sasl.password"), Some("producer-secret"));
+        assert_eq!(producer.get("sasl.username"), Some("env-user"));
+
+        // Without environment or flags, the file's table.
+        let c = Cli::try_parse_from(["serve", "--config", file_arg.as_str()])?
+            .serve
+            .resolve_with_env(None)?;
+        assert_eq!(
+            effective(&c.kafka_properties, "sasl.username").as_deref(),
+            Some("file-user")
+        );
+        let bad = Cli::try_parse_from(["serve"])?
+            .serve
+            .resolve_with_env(Some("nonsense"));
+        assert!(bad.is_err());
         Ok(())
     }
 

@@ -6,6 +6,11 @@
 #
 # Storage is formatted in a fresh temp dir. Writes $KAFKA_RUN_DIR/{broker.pid,
 # bootstrap,workdir}; stdout gets only the bootstrap address. Stop with stop.sh.
+#
+# The broker also listens with SASL_PLAINTEXT (mechanism PLAIN) on a second port
+# (KAFKA_SASL_PORT, else a free one) for tests of secured clients; its address goes
+# to $KAFKA_RUN_DIR/sasl-bootstrap (not to stdout). The one user is
+# KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD (default flowstage / flowstage-secret).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -40,6 +45,14 @@ if port_in_use "$PORT"; then
 fi
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$(free_port)}"
 while [[ "$CONTROLLER_PORT" == "$PORT" ]]; do CONTROLLER_PORT="$(free_port)"; done
+SASL_PORT="${KAFKA_SASL_PORT:-$(free_port)}"
+while [[ "$SASL_PORT" == "$PORT" || "$SASL_PORT" == "$CONTROLLER_PORT" ]]; do SASL_PORT="$(free_port)"; done
+SASL_USERNAME="${KAFKA_SASL_USERNAME:-flowstage}"
+SASL_PASSWORD="${KAFKA_SASL_PASSWORD:-flowstage-secret}"
+if [[ ! "$SASL_USERNAME$SASL_PASSWORD" =~ ^[A-Za-z0-9._-]+$ ]]; then
+    echo "start.sh: KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD: letters, digits, . _ - only" >&2
+    exit 1
+fi
 
 WORKDIR="$(mktemp -d "${TMPDIR:-/tmp}/flowstage-kafka.XXXXXX")"
 mkdir -p "$KAFKA_RUN_DIR" "$WORKDIR/data"
@@ -48,11 +61,13 @@ cat >"$CONFIG" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USERNAME="$SASL_PASSWORD";
 log.dirs=$WORKDIR/data
 num.partitions=1
 auto.create.topics.enable=true
@@ -73,4 +88,5 @@ kafka_tool kafka.tools.StorageTool format -t "$CLUSTER_ID" -c "$CONFIG" >"$WORKD
 }
 
 launch_broker "$CONFIG" "$WORKDIR" "127.0.0.1:$PORT" start.sh
+echo "127.0.0.1:$SASL_PORT" >"$KAFKA_RUN_DIR/sasl-bootstrap"
 echo "127.0.0.1:$PORT"

@@ -48,6 +48,7 @@
 
 mod committer;
 mod committing;
+mod connection;
 mod consumer;
 mod embedded;
 mod error;
@@ -59,6 +60,7 @@ pub mod transactional;
 
 pub use committer::{CommitStats, Committer, CommitterSettings};
 pub use committing::committable_sink;
+pub use connection::KafkaConnection;
 pub use consumer::{
     committable_source, CommitHook, Committable, CommittableMessage, CommittableOffset,
     CommittableSource, ConsumerControl, ConsumerRecord, ConsumerSettings, SourceConsumer,

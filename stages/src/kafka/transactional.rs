@@ -286,18 +286,23 @@ fn check_cluster(producer: &TxnProducer, timeout: Duration) -> Result<(), KafkaS
     }
 }
 
-/// Checks that the cluster at `bootstrap` can serve exactly-once processing
-/// (it is not librdkafka's mock cluster). Does not check broker versions or
-/// ACLs: those surface from `init_transactions`.
-pub async fn check_transactions_supported(bootstrap: &str) -> Result<(), KafkaStageError> {
+/// Checks that the cluster at `kafka` (its bootstrap servers, or a
+/// [`KafkaConnection`](super::KafkaConnection) with the client properties a
+/// secured cluster needs) can serve exactly-once processing (it is not
+/// librdkafka's mock cluster). Does not check broker versions or ACLs: those
+/// surface from `init_transactions`.
+pub async fn check_transactions_supported(
+    kafka: impl Into<super::KafkaConnection>,
+) -> Result<(), KafkaStageError> {
     let deliveries = Arc::new(Deliveries {
         in_flight: AtomicUsize::new(0),
         acknowledged: AtomicU64::new(0),
         progress: Notify::new(),
         failure: Mutex::new(None),
     });
-    let producer: TxnProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let producer: TxnProducer = kafka
+        .into()
+        .client_config()
         .create_with_context(TxnContext { deliveries })?;
     tokio::task::spawn_blocking(move || check_cluster(&producer, Duration::from_secs(10)))
         .await

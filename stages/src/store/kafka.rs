@@ -9,9 +9,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::{ModelStore, StoreError};
+use crate::kafka::KafkaConnection;
 
 /// The largest entry the Kafka store writes by default (64 MiB): the
 /// changelog topic's `max.message.bytes` and the producer's
@@ -28,7 +29,7 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// instance on any machine restores it by reading the topic to its end; the
 /// latest value of each key wins.
 pub struct KafkaStore {
-    brokers: String,
+    kafka: KafkaConnection,
     topic: String,
     max_message_bytes: usize,
     producer: FutureProducer,
@@ -37,7 +38,7 @@ pub struct KafkaStore {
 impl std::fmt::Debug for KafkaStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaStore")
-            .field("brokers", &self.brokers)
+            .field("kafka", &self.kafka)
             .field("topic", &self.topic)
             .field("max_message_bytes", &self.max_message_bytes)
             .finish_non_exhaustive()
@@ -51,14 +52,17 @@ impl KafkaStore {
         format!("{group}-model-store-changelog")
     }
 
-    /// Connects to the cluster at `brokers`, creating `topic` (1 partition,
+    /// Connects to the cluster at `kafka` (its bootstrap servers, or a
+    /// [`KafkaConnection`] with the client properties of a secured cluster,
+    /// which every client of the store gets), creating `topic` (1 partition,
     /// `cleanup.policy=compact`, `max.message.bytes` = `max_message_bytes`)
     /// when it is missing and the cluster has the admin API.
     pub async fn open(
-        brokers: &str,
+        kafka: impl Into<KafkaConnection>,
         topic: &str,
         max_message_bytes: usize,
     ) -> Result<KafkaStore, StoreError> {
+        let kafka: KafkaConnection = kafka.into();
         if topic.is_empty() {
             return Err(StoreError::Config("empty changelog topic name".into()));
         }
@@ -67,15 +71,15 @@ impl KafkaStore {
                 "max_message_bytes {max_message_bytes} outside 1000..=1000000000"
             )));
         }
-        create_topic(brokers, topic, max_message_bytes).await?;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        create_topic(&kafka, topic, max_message_bytes).await?;
+        let producer: FutureProducer = kafka
+            .client_config()
             .set("message.max.bytes", max_message_bytes.to_string())
             .set("acks", "all")
             .set("linger.ms", "0")
             .create()?;
         Ok(KafkaStore {
-            brokers: brokers.to_string(),
+            kafka,
             topic: topic.to_string(),
             max_message_bytes,
             producer,
@@ -88,13 +92,14 @@ impl KafkaStore {
     }
 }
 
-async fn create_topic(brokers: &str, topic: &str, max_bytes: usize) -> Result<(), StoreError> {
-    let (b, t) = (brokers.to_string(), topic.to_string());
+async fn create_topic(
+    kafka: &KafkaConnection,
+    topic: &str,
+    max_bytes: usize,
+) -> Result<(), StoreError> {
+    let (mut config, t) = (kafka.client_config(), topic.to_string());
     let exists = tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &b)
-            .set("allow.auto.create.topics", "false")
-            .create()?;
+        let c: BaseConsumer = config.set("allow.auto.create.topics", "false").create()?;
         let md = c.fetch_metadata(Some(&t), Duration::from_secs(10))?;
         Ok::<_, StoreError>(
             md.topics()
@@ -107,9 +112,7 @@ async fn create_topic(brokers: &str, topic: &str, max_bytes: usize) -> Result<()
     if exists {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let max = max_bytes.to_string();
     let t = NewTopic::new(topic, 1, TopicReplication::Fixed(1))
         .set("cleanup.policy", "compact")
@@ -177,8 +180,9 @@ impl ModelStore for KafkaStore {
 
     fn load_raw(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let max = self.max_message_bytes;
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
+        let consumer: BaseConsumer = self
+            .kafka
+            .client_config()
             .set(
                 "group.id",
                 format!("flowstage-store-restore-{}", std::process::id()),

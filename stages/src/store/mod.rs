@@ -42,6 +42,7 @@ use hdrhistogram::Histogram;
 use prost::Message as _;
 use tokio::sync::watch;
 
+use crate::kafka::KafkaConnection;
 use crate::serving::{
     now_ms, HistoryEntry, ModelStats, RestoreSeed, ServingSnapshot, ServingState,
 };
@@ -132,12 +133,13 @@ impl StoreConfig {
         }
     }
 
-    /// Opens the configured store; a Kafka store uses the cluster at
-    /// `brokers` and, by default, a topic named after consumer group `group`
-    /// (created compacted when missing).
+    /// Opens the configured store; a Kafka store uses the cluster at `kafka`
+    /// (its bootstrap servers, or a [`KafkaConnection`] with the client
+    /// properties of a secured cluster) and, by default, a topic named after
+    /// consumer group `group` (created compacted when missing).
     pub async fn open(
         &self,
-        brokers: &str,
+        kafka: impl Into<KafkaConnection>,
         group: &str,
     ) -> Result<Arc<dyn ModelStore>, StoreError> {
         Ok(match self {
@@ -154,7 +156,7 @@ impl StoreConfig {
                 let topic = topic
                     .clone()
                     .unwrap_or_else(|| KafkaStore::default_topic(group));
-                Arc::new(KafkaStore::open(brokers, &topic, DEFAULT_MAX_MESSAGE_BYTES).await?)
+                Arc::new(KafkaStore::open(kafka, &topic, DEFAULT_MAX_MESSAGE_BYTES).await?)
             }
         })
     }

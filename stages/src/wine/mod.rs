@@ -27,7 +27,7 @@ pub mod instances;
 pub mod provider;
 pub mod server;
 
-use crate::kafka::KafkaStageError;
+use crate::kafka::{KafkaConnection, KafkaStageError};
 
 /// The header carrying why a record went to the dead-letter topic.
 pub const DLQ_REASON_HEADER: &str = "flowstage-dlq-reason";
@@ -83,31 +83,40 @@ impl Topics {
 /// topics are left as they are. A cluster without the admin API (the embedded
 /// mock broker, which creates topics itself) is not an error: that is logged
 /// and the topics are left to the broker.
-pub async fn ensure_topics(brokers: &str, layout: &[(&str, i32, bool)]) -> Result<(), WineError> {
+///
+/// `kafka` is the cluster's bootstrap servers, or a [`KafkaConnection`] with
+/// the client properties a secured cluster needs. A cluster that does not
+/// answer a metadata request within 10 s is an error ([`WineError::Connect`]).
+pub async fn ensure_topics(
+    kafka: impl Into<KafkaConnection>,
+    layout: &[(&str, i32, bool)],
+) -> Result<(), WineError> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::consumer::Consumer;
     use rdkafka::error::RDKafkaErrorCode;
 
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let kafka: KafkaConnection = kafka.into();
+    let admin: AdminClient<DefaultClientContext> = kafka
+        .client_config()
         .create()
         .map_err(KafkaStageError::Client)?;
     // Only the missing ones: listing is cheap everywhere, creating is not
     // supported by every broker.
     let existing: std::collections::HashSet<String> = {
-        let brokers = brokers.to_string();
+        let config = kafka.client_config();
         tokio::task::spawn_blocking(move || {
-            let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .create()?;
+            let client: rdkafka::consumer::BaseConsumer = config.create()?;
             client
                 .fetch_metadata(None, std::time::Duration::from_secs(10))
                 .map(|md| md.topics().iter().map(|t| t.name().to_string()).collect())
         })
         .await
         .map_err(|e| KafkaStageError::Task(e.to_string()))?
-        .map_err(KafkaStageError::Client)?
+        .map_err(|source| WineError::Connect {
+            brokers: kafka.brokers.clone(),
+            source,
+        })?
     };
     let topics: Vec<NewTopic<'_>> = layout
         .iter()
@@ -167,6 +176,20 @@ pub enum WineError {
     /// A Kafka client or stage failed.
     #[error(transparent)]
     Kafka(#[from] KafkaStageError),
+    /// The cluster did not answer a metadata request: unreachable, or it
+    /// needs client properties it was not given (a secured listener:
+    /// `security.protocol`, `sasl.*`, `ssl.*`).
+    #[error(
+        "no answer from the Kafka cluster at {brokers}: is it reachable, and does it need \
+         security settings (security.protocol, sasl.*, ssl.*) in the client properties?"
+    )]
+    Connect {
+        /// The bootstrap servers.
+        brokers: String,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     /// A file could not be read.
     #[error("{path}: {source}")]
     Io {

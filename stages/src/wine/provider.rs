@@ -105,6 +105,11 @@ pub struct ProviderConfig {
     pub connect_timeout: Duration,
     /// On shutdown, how long to wait for in-flight records' acknowledgements.
     pub drain_timeout: Duration,
+    /// librdkafka properties of every client of the provider (its producer):
+    /// what a secured cluster needs (`security.protocol`, `sasl.*`, `ssl.*`).
+    /// Applied after the provider's own settings and before
+    /// [`properties`](Self::properties), which override them.
+    pub kafka_properties: Vec<(String, String)>,
     /// Extra librdkafka producer properties, applied after the provider's own
     /// (`linger.ms` 1).
     pub properties: Vec<(String, String)>,
@@ -127,6 +132,7 @@ impl ProviderConfig {
             max_in_flight: 10_000,
             connect_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
+            kafka_properties: Vec::new(),
             properties: Vec::new(),
         }
     }
@@ -287,6 +293,23 @@ struct Encoded {
     name: String,
 }
 
+/// The producer's settings: `linger.ms` 1, then the client properties of
+/// every client ([`ProviderConfig::kafka_properties`]), then the producer's
+/// own ([`ProviderConfig::properties`]); a later one wins.
+fn producer_settings(config: &ProviderConfig) -> ProducerSettings {
+    let mut settings = ProducerSettings::new(config.brokers.clone())
+        .max_in_flight(config.max_in_flight)
+        .set("linger.ms", "1");
+    settings.properties.extend(
+        config
+            .kafka_properties
+            .iter()
+            .chain(&config.properties)
+            .cloned(),
+    );
+    settings
+}
+
 /// Publishes `records` and `models` as `config` says (see the [module
 /// docs](self)) until done or until `shutdown` resolves; then waits for the
 /// acknowledgement of what was sent (at most [`ProviderConfig::drain_timeout`]
@@ -342,13 +365,7 @@ pub async fn provide(
     let total = config.total_records(records.len());
     let len = records.len() as u64;
 
-    let mut settings = ProducerSettings::new(config.brokers.clone())
-        .max_in_flight(config.max_in_flight)
-        .set("linger.ms", "1");
-    settings
-        .properties
-        .extend(config.properties.iter().cloned());
-    let producer = KafkaProducer::new(&settings)?;
+    let producer = KafkaProducer::new(&producer_settings(&config))?;
 
     let start = Instant::now();
     // Fail fast on an unreachable cluster (sends would wait for minutes).
@@ -883,5 +900,32 @@ mod tests {
         c.count = None;
         assert_eq!(c.total_records(10), None);
         assert_eq!(c.total_records(0), Some(0));
+    }
+
+    #[test]
+    fn producer_properties_override_client_properties_which_override_the_defaults() {
+        let config = ProviderConfig {
+            kafka_properties: vec![
+                ("security.protocol".into(), "SASL_SSL".into()),
+                ("linger.ms".into(), "3".into()),
+                ("acks".into(), "1".into()),
+            ],
+            properties: vec![("acks".into(), "all".into())],
+            ..ProviderConfig::new("k:9092")
+        };
+        let settings = producer_settings(&config);
+        // librdkafka keeps the last value set for a key.
+        let effective = |key: &str| {
+            settings
+                .properties
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(settings.bootstrap_servers, "k:9092");
+        assert_eq!(effective("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(effective("linger.ms"), Some("3"), "client over the default");
+        assert_eq!(effective("acks"), Some("all"), "producer over client");
     }
 }

@@ -53,12 +53,13 @@ use prost::Message as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::instances::{InstanceDirectory, InstanceInfo, DEFAULT_INSTANCES_TOPIC};
 use super::{ensure_topics, Topics, WineError, DEFAULT_PARTITIONS, DLQ_REASON_HEADER};
 use crate::http::{self, HttpServer};
+use crate::kafka::KafkaConnection;
 use crate::kafka::{
     committable_sink, committable_source, run_until, CommitStats, CommittableMessage,
     CommittableOffset, CommitterSettings, ConsumerSettings, KafkaProducer, KafkaStageError,
@@ -114,6 +115,21 @@ pub struct ServerConfig {
     /// Create missing topics at start ([`ensure_topics`]) with this many
     /// partitions for data and results; `None`: leave topics to the cluster.
     pub create_topics: Option<i32>,
+    /// librdkafka properties of every Kafka client of the server: the data
+    /// consumer, the producer (results, dead letters, instance records; the
+    /// transactional one too), the model and instances readers, the admin
+    /// client that creates topics and the Kafka model store. For what a
+    /// secured cluster needs (`security.protocol`, `sasl.*`, `ssl.*`) and
+    /// other connection-wide settings. Each client sets them first and its
+    /// own settings after: the server's internal clients keep the settings
+    /// they need to work (their group, no commits, ...); the data consumer and
+    /// the producer get them after the server's defaults and before
+    /// [`consumer_properties`](Self::consumer_properties) /
+    /// [`producer_properties`](Self::producer_properties), which override
+    /// them. `bootstrap.servers`, `group.id` and `transactional.id` are
+    /// refused here (they are [`brokers`](Self::brokers),
+    /// [`group_id`](Self::group_id) and derived per client).
+    pub kafka_properties: Vec<(String, String)>,
     /// Extra librdkafka properties of the data consumer.
     pub consumer_properties: Vec<(String, String)>,
     /// Extra librdkafka properties of the producer.
@@ -147,11 +163,53 @@ impl ServerConfig {
             processing: Processing::AtLeastOnce,
             heartbeat: Duration::from_secs(2),
             create_topics: Some(DEFAULT_PARTITIONS),
+            kafka_properties: Vec::new(),
             consumer_properties: Vec::new(),
             producer_properties: Vec::new(),
             store: StoreConfig::default(),
             store_interval: DEFAULT_PERSIST_INTERVAL,
         }
+    }
+
+    /// The cluster with the client properties every client of the server
+    /// gets ([`kafka_properties`](Self::kafka_properties)).
+    pub fn kafka(&self) -> KafkaConnection {
+        KafkaConnection::new(&self.brokers).with_properties(self.kafka_properties.iter().cloned())
+    }
+
+    /// Refuses client properties that would take over what the server sets
+    /// per client.
+    fn check_kafka_properties(&self) -> Result<(), WineError> {
+        for (key, _) in &self.kafka_properties {
+            let instead = match key.trim() {
+                "bootstrap.servers" => "the brokers setting",
+                "group.id" => "the group setting (each internal reader has a group of its own)",
+                "transactional.id" => "the instance id (it is derived from group and instance id)",
+                _ => continue,
+            };
+            return Err(WineError::Config {
+                name: "kafka_properties",
+                reason: format!("{key} cannot be a property of every client; use {instead}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Puts [`kafka_properties`](Self::kafka_properties) in front of the data
+    /// consumer's and the producer's own properties, which thus override them.
+    fn with_client_properties_first(mut self) -> Self {
+        let merged = |own: &[(String, String)]| {
+            self.kafka_properties
+                .iter()
+                .chain(own)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let consumer = merged(&self.consumer_properties);
+        let producer = merged(&self.producer_properties);
+        self.consumer_properties = consumer;
+        self.producer_properties = producer;
+        self
     }
 }
 
@@ -299,13 +357,13 @@ pub fn decode_record(payload: Option<&[u8]>) -> Result<WineRecord, String> {
 /// assigned. Waits until the topic exists, calling `on_missing` once if it
 /// does not at first.
 async fn read_from_beginning(
-    brokers: &str,
+    kafka: &KafkaConnection,
     group: String,
     topic: &str,
     mut on_missing: impl FnMut(),
 ) -> Result<(Arc<StreamConsumer>, Vec<(i32, i64)>), KafkaStageError> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: StreamConsumer = kafka
+        .client_config()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -362,7 +420,7 @@ struct RestoredModels {
 /// topic's end as of start-up (the restored ones at once if the topic does not
 /// exist yet).
 fn model_source(
-    brokers: String,
+    kafka: KafkaConnection,
     group: String,
     topic: String,
     counters: Arc<Counters>,
@@ -376,7 +434,7 @@ fn model_source(
         for d in stored {
             yield Ok(ModelMessage::Descriptor(d));
         }
-        let (consumer, ends) = match read_from_beginning(&brokers, group, &topic, || {
+        let (consumer, ends) = match read_from_beginning(&kafka, group, &topic, || {
             caught_up.send_replace(Some(descriptors));
         })
         .await
@@ -463,7 +521,7 @@ fn model_source(
 
 /// How far the model consumer has read, for [`sync_models`].
 struct ModelFeed {
-    brokers: String,
+    kafka: KafkaConnection,
     topic: String,
     /// Per partition the next offset to read, and the descriptors read so far;
     /// `None` once the model topic cannot be read at all.
@@ -476,7 +534,7 @@ struct ModelFeed {
 impl std::fmt::Debug for ModelFeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ModelFeed")
-            .field("brokers", &self.brokers)
+            .field("kafka", &self.kafka)
             .field("topic", &self.topic)
             .field("position", &self.position)
             .finish_non_exhaustive()
@@ -484,9 +542,9 @@ impl std::fmt::Debug for ModelFeed {
 }
 
 impl ModelFeed {
-    fn new(brokers: &str, topic: &str) -> Self {
+    fn new(kafka: KafkaConnection, topic: &str) -> Self {
         ModelFeed {
-            brokers: brokers.to_string(),
+            kafka,
             topic: topic.to_string(),
             position: watch::Sender::new(Some((BTreeMap::new(), 0))),
             client: Mutex::new(None),
@@ -533,8 +591,9 @@ async fn end_offsets(feed: &ModelFeed) -> Result<Vec<(i32, i64)>, KafkaStageErro
         match slot.as_ref() {
             Some(c) => c.clone(),
             None => {
-                let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", &feed.brokers)
+                let c: rdkafka::consumer::BaseConsumer = feed
+                    .kafka
+                    .client_config()
                     .set("socket.nagle.disable", "true")
                     .create()
                     .map_err(KafkaStageError::Client)?;
@@ -604,8 +663,13 @@ async fn models_ready(mut caught_up: watch::Receiver<Option<u64>>, state: Servin
 }
 
 /// Reads the instances topic into `directory` until the task is aborted.
-async fn read_instances(brokers: String, group: String, topic: String, dir: InstanceDirectory) {
-    let consumer = match read_from_beginning(&brokers, group, &topic, || {}).await {
+async fn read_instances(
+    kafka: KafkaConnection,
+    group: String,
+    topic: String,
+    dir: InstanceDirectory,
+) {
+    let consumer = match read_from_beginning(&kafka, group, &topic, || {}).await {
         Ok((c, _)) => c,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the instances topic");
@@ -650,9 +714,11 @@ impl Server {
                 reason: "must be at least 1".into(),
             });
         }
+        config.check_kafka_properties()?;
+        let config = config.with_client_properties_first();
         if let Some(partitions) = config.create_topics {
             ensure_topics(
-                &config.brokers,
+                config.kafka(),
                 &config.topics.layout(&config.instances_topic, partitions),
             )
             .await?;
@@ -788,7 +854,7 @@ impl Server {
 
         // Instance records: read the group's, publish ours.
         let reader = tokio::spawn(read_instances(
-            config.brokers.clone(),
+            config.kafka(),
             format!("{}.instances.{}", config.group_id, config.instance_id),
             config.instances_topic.clone(),
             directory.clone(),
@@ -822,7 +888,7 @@ impl Server {
         let seen = counters.clone();
         let (caught_up_tx, caught_up_rx) = watch::channel(None);
         let ready = models_ready(caught_up_rx, state.clone());
-        let feed = Arc::new(ModelFeed::new(&config.brokers, &config.topics.models));
+        let feed = Arc::new(ModelFeed::new(config.kafka(), &config.topics.models));
         let gate_feed = feed.clone();
         let gate_state = state.clone();
         // Records are taken once the start-up models are loaded; a record of a
@@ -926,7 +992,7 @@ impl Server {
         // statistics and history seeded; a writer keeps it up to date.
         let (restored, store_writer) = restore_models(&config, &state).await?;
         let models = model_source(
-            config.brokers.clone(),
+            config.kafka(),
             format!("{}.models.{}", config.group_id, config.instance_id),
             config.topics.models.clone(),
             counters.clone(),
@@ -1031,7 +1097,7 @@ async fn restore_models(
     let started = Instant::now();
     let store = config
         .store
-        .open(&config.brokers, &config.group_id)
+        .open(config.kafka(), &config.group_id)
         .await
         .map_err(store_err)?;
     let reader = store.clone();
@@ -1160,6 +1226,65 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(decode_record(Some(&ok.encode_to_vec())), Ok(ok));
+    }
+
+    /// The value librdkafka ends up with: the last one set for `key`.
+    fn effective<'a>(props: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        props
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn client_properties_reach_every_client_and_specific_ones_override_them() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let mut c = ServerConfig::new("k:9092");
+        c.kafka_properties = vec![
+            pair("security.protocol", "SASL_PLAINTEXT"),
+            pair("socket.timeout.ms", "5000"),
+            pair("linger.ms", "7"),
+        ];
+        c.consumer_properties = vec![pair("socket.timeout.ms", "9000")];
+        c.producer_properties = vec![pair("linger.ms", "2")];
+        let kafka = c.kafka().client_config();
+        assert_eq!(kafka.get("bootstrap.servers"), Some("k:9092"));
+        assert_eq!(kafka.get("security.protocol"), Some("SASL_PLAINTEXT"));
+
+        let c = c.with_client_properties_first();
+        let consumer = &c.consumer_properties;
+        assert_eq!(
+            effective(consumer, "security.protocol"),
+            Some("SASL_PLAINTEXT")
+        );
+        assert_eq!(effective(consumer, "socket.timeout.ms"), Some("9000"));
+        let ps = producer_settings(&c);
+        assert_eq!(
+            effective(&ps.properties, "security.protocol"),
+            Some("SASL_PLAINTEXT")
+        );
+        assert_eq!(effective(&ps.properties, "socket.timeout.ms"), Some("5000"));
+        assert_eq!(effective(&ps.properties, "linger.ms"), Some("2"));
+        // The internal clients keep what they need over a client property.
+        let mut model_reader = c.kafka().client_config();
+        model_reader.set("group.id", "g.models.i");
+        assert_eq!(model_reader.get("group.id"), Some("g.models.i"));
+    }
+
+    #[test]
+    fn client_properties_cannot_take_over_per_client_settings() {
+        let mut c = ServerConfig::new("k:9092");
+        c.kafka_properties = vec![("sasl.mechanism".into(), "PLAIN".into())];
+        assert!(c.check_kafka_properties().is_ok());
+        for key in ["group.id", "bootstrap.servers", "transactional.id"] {
+            c.kafka_properties = vec![(key.into(), "x".into())];
+            let err = c.check_kafka_properties().err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains(key)),
+                "{key}: {err:?}"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
