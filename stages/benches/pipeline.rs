@@ -397,31 +397,28 @@ async fn throughput(
     n: u64,
 ) -> Result<(f64, f64, f64), BoxError> {
     let b = cluster.bootstrap();
+    // Counts the results of `n` records, on a thread of its own.
+    let count = |t: &Topics| {
+        count_results(
+            b.into(),
+            t.results.clone(),
+            n,
+            None,
+            false,
+            cluster.fetch_min_bytes(),
+        )
+    };
     // Baseline: plain consume → produce.
     let t = cluster.topics("base", false).await?;
     let provider_rate = publish(b, &t, model, records, n, 0).await?;
-    let counter = count_results(
-        b.into(),
-        t.results.clone(),
-        n,
-        None,
-        false,
-        cluster.fetch_min_bytes(),
-    );
+    let counter = count(&t);
     pass_through(b, &t.data, &t.results, n, cluster.fetch_min_bytes()).await?;
     let (base_secs, _) = counter.join().map_err(|_| "counter panicked")??;
 
     // The server.
     let t = cluster.topics("tput", false).await?;
     publish(b, &t, model, records, n, 0).await?;
-    let counter = count_results(
-        b.into(),
-        t.results.clone(),
-        n,
-        None,
-        false,
-        cluster.fetch_min_bytes(),
-    );
+    let counter = count(&t);
     let server = Server::start(server_config(b, &t, "tput")).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(server.run(async {
