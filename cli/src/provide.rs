@@ -64,7 +64,9 @@ pub struct ProvideArgs {
           value_parser = parse_positive)]
     pub max_in_flight: usize,
     /// A librdkafka property of every Kafka client (repeatable); for a secured cluster:
-    /// security.protocol=SASL_PLAINTEXT, sasl.mechanism=PLAIN, sasl.username=…, sasl.password=….
+    /// security.protocol=SASL_SSL (or SSL, SASL_PLAINTEXT), sasl.mechanism=PLAIN (or
+    /// SCRAM-SHA-256/512), sasl.username=…, sasl.password=…, ssl.ca.location=ca.pem (else the
+    /// system's CAs).
     /// Also from FLOWSTAGE_KAFKA_PROPERTIES (key=value lines; the flags override it);
     /// --producer-property overrides it.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_property)]

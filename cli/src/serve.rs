@@ -96,8 +96,9 @@ pub struct ServeArgs {
     pub store_interval_ms: Option<u64>,
     /// A librdkafka property of every Kafka client (repeatable): the data consumer, the
     /// producer, the model and instance readers, the admin client, the Kafka model store.
-    /// For a secured cluster: security.protocol=SASL_PLAINTEXT, sasl.mechanism=PLAIN,
-    /// sasl.username=…, sasl.password=… (this build has no TLS). Also from
+    /// For a secured cluster: security.protocol=SASL_SSL (or SSL, SASL_PLAINTEXT),
+    /// sasl.mechanism=PLAIN (or SCRAM-SHA-256/512), sasl.username=…, sasl.password=…,
+    /// ssl.ca.location=ca.pem (else the system's CAs). Also from
     /// FLOWSTAGE_KAFKA_PROPERTIES (key=value lines) and the [kafka] table of the --config
     /// file; flags override the environment, the environment the file. --consumer-property
     /// and --producer-property override it.

@@ -1,18 +1,29 @@
-//! `flowstage provide` and `flowstage serve` on a secured listener: Apache Kafka's
-//! SASL_PLAINTEXT listener (mechanism PLAIN) that `scripts/kafka/start.sh` opens besides the
-//! plaintext one, its address in `FLOWSTAGE_KAFKA_SASL_BOOTSTRAP` (`scripts/test.sh` sets it
-//! from `$KAFKA_RUN_DIR/sasl-bootstrap`; otherwise the tests say SKIPPED). The user is
-//! `FLOWSTAGE_KAFKA_SASL_USERNAME` / `FLOWSTAGE_KAFKA_SASL_PASSWORD`, by default the one
-//! `start.sh` creates (flowstage / flowstage-secret).
+//! `flowstage provide` and `flowstage serve` on secured listeners of the Apache Kafka that
+//! `scripts/kafka/start.sh` starts besides its plaintext listener:
+//!
+//! - SASL_PLAINTEXT (mechanism PLAIN), its address in `FLOWSTAGE_KAFKA_SASL_BOOTSTRAP`
+//!   (`scripts/test.sh` sets it from `$KAFKA_RUN_DIR/sasl-bootstrap`). The user is
+//!   `FLOWSTAGE_KAFKA_SASL_USERNAME` / `FLOWSTAGE_KAFKA_SASL_PASSWORD`, by default the one
+//!   `start.sh` creates (flowstage / flowstage-secret).
+//! - SSL (TLS, a server certificate from a throwaway CA), its address in
+//!   `FLOWSTAGE_KAFKA_SSL_BOOTSTRAP` and the CA certificate's path in `FLOWSTAGE_KAFKA_SSL_CA`
+//!   (`scripts/test.sh` sets them from `$KAFKA_RUN_DIR/ssl-bootstrap` and `.../ca.pem`).
+//!
+//! Without its variables a test says SKIPPED.
 //!
 //! 1. With `--kafka-property` security.protocol, sasl.mechanism, sasl.username and
-//!    sasl.password, every client works through that listener: the server creates its topics
-//!    (admin client), reads the model (model reader), scores every record (data consumer,
-//!    producer), lists itself on `/state/instances` (instances reader and producer) and keeps
-//!    the model in the Kafka model store; restarted in exactly-once mode (transactional
-//!    producer) it restores the model from the store and scores more records with it.
-//! 2. Without those properties the server does not run silently: it exits with an error that
-//!    points at the security settings.
+//!    sasl.password, every client works through the SASL listener: the server creates its
+//!    topics (admin client), reads the model (model reader), scores every record (data
+//!    consumer, producer), lists itself on `/state/instances` (instances reader and producer)
+//!    and keeps the model in the Kafka model store; restarted in exactly-once mode
+//!    (transactional producer) it restores the model from the store and scores more records
+//!    with it.
+//! 2. Without those properties, or with a wrong password, the server does not run silently:
+//!    it exits with an error that points at the security settings.
+//! 3. With security.protocol=SSL and ssl.ca.location, the same clients work through the TLS
+//!    listener (librdkafka verifies the broker's certificate and its address).
+//! 4. Against the TLS listener without trusting its CA, or in plaintext, the server exits with
+//!    the same error.
 //!
 //! Every wait is on an event (a line, a message, an exit) or polls the HTTP state with a short
 //! back-off; each has a hang guard that names what did not happen.
@@ -22,6 +33,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -30,8 +42,9 @@ use common::{
 };
 use flowstage_model::pb::serving_result::Score;
 use flowstage_model::pb::ServingResult;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value as Json;
@@ -39,15 +52,25 @@ use serde_json::Value as Json;
 /// Guard against hangs only (never a timing assertion).
 const HANG_GUARD: Duration = Duration::from_secs(120);
 
-/// The SASL listener and the client properties that reach it.
-struct Sasl {
+/// A secured listener and the client properties that reach it.
+struct Listener {
+    /// What it is, for messages: "SASL", "TLS".
+    kind: &'static str,
     bootstrap: String,
     properties: Vec<(String, String)>,
 }
 
-impl Sasl {
+/// The value of `name` unless unset or blank.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+impl Listener {
     /// `FLOWSTAGE_KAFKA_SASL_BOOTSTRAP` with the user, or `None` and a SKIPPED note.
-    fn from_env(test: &str) -> Option<Sasl> {
+    fn sasl_from_env(test: &str) -> Option<Listener> {
         let bootstrap = match std::env::var("FLOWSTAGE_KAFKA_SASL_BOOTSTRAP") {
             Ok(b) if !b.trim().is_empty() => b.trim().to_string(),
             _ => {
@@ -78,9 +101,41 @@ impl Sasl {
                 var("FLOWSTAGE_KAFKA_SASL_PASSWORD", "flowstage-secret"),
             ),
         ];
-        Some(Sasl {
+        Some(Listener {
+            kind: "SASL",
             bootstrap,
             properties,
+        })
+    }
+
+    /// `FLOWSTAGE_KAFKA_SSL_BOOTSTRAP` trusting the CA in `FLOWSTAGE_KAFKA_SSL_CA`, or `None`
+    /// and a SKIPPED note.
+    fn ssl_from_env(test: &str) -> Option<Listener> {
+        let (Some(bootstrap), Some(ca)) = (
+            env_var("FLOWSTAGE_KAFKA_SSL_BOOTSTRAP"),
+            env_var("FLOWSTAGE_KAFKA_SSL_CA"),
+        ) else {
+            note(&format!(
+                "SKIPPED ({test}): FLOWSTAGE_KAFKA_SSL_BOOTSTRAP and FLOWSTAGE_KAFKA_SSL_CA are \
+                 not both set; start Apache Kafka with `KAFKA_RUN_DIR=/tmp/k \
+                 scripts/kafka/start.sh` and run `export \
+                 FLOWSTAGE_KAFKA_SSL_BOOTSTRAP=$(cat /tmp/k/ssl-bootstrap) \
+                 FLOWSTAGE_KAFKA_SSL_CA=/tmp/k/ca.pem` (scripts/test.sh does both)"
+            ));
+            return None;
+        };
+        // Set but wrong is a broken set-up, not a reason to skip.
+        assert!(
+            Path::new(&ca).is_file(),
+            "FLOWSTAGE_KAFKA_SSL_CA={ca} is not a file (the CA certificate start.sh writes)"
+        );
+        Some(Listener {
+            kind: "TLS",
+            bootstrap,
+            properties: vec![
+                ("security.protocol".into(), "SSL".into()),
+                ("ssl.ca.location".into(), ca),
+            ],
         })
     }
 
@@ -92,12 +147,12 @@ impl Sasl {
             .collect()
     }
 
-    /// A reader of every partition of `topic` from the beginning, through the SASL listener.
+    /// A reader of every partition of `topic` from the beginning, through the listener.
     fn reader(&self, topic: &str, read_committed: bool) -> BaseConsumer {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.bootstrap)
-            .set("group.id", unique("sasl-reader"))
+            .set("group.id", unique("secured-reader"))
             .set("enable.auto.commit", "false")
             .set(
                 "isolation.level",
@@ -110,7 +165,9 @@ impl Sasl {
         for (k, v) in &self.properties {
             config.set(k, v);
         }
-        let consumer: BaseConsumer = config.create().expect("SASL reader");
+        let consumer: BaseConsumer = config
+            .create()
+            .unwrap_or_else(|e| panic!("{} reader: {e}", self.kind));
         let partitions = topic_partitions(&consumer, topic, Instant::now() + HANG_GUARD);
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
@@ -187,7 +244,7 @@ fn serve(
 /// Runs `flowstage provide` of `n` records of `csv` of dataType `data_type` (and `models`
 /// first) to completion.
 fn provide(
-    sasl: &Sasl,
+    listener: &Listener,
     topics: &Topics,
     (csv, data_type): (&Path, &str),
     models: &[&Path],
@@ -199,7 +256,7 @@ fn provide(
         "--data-type".into(),
         data_type.into(),
         "--brokers".into(),
-        sasl.bootstrap.clone(),
+        listener.bootstrap.clone(),
         "--data".into(),
         csv.display().to_string(),
         "--count".into(),
@@ -217,9 +274,12 @@ fn provide(
         args.push("--models".into());
         args.push(m.display().to_string());
     }
-    args.extend(sasl.flags());
+    args.extend(listener.flags());
     let mut p = Proc::spawn(&format!("provide-{}", unique("p")), &args, dir);
-    p.wait_success("flowstage provide through the SASL listener");
+    p.wait_success(&format!(
+        "flowstage provide through the {} listener",
+        listener.kind
+    ));
 }
 
 /// Reads `reader` until each of the records `0..n` of `data_type` has a result (results of
@@ -308,6 +368,8 @@ fn assert_no_client_failures(log: &str, who: &str) {
         "cannot read the instances topic",
         "cannot publish the instance record",
         "SASL authentication",
+        "SSL handshake failed",
+        "certificate verify failed",
     ] {
         assert!(!log.contains(needle), "{who} logged {needle:?}:\n{log}");
     }
@@ -315,7 +377,7 @@ fn assert_no_client_failures(log: &str, who: &str) {
 
 #[test]
 fn provide_and_serve_through_a_sasl_listener() {
-    let Some(sasl) = Sasl::from_env("provide and serve through a SASL listener") else {
+    let Some(sasl) = Listener::sasl_from_env("provide and serve through a SASL listener") else {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
@@ -423,7 +485,7 @@ fn provide_and_serve_through_a_sasl_listener() {
 
 #[test]
 fn serve_without_the_sasl_properties_stops_with_a_clear_error() {
-    let Some(sasl) = Sasl::from_env("serve without the SASL properties") else {
+    let Some(sasl) = Listener::sasl_from_env("serve without the SASL properties") else {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
@@ -462,25 +524,167 @@ fn serve_without_the_sasl_properties_stops_with_a_clear_error() {
             .flat_map(|p| ["--kafka-property".to_string(), p]),
     );
     for (name, args) in [("serve-no-sasl", &args), ("serve-wrong-password", &wrong)] {
-        let mut server = Proc::spawn(name, args, dir.path());
-        // Bounded by the hang guard: it must stop by itself, not run silently.
-        let status = server.wait_exit("the server's exit without working credentials");
-        assert!(!status.success(), "{name} ran: {}", server.describe());
-        let log = server.stderr();
-        assert!(
-            log.contains("cannot start the server")
-                && log.contains("no answer from the Kafka cluster")
-                && log.contains("security.protocol"),
-            "{name}: the error does not say what is wrong: {}",
-            server.describe()
-        );
-        assert!(
-            !server
-                .stdout
-                .iter()
-                .any(|l| l.starts_with("flowstage serve:")),
-            "{name} printed its banner: {:?}",
-            server.stdout
-        );
+        assert_refused(name, args, dir.path());
+    }
+}
+
+/// Runs `flowstage serve` with `args` and panics unless it exits by itself (bounded by the
+/// hang guard), unsuccessfully, without its banner, with an error that points at the
+/// security settings; returns its stderr.
+fn assert_refused(name: &str, args: &[String], dir: &Path) -> String {
+    let mut server = Proc::spawn(name, args, dir);
+    let status = server.wait_exit("the server's exit without working security settings");
+    assert!(!status.success(), "{name} ran: {}", server.describe());
+    let log = server.stderr();
+    assert!(
+        log.contains("cannot start the server")
+            && log.contains("no answer from the Kafka cluster")
+            && log.contains("security.protocol"),
+        "{name}: the error does not say what is wrong: {}",
+        server.describe()
+    );
+    assert!(
+        !server
+            .stdout
+            .iter()
+            .any(|l| l.starts_with("flowstage serve:")),
+        "{name} printed its banner: {:?}",
+        server.stdout
+    );
+    log
+}
+
+#[test]
+fn provide_and_serve_through_a_tls_listener() {
+    let Some(tls) = Listener::ssl_from_env("provide and serve through a TLS listener") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = unique("tls");
+    let (csv, alcohol) = synthetic_csv(dir.path(), 700);
+    let model = regression_model(dir.path());
+    let topics = Topics::new(&base);
+    let n = 2_000u64;
+    // The Kafka model store too: one more client (its own producer and reader) over TLS.
+    let mut extra = tls.flags();
+    extra.extend([
+        "--store".to_string(),
+        "kafka".to_string(),
+        "--store-topic".to_string(),
+        format!("{base}-store"),
+    ]);
+    let (mut server, http) = serve(
+        "tls-1",
+        &tls.bootstrap,
+        &unique("tls-group"),
+        &topics,
+        &extra,
+        dir.path(),
+    );
+    let reader = tls.reader(&topics.results, false);
+    provide(&tls, &topics, (&csv, WINE), &[&model], n, dir.path());
+    let got = read_results(&reader, WINE, n, &mut server, "through TLS");
+    assert_regression(&got, &alcohol, "through TLS");
+    // The model arrived (model reader) and scored every record.
+    let state = wait_http(http, "/state/wine", "the model's usage", |s| {
+        s["current"]["usage"].as_u64() == Some(n)
+    });
+    assert_eq!(state["current"]["name"], REGRESSION, "{state:#}");
+    // The instances reader and the instance records work through TLS too.
+    wait_http(http, "/state/instances", "this instance listed", |list| {
+        list.as_array().is_some_and(|l| {
+            l.iter()
+                .any(|i| i["id"] == "tls-1" && i["models"][WINE] == REGRESSION)
+        })
+    });
+    let status = server.terminate();
+    assert!(status.success(), "TLS server: {}", server.describe());
+    assert_no_client_failures(&server.stderr(), "the TLS server");
+}
+
+#[test]
+fn serve_on_the_tls_listener_without_trusting_its_ca_stops_with_a_clear_error() {
+    let Some(tls) = Listener::ssl_from_env("serve on the TLS listener without its CA") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let topics = Topics::new(&unique("tls-none"));
+    let args: Vec<String> = [
+        "serve",
+        "--brokers",
+        &tls.bootstrap,
+        "--group",
+        "tls-none",
+        "--http",
+        "off",
+        "--data-topic",
+        &topics.data,
+        "--models-topic",
+        &topics.models,
+        "--results-topic",
+        &topics.results,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // TLS, but the throwaway CA is not among the trusted ones (the system's store, librdkafka's
+    // default): the broker's certificate does not verify.
+    let mut untrusted = args.clone();
+    untrusted.extend([
+        "--kafka-property".to_string(),
+        "security.protocol=SSL".to_string(),
+    ]);
+    assert_refused("serve-tls-untrusted", &untrusted, dir.path());
+    // Plaintext against the TLS port: the broker never answers in a way the client accepts.
+    assert_refused("serve-tls-plaintext", &args, dir.path());
+
+    // The server's log does not carry librdkafka's own reason; a client of this build with
+    // the same settings shows that the certificate check refuses.
+    let needle = "certificate verify failed";
+    let reasons = client_error(&tls.bootstrap, &[("security.protocol", "SSL")], needle);
+    assert!(
+        reasons.iter().any(|r| r.contains(needle)),
+        "TLS without the CA: librdkafka reported no failed certificate check: {reasons:?}"
+    );
+}
+
+/// Collects the errors librdkafka reports to a client.
+#[derive(Default)]
+struct ErrorLog(Mutex<Vec<String>>);
+
+impl ClientContext for ErrorLog {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Ok(mut errors) = self.0.lock() {
+            errors.push(format!("{error}: {reason}"));
+        }
+    }
+}
+
+impl ConsumerContext for ErrorLog {}
+
+/// Waits until a client of `bootstrap` with `properties` reports an error containing
+/// `needle` (a client connects at once); the errors so far after the hang guard otherwise.
+fn client_error(bootstrap: &str, properties: &[(&str, &str)], needle: &str) -> Vec<String> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for (k, v) in properties {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer<ErrorLog> = config
+        .create_with_context(ErrorLog::default())
+        .expect("a client");
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        // Polling serves the client's events, errors among them.
+        let _ = consumer.poll(Duration::from_millis(200));
+        let errors = consumer
+            .context()
+            .0
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default();
+        if errors.iter().any(|e| e.contains(needle)) || Instant::now() >= deadline {
+            return errors;
+        }
     }
 }

@@ -11,6 +11,12 @@
 # (KAFKA_SASL_PORT, else a free one) for tests of secured clients; its address goes
 # to $KAFKA_RUN_DIR/sasl-bootstrap (not to stdout). The one user is
 # KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD (default flowstage / flowstage-secret).
+#
+# And with SSL (TLS, server certificate only, no client authentication) on a third port
+# (KAFKA_SSL_PORT, else a free one): a throwaway CA and a broker certificate for 127.0.0.1 /
+# localhost are made at each start (openssl if installed, else Java's keytool) in the
+# workdir. The address goes to $KAFKA_RUN_DIR/ssl-bootstrap, the CA certificate (PEM, what
+# clients trust: ssl.ca.location) to $KAFKA_RUN_DIR/ca.pem.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -47,6 +53,8 @@ CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$(free_port)}"
 while [[ "$CONTROLLER_PORT" == "$PORT" ]]; do CONTROLLER_PORT="$(free_port)"; done
 SASL_PORT="${KAFKA_SASL_PORT:-$(free_port)}"
 while [[ "$SASL_PORT" == "$PORT" || "$SASL_PORT" == "$CONTROLLER_PORT" ]]; do SASL_PORT="$(free_port)"; done
+SSL_PORT="${KAFKA_SSL_PORT:-$(free_port)}"
+while [[ "$SSL_PORT" == "$PORT" || "$SSL_PORT" == "$CONTROLLER_PORT" || "$SSL_PORT" == "$SASL_PORT" ]]; do SSL_PORT="$(free_port)"; done
 SASL_USERNAME="${KAFKA_SASL_USERNAME:-flowstage}"
 SASL_PASSWORD="${KAFKA_SASL_PASSWORD:-flowstage-secret}"
 if [[ ! "$SASL_USERNAME$SASL_PASSWORD" =~ ^[A-Za-z0-9._-]+$ ]]; then
@@ -57,15 +65,92 @@ fi
 WORKDIR="$(mktemp -d "${TMPDIR:-/tmp}/flowstage-kafka.XXXXXX")"
 mkdir -p "$KAFKA_RUN_DIR" "$WORKDIR/data"
 CONFIG="$WORKDIR/server.properties"
+
+# A throwaway CA and the broker's certificate (valid for 127.0.0.1 and localhost, 30 days),
+# in $WORKDIR/tls; sets SSL_PROPS, the SSL listener's keystore settings.
+make_certificates() {
+    local tls="$WORKDIR/tls" log="$WORKDIR/tls/certificates.log"
+    mkdir -p "$tls"
+    if command -v openssl >/dev/null; then
+        cat >"$tls/openssl.cnf" <<'CNF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = flowstage throwaway test CA
+[ca_ext]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[broker_ext]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1,DNS:localhost
+authorityKeyIdentifier = keyid
+CNF
+        {
+            openssl req -x509 -new -config "$tls/openssl.cnf" -extensions ca_ext \
+                -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                -keyout "$tls/ca.key" -out "$tls/ca.pem" -days 30 \
+                -subj "/CN=flowstage throwaway test CA" &&
+            openssl req -new -config "$tls/openssl.cnf" \
+                -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                -keyout "$tls/broker.key" -out "$tls/broker.csr" -subj "/CN=127.0.0.1" &&
+            openssl x509 -req -in "$tls/broker.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+                -set_serial "0x$(openssl rand -hex 8)" -days 30 \
+                -extfile "$tls/openssl.cnf" -extensions broker_ext -out "$tls/broker.crt"
+        } >"$log" 2>&1 || return 1
+        # A PEM keystore: the unencrypted PKCS#8 key and the certificate chain in one file.
+        cat "$tls/broker.key" "$tls/broker.crt" "$tls/ca.pem" >"$tls/broker-keystore.pem"
+        SSL_PROPS="listener.name.ssl.ssl.keystore.type=PEM
+listener.name.ssl.ssl.keystore.location=$tls/broker-keystore.pem"
+    else
+        local keytool="${JAVA%java}keytool" pass
+        [[ "$JAVA" == */* ]] || keytool=keytool
+        pass="$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+        {
+            "$keytool" -genkeypair -alias ca -keyalg EC -groupname secp256r1 \
+                -dname "CN=flowstage throwaway test CA" -ext bc:c=ca:true -validity 30 \
+                -keystore "$tls/ca.p12" -storetype PKCS12 -storepass "$pass" &&
+            "$keytool" -exportcert -rfc -alias ca -keystore "$tls/ca.p12" -storepass "$pass" \
+                -file "$tls/ca.pem" &&
+            "$keytool" -genkeypair -alias broker -keyalg EC -groupname secp256r1 \
+                -dname "CN=127.0.0.1" -validity 30 \
+                -keystore "$tls/broker.p12" -storetype PKCS12 -storepass "$pass" &&
+            "$keytool" -certreq -alias broker -keystore "$tls/broker.p12" -storepass "$pass" \
+                -file "$tls/broker.csr" &&
+            "$keytool" -gencert -alias ca -keystore "$tls/ca.p12" -storepass "$pass" -rfc \
+                -infile "$tls/broker.csr" -outfile "$tls/broker.crt" -validity 30 \
+                -ext san=ip:127.0.0.1,dns:localhost -ext eku=serverAuth &&
+            "$keytool" -importcert -noprompt -alias ca -file "$tls/ca.pem" \
+                -keystore "$tls/broker.p12" -storepass "$pass" &&
+            "$keytool" -importcert -alias broker -file "$tls/broker.crt" \
+                -keystore "$tls/broker.p12" -storepass "$pass"
+        } >"$log" 2>&1 || return 1
+        SSL_PROPS="listener.name.ssl.ssl.keystore.type=PKCS12
+listener.name.ssl.ssl.keystore.location=$tls/broker.p12
+listener.name.ssl.ssl.keystore.password=$pass
+listener.name.ssl.ssl.key.password=$pass"
+    fi
+}
+make_certificates || {
+    echo "start.sh: making the test certificates failed:" >&2
+    cat "$WORKDIR/tls/certificates.log" >&2
+    exit 1
+}
+
 cat >"$CONFIG" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$SSL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$SSL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL
+$SSL_PROPS
+listener.name.ssl.ssl.client.auth=none
 sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USERNAME="$SASL_PASSWORD";
 log.dirs=$WORKDIR/data
@@ -89,4 +174,6 @@ kafka_tool kafka.tools.StorageTool format -t "$CLUSTER_ID" -c "$CONFIG" >"$WORKD
 
 launch_broker "$CONFIG" "$WORKDIR" "127.0.0.1:$PORT" start.sh
 echo "127.0.0.1:$SASL_PORT" >"$KAFKA_RUN_DIR/sasl-bootstrap"
+echo "127.0.0.1:$SSL_PORT" >"$KAFKA_RUN_DIR/ssl-bootstrap"
+cp "$WORKDIR/tls/ca.pem" "$KAFKA_RUN_DIR/ca.pem"
 echo "127.0.0.1:$PORT"

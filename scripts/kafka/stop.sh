@@ -26,7 +26,8 @@ elif kill -0 "$PID" 2>/dev/null; then
 else
     echo "stop.sh: pid $PID was not running" >&2
 fi
-rm -f "$PID_FILE" "$KAFKA_RUN_DIR/bootstrap" "$KAFKA_RUN_DIR/sasl-bootstrap" "$KAFKA_RUN_DIR/workdir"
+rm -f "$PID_FILE" "$KAFKA_RUN_DIR/bootstrap" "$KAFKA_RUN_DIR/sasl-bootstrap" \
+    "$KAFKA_RUN_DIR/ssl-bootstrap" "$KAFKA_RUN_DIR/ca.pem" "$KAFKA_RUN_DIR/workdir"
 if [[ -n "$WORKDIR" && -d "$WORKDIR" && "$WORKDIR" == *flowstage-kafka.* && "${KAFKA_KEEP_WORKDIR:-0}" != 1 ]]; then
     rm -rf "$WORKDIR"
 fi

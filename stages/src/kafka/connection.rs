@@ -5,10 +5,12 @@ use std::fmt;
 use rdkafka::ClientConfig;
 
 /// A cluster's bootstrap servers and the librdkafka properties every client
-/// of it gets: what a secured cluster needs (`security.protocol`,
-/// `sasl.mechanism`, `sasl.username`, `sasl.password`; `ssl.*` only with a
-/// librdkafka built with OpenSSL, which this crate's build is not) and other
-/// connection-wide settings (`client.rack`, `socket.*`, `debug`).
+/// of it gets: what a secured cluster needs (`security.protocol` `SSL` or
+/// `SASL_SSL`, `sasl.mechanism` `PLAIN` or `SCRAM-SHA-256`/`-512`,
+/// `sasl.username`, `sasl.password`, `ssl.ca.location` and, for client
+/// certificates, `ssl.certificate.location` / `ssl.key.location`: this crate
+/// builds librdkafka with OpenSSL) and other connection-wide settings
+/// (`client.rack`, `socket.*`, `debug`).
 ///
 /// [`client_config`](Self::client_config) starts a client's configuration
 /// from it; a client then sets its own properties, which override these.
