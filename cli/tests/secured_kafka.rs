@@ -490,24 +490,7 @@ fn serve_without_the_sasl_properties_stops_with_a_clear_error() {
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let topics = Topics::new(&unique("sasl-none"));
-    let args: Vec<String> = [
-        "serve",
-        "--brokers",
-        &sasl.bootstrap,
-        "--group",
-        "sasl-none",
-        "--http",
-        "off",
-        "--data-topic",
-        &topics.data,
-        "--models-topic",
-        &topics.models,
-        "--results-topic",
-        &topics.results,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = refused_serve_args(&sasl.bootstrap, "sasl-none", &topics);
     // A wrong password is refused the same way.
     let mut wrong = args.clone();
     wrong.extend(
@@ -526,6 +509,29 @@ fn serve_without_the_sasl_properties_stops_with_a_clear_error() {
     for (name, args) in [("serve-no-sasl", &args), ("serve-wrong-password", &wrong)] {
         assert_refused(name, args, dir.path());
     }
+}
+
+/// The arguments of a `serve` in `group` on `bootstrap` and `topics`, without HTTP and
+/// without security settings (the refusal tests add theirs).
+fn refused_serve_args(bootstrap: &str, group: &str, topics: &Topics) -> Vec<String> {
+    [
+        "serve",
+        "--brokers",
+        bootstrap,
+        "--group",
+        group,
+        "--http",
+        "off",
+        "--data-topic",
+        &topics.data,
+        "--models-topic",
+        &topics.models,
+        "--results-topic",
+        &topics.results,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// Runs `flowstage serve` with `args` and panics unless it exits by itself (bounded by the
@@ -609,24 +615,7 @@ fn serve_on_the_tls_listener_without_trusting_its_ca_stops_with_a_clear_error() 
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let topics = Topics::new(&unique("tls-none"));
-    let args: Vec<String> = [
-        "serve",
-        "--brokers",
-        &tls.bootstrap,
-        "--group",
-        "tls-none",
-        "--http",
-        "off",
-        "--data-topic",
-        &topics.data,
-        "--models-topic",
-        &topics.models,
-        "--results-topic",
-        &topics.results,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = refused_serve_args(&tls.bootstrap, "tls-none", &topics);
     // TLS, but the throwaway CA is not among the trusted ones (the system's store, librdkafka's
     // default): the broker's certificate does not verify.
     let mut untrusted = args.clone();
