@@ -78,6 +78,55 @@ impl Topics {
     }
 }
 
+/// The last error (and warning) librdkafka reported to a client, kept so
+/// that an error can say why the cluster did not answer.
+#[derive(Default)]
+struct ClientReasons {
+    error: std::sync::Mutex<Option<String>>,
+    warning: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientReasons {
+    /// ` (librdkafka: …)` with the last error, else the last warning, or empty.
+    fn summary(&self) -> String {
+        let last = |m: &std::sync::Mutex<Option<String>>| {
+            m.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        };
+        last(&self.error)
+            .or_else(|| last(&self.warning))
+            .map(|r| format!(" (librdkafka: {r})"))
+            .unwrap_or_default()
+    }
+}
+
+impl rdkafka::ClientContext for ClientReasons {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if matches!(
+            level,
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
+        ) {
+            *self
+                .warning
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(format!("{fac}: {message}"));
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        *self
+            .error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(format!("{error}: {reason}"));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ClientReasons {}
+
 /// Creates the topics of `layout` that do not exist yet (a real cluster with
 /// the admin API; compacted topics get `cleanup.policy=compact`). Existing
 /// topics are left as they are. A cluster without the admin API (the embedded
@@ -106,16 +155,25 @@ pub async fn ensure_topics(
     let existing: std::collections::HashSet<String> = {
         let config = kafka.client_config();
         tokio::task::spawn_blocking(move || {
-            let client: rdkafka::consumer::BaseConsumer = config.create()?;
+            let client: rdkafka::consumer::BaseConsumer<ClientReasons> = config
+                .create_with_context(ClientReasons::default())
+                .map_err(|e| (e, String::new()))?;
             client
                 .fetch_metadata(None, std::time::Duration::from_secs(10))
                 .map(|md| md.topics().iter().map(|t| t.name().to_string()).collect())
+                .map_err(|source| {
+                    // librdkafka says why on the client's queue (a refused TLS
+                    // handshake, a failed SASL authentication): serve it.
+                    let _ = client.poll(std::time::Duration::from_millis(100));
+                    (source, client.context().summary())
+                })
         })
         .await
         .map_err(|e| KafkaStageError::Task(e.to_string()))?
-        .map_err(|source| WineError::Connect {
+        .map_err(|(source, reasons)| WineError::Connect {
             brokers: kafka.brokers.clone(),
-            source,
+            reasons,
+            source: Box::new(source),
         })?
     };
     let topics: Vec<NewTopic<'_>> = layout
@@ -180,15 +238,17 @@ pub enum WineError {
     /// needs client properties it was not given (a secured listener:
     /// `security.protocol`, `sasl.*`, `ssl.*`).
     #[error(
-        "no answer from the Kafka cluster at {brokers}: is it reachable, and does it need \
-         security settings (security.protocol, sasl.*, ssl.*) in the client properties?"
+        "no answer from the Kafka cluster at {brokers}{reasons}: is it reachable, and does it \
+         need security settings (security.protocol, sasl.*, ssl.*) in the client properties?"
     )]
     Connect {
         /// The bootstrap servers.
         brokers: String,
+        /// What librdkafka reported meanwhile (` (librdkafka: …)`), or empty.
+        reasons: String,
         /// The client's error.
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
     /// A file could not be read.
     #[error("{path}: {source}")]
