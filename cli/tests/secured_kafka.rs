@@ -359,6 +359,22 @@ fn wait_http(addr: SocketAddr, path: &str, what: &str, pred: impl Fn(&Json) -> b
     }
 }
 
+/// Waits until the server at `http` has scored `n` records with the regression model (the
+/// model reader worked through the listener) and lists instance `id` with that model (the
+/// instances reader and the instance records did too).
+fn wait_model_and_instance(http: SocketAddr, id: &str, n: u64) {
+    let state = wait_http(http, "/state/wine", "the model's usage", |s| {
+        s["current"]["usage"].as_u64() == Some(n)
+    });
+    assert_eq!(state["current"]["name"], REGRESSION, "{state:#}");
+    wait_http(http, "/state/instances", "this instance listed", |list| {
+        list.as_array().is_some_and(|l| {
+            l.iter()
+                .any(|i| i["id"] == id && i["models"][WINE] == REGRESSION)
+        })
+    });
+}
+
 /// Log lines of a server that would mean one of its clients could not reach the cluster.
 fn assert_no_client_failures(log: &str, who: &str) {
     for needle in [
@@ -417,17 +433,7 @@ fn provide_and_serve_through_a_sasl_listener() {
         got.values().all(|r| !r.processed),
         "records of a dataType without a model were scored: {got:?}"
     );
-    let state = wait_http(http, "/state/wine", "the model's usage", |s| {
-        s["current"]["usage"].as_u64() == Some(n1)
-    });
-    assert_eq!(state["current"]["name"], REGRESSION, "{state:#}");
-    // The instances reader and the instance records work through the listener too.
-    wait_http(http, "/state/instances", "this instance listed", |list| {
-        list.as_array().is_some_and(|l| {
-            l.iter()
-                .any(|i| i["id"] == "sasl-1" && i["models"][WINE] == REGRESSION)
-        })
-    });
+    wait_model_and_instance(http, "sasl-1", n1);
     let status = server.terminate();
     assert!(status.success(), "first server: {}", server.describe());
     let log = server.stderr();
@@ -593,18 +599,7 @@ fn provide_and_serve_through_a_tls_listener() {
     provide(&tls, &topics, (&csv, WINE), &[&model], n, dir.path());
     let got = read_results(&reader, WINE, n, &mut server, "through TLS");
     assert_regression(&got, &alcohol, "through TLS");
-    // The model arrived (model reader) and scored every record.
-    let state = wait_http(http, "/state/wine", "the model's usage", |s| {
-        s["current"]["usage"].as_u64() == Some(n)
-    });
-    assert_eq!(state["current"]["name"], REGRESSION, "{state:#}");
-    // The instances reader and the instance records work through TLS too.
-    wait_http(http, "/state/instances", "this instance listed", |list| {
-        list.as_array().is_some_and(|l| {
-            l.iter()
-                .any(|i| i["id"] == "tls-1" && i["models"][WINE] == REGRESSION)
-        })
-    });
+    wait_model_and_instance(http, "tls-1", n);
     let status = server.terminate();
     assert!(status.success(), "TLS server: {}", server.describe());
     assert_no_client_failures(&server.stderr(), "the TLS server");
