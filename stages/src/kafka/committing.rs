@@ -36,6 +36,7 @@ struct Shared {
     /// The highest `in_flight` seen.
     max_in_flight: AtomicUsize,
     acknowledged: AtomicU64,
+    /// Signalled when a record is acknowledged or fails (while the sink waits).
     progress: Notify,
     /// Whether the sink waits on `progress`: deliveries notify only then, so
     /// the common case (room under the bound) costs no lock on either side.
@@ -65,6 +66,8 @@ impl Shared {
         }
     }
 
+    /// Waits until `ready()` holds, re-checking after each acknowledgement
+    /// (registered before the check, so no notification is lost).
     async fn wait_until(&self, ready: impl Fn() -> bool) {
         if ready() {
             return;
@@ -101,6 +104,7 @@ impl Shared {
     }
 }
 
+/// The producer context: marks offsets on delivery.
 struct MarkOnDelivery {
     shared: Arc<Shared>,
 }
