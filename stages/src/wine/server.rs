@@ -813,7 +813,7 @@ impl Server {
         // round trip, thousands a second, and on a small machine the broker
         // spends its CPU on them: at 50,000 records/s on 2 cores the
         // benchmark measured p50 46–130 ms, p99 210–360 ms that way, the
-        // broker at a full core; batched, p50 8–14 ms, p99 34–75 ms. The
+        // broker at a full core; batched, p50 8–14 ms, p99 27–75 ms. The
         // mock cluster (the embedded broker) does not answer a waiting fetch
         // early, and with a `fetch.min.bytes` above what arrives it stalls
         // (at 5,000 records/s: seconds), so there it stays 1, with 2 ms waits.
