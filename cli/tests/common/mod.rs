@@ -151,9 +151,10 @@ pub struct Proc {
 }
 
 /// The log filter of `flowstage serve` children: its default, plus the statistics writes and
-/// restores of its model store (debug).
+/// restores of its model store and the Kafka stages' assignment changes, revocation commits
+/// and retries (debug), so a failing run's log shows what the consumer went through.
 pub const SERVE_LOG: &str = "warn,flowstage=info,flowstage_stages=info,\
-     flowstage_stages::store=debug,flowstage_stages::serving=debug";
+     flowstage_stages::store=debug,flowstage_stages::serving=debug,flowstage_stages::kafka=debug";
 
 impl Proc {
     /// Starts the `flowstage` binary cargo built for this test.

@@ -315,6 +315,11 @@ impl Shared {
                 tracker.assign(tp);
             }
         }
+        tracing::debug!(
+            partitions = changed.len(),
+            assigned,
+            "kafka: assignment changed"
+        );
         self.assignment.send_modify(|now| {
             if assigned {
                 now.extend(changed.iter().cloned());
