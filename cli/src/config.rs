@@ -65,6 +65,8 @@ pub struct FileConfig {
     pub commit_batch: Option<usize>,
     /// `--commit-interval-ms`.
     pub commit_interval_ms: Option<u64>,
+    /// `--shutdown-timeout-ms`.
+    pub shutdown_timeout_ms: Option<u64>,
     /// `--processing` (at-least-once or exactly-once).
     pub processing: Option<String>,
     /// `--store` (memory, local or kafka).

@@ -72,6 +72,12 @@ pub struct ServeArgs {
     /// Commit at least this often while records are processed, milliseconds [default: 1000].
     #[arg(long, env = "FLOWSTAGE_COMMIT_INTERVAL_MS")]
     pub commit_interval_ms: Option<u64>,
+    /// How long a stop (Ctrl-C, SIGTERM) may take, milliseconds: the records in flight are
+    /// finished and committed, then the last writes are made; what is not done by then is
+    /// left (uncommitted records are consumed again) and the exit status is 1. A second
+    /// Ctrl-C stops at once [default: 30000].
+    #[arg(long, env = "FLOWSTAGE_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
+    pub shutdown_timeout_ms: Option<u64>,
     /// Delivery: at-least-once, or exactly-once (results, dead letters and offsets
     /// committed in Kafka transactions every --commit-batch records / --commit-interval-ms;
     /// read the results with isolation.level=read_committed; keep --instance-id stable;
@@ -209,6 +215,9 @@ impl ServeArgs {
             }
             None => {}
         }
+        if let Some(ms) = self.shutdown_timeout_ms.or(file.shutdown_timeout_ms) {
+            c.shutdown_timeout = Duration::from_millis(ms);
+        }
         if let Some(ms) = self.commit_interval_ms.or(file.commit_interval_ms) {
             c.commit = c.commit.max_interval(Duration::from_millis(ms));
         }
@@ -262,7 +271,24 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 config.instance_id, config.group_id, config.brokers
             ),
         }
-        let summary = server.run(shutdown_signal()).await?;
+        // The first signal stops gracefully (bounded by --shutdown-timeout-ms);
+        // a second one stops at once.
+        let stop = async {
+            shutdown_signal().await;
+            eprintln!(
+                "flowstage serve: stopping: finishing the records in flight (Ctrl-C again to \
+                 stop at once)"
+            );
+            tokio::spawn(async {
+                shutdown_signal().await;
+                eprintln!(
+                    "flowstage serve: stopped at once; the records in flight were not \
+                     committed and will be consumed again"
+                );
+                std::process::exit(130);
+            });
+        };
+        let summary = server.run(stop).await?;
         println!("flowstage serve: stopped: {summary}");
         Ok(())
     })

@@ -31,10 +31,13 @@ port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+# Ports below Linux's ephemeral range (32768-60999 by default): restart.sh binds them again
+# after a stop, and a port in that range can meanwhile be taken as the source port of some
+# client's outgoing connection (seen: "Address already in use" for the controller port).
 free_port() {
     local p i
     for i in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((20000 + RANDOM % 12000))
         if ! port_in_use "$p"; then
             echo "$p"
             return 0

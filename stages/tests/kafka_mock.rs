@@ -405,3 +405,74 @@ async fn committable_sink_bounds_in_flight_and_commits_every_record() {
         assert_eq!(produced, 600, "max {max}");
     }
 }
+
+/// A commit that stays pending (the coordinator answers "loading" again and
+/// again) does not hold up a revocation that comes meanwhile, and ends as a
+/// retriable failure once the commit timeout runs out. (A committer that held
+/// its lock through a synchronous commit, which waited on the group, which
+/// waited on the revocation callback, which waited on that lock, stalled a
+/// server for good after an Apache Kafka restart; the mock's coordinator does
+/// not reproduce that wait, the broker-restart test of the CLI suite and
+/// `scripts/kafka/soak-restarts.sh` do.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pending_commit_does_not_stall_a_revocation() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let b =
+        EmbeddedBroker::start(EmbeddedBrokerConfig::new(1).topic("busy", 2)).expect("mock cluster");
+    let bootstrap = b.bootstrap_servers().to_string();
+    produce_inputs(&bootstrap, "busy", 2, 0..20).await;
+    let log = CommitLog::default();
+    let group = "g-busy";
+    let settings = |log: &CommitLog| {
+        consumer_settings(&bootstrap, group, "busy", log).commit_timeout(Duration::from_secs(2))
+    };
+    let (a, source) = committable_source(settings(&log))
+        .unwrap()
+        .pre_materialize();
+    let committer =
+        a.committer(CommitterSettings::default().max_interval(Duration::from_secs(3600)));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _a_done = source.run_with(Sink::foreach(move |m: CommittableMessage| {
+        let _ = tx.send(m.offset);
+    }));
+    let mut first = Vec::new();
+    guard("the first 20 records", async {
+        while first.len() < 20 {
+            first.push(rx.recv().await.unwrap());
+        }
+    })
+    .await;
+
+    // Commits now get "coordinator loading", for a long while.
+    b.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS; 100_000],
+    )
+    .unwrap();
+    for o in &first {
+        committer.mark(o).unwrap();
+    }
+    let flush = tokio::spawn({
+        let committer = committer.clone();
+        async move { committer.flush().await }
+    });
+    // B joins the group: A's partitions are revoked while its commit is pending.
+    let b_log = CommitLog::default();
+    let (bc, bsource) = committable_source(settings(&b_log))
+        .unwrap()
+        .pre_materialize();
+    let _b_done = bsource.run_with(Sink::ignore());
+    wait_split(&[&a, &bc], 2).await;
+    guard("the commit asked for while the coordinator was busy", flush)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        committer.stats().retriable_failures > 0,
+        "{:?}",
+        committer.stats()
+    );
+    b.request_errors(RDKafkaApiKey::OffsetCommit, Vec::new())
+        .unwrap();
+    log.assert_monotonic();
+}

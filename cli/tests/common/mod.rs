@@ -151,10 +151,12 @@ pub struct Proc {
 }
 
 /// The log filter of `flowstage serve` children: its default, plus the statistics writes and
-/// restores of its model store and the Kafka stages' assignment changes, revocation commits
-/// and retries (debug), so a failing run's log shows what the consumer went through.
+/// restores of its model store, the Kafka stages' assignment changes, revocation commits and
+/// retries, and the server's progress line every 5 s (debug), so a failing run's log shows what
+/// the consumer went through and at which step records stopped.
 pub const SERVE_LOG: &str = "warn,flowstage=info,flowstage_stages=info,\
-     flowstage_stages::store=debug,flowstage_stages::serving=debug,flowstage_stages::kafka=debug";
+     flowstage_stages::store=debug,flowstage_stages::serving=debug,flowstage_stages::kafka=debug,\
+     flowstage_stages::wine::server=debug";
 
 impl Proc {
     /// Starts the `flowstage` binary cargo built for this test.
@@ -243,6 +245,39 @@ impl Proc {
             self.name,
             self.stderr_tail()
         )
+    }
+
+    /// The process's thread stacks, from gdb when it is installed (for hang reports: they
+    /// show where a silent server waits). Empty when gdb is absent or fails.
+    pub fn stacks(&self) -> String {
+        let out = Command::new("timeout")
+            .args(["60", "gdb", "-p", &self.pid().to_string(), "-batch", "-nx"])
+            .args(["-ex", "set pagination off", "-ex", "thread apply all bt"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            _ => String::new(),
+        }
+    }
+
+    /// Copies the process's whole stderr log out of the test's temporary directory (which
+    /// goes when the test fails), into cargo's target tmp directory, and prints where.
+    pub fn keep_log(&self) {
+        let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "{}-{}.stderr",
+            self.name,
+            self.pid()
+        ));
+        match std::fs::copy(&self.stderr_path, &kept) {
+            Ok(_) => eprintln!(
+                "--- the whole log of {} is in {}",
+                self.name,
+                kept.display()
+            ),
+            Err(e) => eprintln!("--- cannot keep the log of {}: {e}", self.name),
+        }
     }
 
     /// Whether the process is still running.
@@ -760,13 +795,26 @@ impl TopicReader {
         let deadline = Instant::now() + HANG_GUARD;
         let mut read = 0u64;
         loop {
-            assert!(
-                Instant::now() < deadline,
-                "hang guard: {what}: not there after {HANG_GUARD:?} (read {read} messages of {}, \
-                 up to offsets {:?})",
-                self.topic,
-                self.next.borrow()
-            );
+            if Instant::now() >= deadline {
+                // Where a silent server waits: its threads' stacks, when gdb can get them.
+                if let Some(p) = server.as_deref_mut() {
+                    let stacks = p.stacks();
+                    if !stacks.is_empty() {
+                        eprintln!(
+                            "--- thread stacks of {} (pid {}):\n{stacks}",
+                            p.name,
+                            p.pid()
+                        );
+                    }
+                    p.keep_log();
+                }
+                panic!(
+                    "hang guard: {what}: not there after {HANG_GUARD:?} (read {read} messages of \
+                     {}, up to offsets {:?})",
+                    self.topic,
+                    self.next.borrow()
+                );
+            }
             match self.poll() {
                 Some(Ok(m)) => {
                     read += 1;

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use flowstage::{Completion, Sink, SinkStage, StreamError};
 use futures::StreamExt;
-use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -105,9 +104,11 @@ type FlushReply = oneshot::Sender<Result<CommitStats, Arc<KafkaStageError>>>;
 /// [`max_batch`](CommitterSettings::max_batch) offsets were marked, every
 /// [`max_interval`](CommitterSettings::max_interval) while marks arrive, on
 /// [`flush`](Committer::flush), and a last time when every handle is dropped.
-/// Commits are synchronous (on the blocking pool) and serialised with the
-/// commits made on partition revocation, so a partition's committed offset
-/// never moves backwards.
+/// Commits are issued in order with the commits made on partition revocation,
+/// so a partition's committed offset never moves backwards; their results are
+/// awaited on the blocking pool, at most the consumer's
+/// [`commit_timeout`](super::ConsumerSettings::commit_timeout) (a commit
+/// without a result by then is a retriable failure and is made again).
 #[derive(Clone)]
 pub struct Committer {
     inner: Arc<Inner>,
@@ -247,11 +248,9 @@ async fn commit(inner: &Inner) -> Result<(), KafkaStageError> {
     inner.since_commit.store(0, Ordering::Release);
     let consumer = inner.control.consumer.clone();
     let shared = inner.control.shared.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        shared.commit_pending(|tpl| consumer.commit(tpl, CommitMode::Sync))
-    })
-    .await
-    .map_err(|e| KafkaStageError::Task(e.to_string()))?;
+    let r = tokio::task::spawn_blocking(move || shared.commit_pending(consumer.as_ref()))
+        .await
+        .map_err(|e| KafkaStageError::Task(e.to_string()))?;
     let mut s = inner.stats.lock().unwrap_or_else(PoisonError::into_inner);
     match r {
         Ok(0) => Ok(()),

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use flowstage::{Completion, Sink, SinkStage, StreamError};
 use futures::StreamExt;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
@@ -169,16 +168,17 @@ pub fn committable_sink(
         failed: AtomicBool::new(false),
         failure: Mutex::new(None),
     });
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &settings.bootstrap_servers)
-        // Latency: no Nagle delay on small produce requests.
-        .set("socket.nagle.disable", "true");
+    let mut c = super::base_client_config(&settings.bootstrap_servers);
+    // Latency: no Nagle delay on small produce requests.
+    c.set("socket.nagle.disable", "true");
     for (k, v) in &settings.properties {
         c.set(k, v);
     }
-    let producer: ThreadedProducer<MarkOnDelivery> = c.create_with_context(MarkOnDelivery {
-        shared: shared.clone(),
-    })?;
+    let producer: Arc<ThreadedProducer<MarkOnDelivery>> =
+        Arc::new(c.create_with_context(MarkOnDelivery {
+            shared: shared.clone(),
+        })?);
+    super::keeper::watch(&producer, &settings.bootstrap_servers);
     let max_in_flight = settings.max_in_flight;
     let queue_timeout = settings.queue_timeout;
     Ok(Sink::from_fn(

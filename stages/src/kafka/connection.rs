@@ -68,8 +68,7 @@ impl KafkaConnection {
     /// [`properties`](Self::properties) set; what the caller sets afterwards
     /// overrides them.
     pub fn client_config(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers);
+        let mut c = super::base_client_config(&self.brokers);
         for (k, v) in &self.properties {
             c.set(k, v);
         }

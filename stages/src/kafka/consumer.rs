@@ -2,18 +2,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use flowstage::{BoxSource, Source, StreamError};
 use futures::StreamExt;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError as ClientError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
+use super::commit::CommitRequest;
 use super::error::KafkaStageError;
 use super::tracker::{OffsetTracker, TopicPartition, TrackerCounts};
 
@@ -39,6 +39,11 @@ pub struct ConsumerSettings {
     /// (default `true`). A transactional sink turns it off: its offsets are
     /// committed only inside transactions.
     pub commit_on_revoke: bool,
+    /// How long a commit's result is awaited (default 10 s): by the
+    /// committer, by [`ConsumerControl::commit_now`] and on revocation. A
+    /// commit without a result by then counts as a retriable failure: its
+    /// positions stay pending and are committed again later.
+    pub commit_timeout: Duration,
 }
 
 impl std::fmt::Debug for ConsumerSettings {
@@ -70,7 +75,14 @@ impl ConsumerSettings {
             properties: Vec::new(),
             on_commit: None,
             commit_on_revoke: true,
+            commit_timeout: Duration::from_secs(10),
         }
+    }
+
+    /// Sets [`commit_timeout`](Self::commit_timeout) (at least 1 ms).
+    pub fn commit_timeout(mut self, timeout: Duration) -> Self {
+        self.commit_timeout = timeout.max(Duration::from_millis(1));
+        self
     }
 
     /// Sets [`commit_on_revoke`](Self::commit_on_revoke).
@@ -101,9 +113,8 @@ impl ConsumerSettings {
                 reason: "no topic to subscribe to".into(),
             });
         }
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.bootstrap_servers)
-            .set("group.id", &self.group_id)
+        let mut c = super::base_client_config(&self.bootstrap_servers);
+        c.set("group.id", &self.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -182,11 +193,15 @@ pub(crate) enum AssignmentEvent {
 /// State shared by a consumer's source, context, control and committer.
 pub(crate) struct Shared {
     tracker: Mutex<OffsetTracker>,
-    /// Serialises commits (committer and revocation), so a commit computed
-    /// earlier is never issued after one computed later.
+    /// Serialises the issuing of commits (committer, revocation, transactions)
+    /// so a commit computed earlier is never issued after one computed later.
+    /// It is held while a commit is computed and handed to librdkafka, never
+    /// while its result is awaited: a revocation callback waiting on it must
+    /// not wait on the group (see [`CommitRequest`]).
     commit_lock: Mutex<()>,
     on_commit: Option<CommitHook>,
     commit_on_revoke: bool,
+    commit_timeout: Duration,
     assignment: watch::Sender<Vec<TopicPartition>>,
     stop: watch::Sender<bool>,
     events: Mutex<Vec<mpsc::UnboundedSender<AssignmentEvent>>>,
@@ -217,19 +232,30 @@ impl Shared {
         rx
     }
 
-    /// Commits every position that moved forward; returns how many partitions
-    /// were committed. `commit` performs the (synchronous) client call.
-    pub(crate) fn commit_pending(
+    /// Commits every position that moved forward with `consumer`, waiting at
+    /// most the commit timeout; returns how many partitions were committed.
+    /// Blocks: call it off the async threads.
+    pub(crate) fn commit_pending<C: ConsumerContext + 'static>(
         &self,
-        commit: impl FnOnce(&TopicPartitionList) -> KafkaResult<()>,
+        consumer: &impl Consumer<C>,
     ) -> KafkaResult<usize> {
-        let _serial = lock(&self.commit_lock);
-        let pending = self.tracker().pending_commits();
-        self.commit_positions(pending, commit)
+        let (positions, request) = {
+            let _serial = lock(&self.commit_lock);
+            let positions = self.tracker().pending_commits();
+            if positions.is_empty() {
+                return Ok(0);
+            }
+            let request = CommitRequest::issue(consumer, &positions_list(&positions)?)?;
+            (positions, request)
+        };
+        request.wait(self.commit_timeout)?;
+        self.record_committed(&positions);
+        Ok(positions.len())
     }
 
     /// Commits `positions` with `commit` and records them; the caller holds
-    /// [`commit_serial`](Self::commit_serial).
+    /// [`commit_serial`](Self::commit_serial) (the transactional sink, whose
+    /// `commit` sends them to a transaction with bounded waits).
     pub(crate) fn commit_positions(
         &self,
         positions: BTreeMap<TopicPartition, i64>,
@@ -238,22 +264,23 @@ impl Shared {
         if positions.is_empty() {
             return Ok(0);
         }
-        let mut tpl = TopicPartitionList::with_capacity(positions.len());
-        for (tp, pos) in &positions {
-            tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*pos))?;
-        }
-        commit(&tpl)?;
+        commit(&positions_list(&positions)?)?;
+        self.record_committed(&positions);
+        Ok(positions.len())
+    }
+
+    /// Records committed `positions` and tells the commit hook.
+    fn record_committed(&self, positions: &BTreeMap<TopicPartition, i64>) {
         let mut tracker = self.tracker();
-        for (tp, pos) in &positions {
+        for (tp, pos) in positions {
             tracker.committed(tp, *pos);
         }
         drop(tracker);
         if let Some(hook) = &self.on_commit {
-            for (tp, pos) in &positions {
+            for (tp, pos) in positions {
                 hook(tp, *pos);
             }
         }
-        Ok(positions.len())
     }
 
     fn on_revoke(&self, consumer: &BaseConsumer<SourceContext>, revoked: &TopicPartitionList) {
@@ -262,7 +289,9 @@ impl Shared {
             .iter()
             .map(|e| TopicPartition::new(e.topic(), e.partition()))
             .collect();
-        let _serial = lock(&self.commit_lock);
+        // The lock is held only to compute and issue the commit: whoever holds
+        // it does not wait on the group, so this callback cannot stall it.
+        let serial = lock(&self.commit_lock);
         let mut positions = BTreeMap::new();
         {
             let mut tracker = self.tracker();
@@ -274,6 +303,7 @@ impl Shared {
         }
         let n = positions.len();
         if !self.commit_on_revoke {
+            drop(serial);
             tracing::debug!(
                 partitions = tps.len(),
                 "kafka: partitions revoked (no commit)"
@@ -281,8 +311,22 @@ impl Shared {
             lock(&self.events).retain(|tx| tx.send(AssignmentEvent::Revoked(tps.clone())).is_ok());
             return;
         }
-        match self.commit_positions(positions, |tpl| consumer.commit(tpl, CommitMode::Sync)) {
-            Ok(_) => tracing::debug!(
+        let committed = if positions.is_empty() {
+            drop(serial);
+            Ok(())
+        } else {
+            let request =
+                positions_list(&positions).and_then(|tpl| CommitRequest::issue(consumer, &tpl));
+            drop(serial);
+            // Waited for here, so the next owner of these partitions starts
+            // after them (unless the wait runs out).
+            request.and_then(|r| r.wait(self.commit_timeout))
+        };
+        if committed.is_ok() {
+            self.record_committed(&positions);
+        }
+        match committed {
+            Ok(()) => tracing::debug!(
                 partitions = tps.len(),
                 committed = n,
                 "kafka: partitions revoked"
@@ -330,6 +374,15 @@ impl Shared {
             }
         });
     }
+}
+
+/// `positions` as a list of offsets to commit.
+fn positions_list(positions: &BTreeMap<TopicPartition, i64>) -> KafkaResult<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::with_capacity(positions.len());
+    for (tp, pos) in positions {
+        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*pos))?;
+    }
+    Ok(tpl)
 }
 
 /// The consumer context: commits what is safe on revocation and publishes
@@ -417,12 +470,10 @@ impl ConsumerControl {
     pub async fn commit_now(&self) -> Result<usize, KafkaStageError> {
         let consumer = self.consumer.clone();
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            shared.commit_pending(|tpl| consumer.commit(tpl, CommitMode::Sync))
-        })
-        .await
-        .map_err(|e| KafkaStageError::Task(e.to_string()))?
-        .map_err(KafkaStageError::Commit)
+        tokio::task::spawn_blocking(move || shared.commit_pending(consumer.as_ref()))
+            .await
+            .map_err(|e| KafkaStageError::Task(e.to_string()))?
+            .map_err(KafkaStageError::Commit)
     }
 
     /// Starts an offset committer for this consumer.
@@ -444,6 +495,7 @@ pub(crate) fn create_consumer(
         commit_lock: Mutex::new(()),
         on_commit: settings.on_commit.clone(),
         commit_on_revoke: settings.commit_on_revoke,
+        commit_timeout: settings.commit_timeout,
         assignment,
         stop,
         events: Mutex::new(Vec::new()),
@@ -456,10 +508,9 @@ pub(crate) fn create_consumer(
             })?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    Ok(ConsumerControl {
-        consumer: Arc::new(consumer),
-        shared,
-    })
+    let consumer = Arc::new(consumer);
+    super::keeper::watch(&consumer, &settings.bootstrap_servers);
+    Ok(ConsumerControl { consumer, shared })
 }
 
 /// `m` as a committable message, marked emitted. `topic` keeps the last topic
@@ -498,6 +549,28 @@ fn to_committable(
     }
 }
 
+/// How often a waiting consumer looks at its queue even without a wake-up.
+const RECV_NUDGE: Duration = Duration::from_millis(250);
+
+/// `consumer.recv()`, looking at the queue again every [`RECV_NUDGE`] while
+/// it waits. librdkafka wakes a waiting consumer only when its queue goes from
+/// empty to not empty; were such a wake-up lost, the consumer (and the
+/// rebalances it serves) would wait for good. This bounds that, and costs
+/// nothing while records flow.
+pub(crate) async fn recv<C, R>(consumer: &StreamConsumer<C, R>) -> KafkaResult<BorrowedMessage<'_>>
+where
+    C: ConsumerContext + 'static,
+    R: rdkafka::util::AsyncRuntime,
+{
+    loop {
+        tokio::select! {
+            biased;
+            r = consumer.recv() => return r,
+            _ = tokio::time::sleep(RECV_NUDGE) => {}
+        }
+    }
+}
+
 /// The consumer loop as a stream: records until stopped or a fatal error.
 pub(crate) fn message_stream(
     control: &ConsumerControl,
@@ -511,7 +584,7 @@ pub(crate) fn message_stream(
             let next = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => break,
-                r = consumer.recv() => r.map(|m| to_committable(&m, &shared, &mut topic)),
+                r = recv(&consumer) => r.map(|m| to_committable(&m, &shared, &mut topic)),
             };
             match next {
                 Ok(m) => yield Ok(m),

@@ -12,6 +12,7 @@ use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 
 use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use super::error::KafkaStageError;
 
@@ -73,6 +74,12 @@ impl EmbeddedBrokerConfig {
 
 enum Cmd {
     CreateTopic(TopicSpec, std_mpsc::Sender<Result<(), KafkaStageError>>),
+    SetBrokerUp(i32, bool, std_mpsc::Sender<Result<(), KafkaStageError>>),
+    RequestErrors(
+        RDKafkaApiKey,
+        Vec<RDKafkaRespErr>,
+        std_mpsc::Sender<Result<(), KafkaStageError>>,
+    ),
     Shutdown,
 }
 
@@ -139,6 +146,22 @@ impl EmbeddedBroker {
                         Cmd::CreateTopic(t, reply) => {
                             let _ = reply.send(create(&cluster, &t));
                         }
+                        Cmd::SetBrokerUp(id, up, reply) => {
+                            let r = if up {
+                                cluster.broker_up(id)
+                            } else {
+                                cluster.broker_down(id)
+                            };
+                            let _ = reply.send(r.map_err(KafkaStageError::Client));
+                        }
+                        Cmd::RequestErrors(api, errors, reply) => {
+                            if errors.is_empty() {
+                                cluster.clear_request_errors(api);
+                            } else {
+                                cluster.request_errors(api, &errors);
+                            }
+                            let _ = reply.send(Ok(()));
+                        }
                         Cmd::Shutdown => break,
                     }
                 }
@@ -173,12 +196,36 @@ impl EmbeddedBroker {
 
     /// Creates a topic.
     pub fn create_topic(&self, topic: TopicSpec) -> Result<(), KafkaStageError> {
+        self.call(|reply| Cmd::CreateTopic(topic, reply))
+    }
+
+    /// Takes broker `broker_id` (1 to the broker count) down — its
+    /// connections are closed and new ones refused — or brings it back up:
+    /// failure tests of clients (a broker restart, a coordinator away).
+    pub fn set_broker_up(&self, broker_id: i32, up: bool) -> Result<(), KafkaStageError> {
+        self.call(|reply| Cmd::SetBrokerUp(broker_id, up, reply))
+    }
+
+    /// Makes the cluster answer the next `errors.len()` requests of `api`
+    /// with these errors, in order (an empty list clears what is left):
+    /// failure tests of clients, such as a coordinator that stays busy.
+    pub fn request_errors(
+        &self,
+        api: RDKafkaApiKey,
+        errors: Vec<RDKafkaRespErr>,
+    ) -> Result<(), KafkaStageError> {
+        self.call(|reply| Cmd::RequestErrors(api, errors, reply))
+    }
+
+    /// Sends a command to the broker thread and waits for its answer.
+    fn call(
+        &self,
+        cmd: impl FnOnce(std_mpsc::Sender<Result<(), KafkaStageError>>) -> Cmd,
+    ) -> Result<(), KafkaStageError> {
+        let stopped = || KafkaStageError::Embedded("the broker has stopped".into());
         let (reply, rx) = std_mpsc::channel();
-        self.tx
-            .send(Cmd::CreateTopic(topic, reply))
-            .map_err(|_| KafkaStageError::Embedded("the broker has stopped".into()))?;
-        rx.recv()
-            .map_err(|_| KafkaStageError::Embedded("the broker has stopped".into()))?
+        self.tx.send(cmd(reply)).map_err(|_| stopped())?;
+        rx.recv().map_err(|_| stopped())?
     }
 
     /// Stops the cluster (also done on drop).

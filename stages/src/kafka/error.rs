@@ -36,6 +36,17 @@ pub enum KafkaStageError {
     /// The committer's task is gone (its handles were used after shutdown).
     #[error("the offset committer has shut down")]
     CommitterClosed,
+    /// The pipeline did not finish within the drain timeout after a stop.
+    #[error(
+        "the pipeline did not drain within {after:?} of the stop; {in_flight} records in flight \
+         were not committed (they will be consumed again)"
+    )]
+    DrainTimeout {
+        /// The drain timeout.
+        after: std::time::Duration,
+        /// Records emitted by the consumer and not yet processed.
+        in_flight: usize,
+    },
     /// The embedded (mock) broker could not be started or driven.
     #[error("embedded broker: {0}")]
     Embedded(String),

@@ -46,12 +46,14 @@
 //! - Sync commits run on tokio's blocking pool; a revocation callback that
 //!   finds a commit in progress waits for it.
 
+mod commit;
 mod committer;
 mod committing;
 mod connection;
 mod consumer;
 mod embedded;
 mod error;
+pub(crate) mod keeper;
 mod partitioned;
 mod producer;
 mod shutdown;
@@ -61,6 +63,28 @@ pub mod transactional;
 pub use committer::{CommitStats, Committer, CommitterSettings};
 pub use committing::committable_sink;
 pub use connection::KafkaConnection;
+pub(crate) use consumer::recv;
+
+/// How long a client may have no broker to talk to before it starts again
+/// from `bootstrap.servers` (librdkafka's `metadata.recovery.rebootstrap.trigger.ms`,
+/// 5 minutes by default).
+pub(crate) const REBOOTSTRAP_AFTER_MS: &str = "10000";
+
+/// The configuration every Kafka client of this crate starts from:
+/// `bootstrap.servers`, and re-bootstrapping after
+/// [`REBOOTSTRAP_AFTER_MS`]. A broker that is shutting down (or starting)
+/// can answer a metadata request with no broker at all; librdkafka then drops
+/// every broker it knew and, until it re-bootstraps, has none to reconnect
+/// to when the broker is back — a server sat idle for minutes after a broker
+/// restart. Properties set later override these.
+pub(crate) fn base_client_config(bootstrap_servers: &str) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap_servers).set(
+        "metadata.recovery.rebootstrap.trigger.ms",
+        REBOOTSTRAP_AFTER_MS,
+    );
+    c
+}
 pub use consumer::{
     committable_source, CommitHook, Committable, CommittableMessage, CommittableOffset,
     CommittableSource, ConsumerControl, ConsumerRecord, ConsumerSettings, SourceConsumer,
@@ -73,7 +97,9 @@ pub use producer::{
     kafka_error, DeliveryReport, KafkaProducer, ProducerMessage, ProducerRecord, ProducerResult,
     ProducerSettings, ProducerStats,
 };
-pub use shutdown::{drain_and_shutdown, run_until, shutdown_signal};
+pub use shutdown::{
+    drain_and_shutdown, drain_and_shutdown_within, run_until, run_until_within, shutdown_signal,
+};
 pub use tracker::{OffsetTracker, TopicPartition, TrackerCounts};
 pub use transactional::{
     check_transactions_supported, transactional_id, transactional_sink, Processing,

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowstage::{Completion, Flow, FlowOps, Sink, SinkStage, StreamError};
-use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::IntoOpaque;
@@ -212,7 +211,7 @@ struct Gauge {
 /// a record cannot be delivered. Cheap to clone (one client).
 #[derive(Clone)]
 pub struct KafkaProducer {
-    producer: FutureProducer,
+    producer: Arc<FutureProducer>,
     permits: Arc<Semaphore>,
     max_in_flight: usize,
     queue_timeout: Duration,
@@ -237,14 +236,14 @@ impl KafkaProducer {
                 reason: "must be at least 1".into(),
             });
         }
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &settings.bootstrap_servers)
-            // Latency: no Nagle delay on small produce requests.
-            .set("socket.nagle.disable", "true");
+        let mut c = super::base_client_config(&settings.bootstrap_servers);
+        // Latency: no Nagle delay on small produce requests.
+        c.set("socket.nagle.disable", "true");
         for (k, v) in &settings.properties {
             c.set(k, v);
         }
-        let producer: FutureProducer = c.create()?;
+        let producer: Arc<FutureProducer> = Arc::new(c.create()?);
+        super::keeper::watch(&producer, &settings.bootstrap_servers);
         Ok(KafkaProducer {
             producer,
             permits: Arc::new(Semaphore::new(settings.max_in_flight)),

@@ -1,10 +1,12 @@
 //! Graceful shutdown: stop consuming, finish in-flight records, commit.
 
 use std::future::Future;
+use std::time::Duration;
 
 use flowstage::StreamError;
 
 use super::consumer::ConsumerControl;
+use super::error::KafkaStageError;
 
 /// Stops `control`'s source and waits for the pipeline to finish: records
 /// already consumed flow to the end, and a committer sink
@@ -21,6 +23,32 @@ pub async fn drain_and_shutdown<T>(
         "kafka: consumer drained and shut down"
     );
     r
+}
+
+/// [`drain_and_shutdown`], giving up after `timeout`: a pipeline that cannot
+/// finish (the broker is away and the producer cannot deliver) then fails
+/// with [`KafkaStageError::DrainTimeout`] instead of holding the process. Its
+/// unprocessed records were not committed, so they are consumed again
+/// (at-least-once); an open transaction is aborted by the broker.
+pub async fn drain_and_shutdown_within<T>(
+    control: &ConsumerControl,
+    done: impl Future<Output = Result<T, StreamError>>,
+    timeout: Duration,
+) -> Result<T, StreamError> {
+    match tokio::time::timeout(timeout, drain_and_shutdown(control, done)).await {
+        Ok(r) => r,
+        Err(_) => {
+            let in_flight = control.in_flight();
+            tracing::warn!(
+                in_flight,
+                "kafka: the pipeline did not drain within {timeout:?}; stopping anyway"
+            );
+            Err(StreamError::user(KafkaStageError::DrainTimeout {
+                after: timeout,
+                in_flight,
+            }))
+        }
+    }
 }
 
 /// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
@@ -62,5 +90,20 @@ pub async fn run_until<T>(
     tokio::select! {
         r = &mut done => r,
         _ = signal => drain_and_shutdown(control, done).await,
+    }
+}
+
+/// [`run_until`] with a bound on the drain (see
+/// [`drain_and_shutdown_within`]).
+pub async fn run_until_within<T>(
+    control: &ConsumerControl,
+    done: impl Future<Output = Result<T, StreamError>>,
+    signal: impl Future<Output = ()>,
+    drain_timeout: Duration,
+) -> Result<T, StreamError> {
+    let mut done = std::pin::pin!(done);
+    tokio::select! {
+        r = &mut done => r,
+        _ = signal => drain_and_shutdown_within(control, done, drain_timeout).await,
     }
 }

@@ -84,7 +84,6 @@ use std::time::{Duration, Instant};
 
 use flowstage::{Completion, Sink, SinkStage, StreamError};
 use futures::StreamExt;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -645,21 +644,21 @@ pub fn transactional_sink(
         failure: Mutex::new(None),
     });
     let timeout_ms = settings.transaction_timeout.as_millis().max(1).to_string();
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &settings.producer.bootstrap_servers)
-        .set("socket.nagle.disable", "true")
+    let mut c = super::base_client_config(&settings.producer.bootstrap_servers);
+    c.set("socket.nagle.disable", "true")
         .set("transaction.timeout.ms", &timeout_ms);
     for (k, v) in &settings.producer.properties {
         c.set(k, v);
     }
     c.set("transactional.id", &settings.transactional_id);
-    let producer: TxnProducer = c.create_with_context(TxnContext {
+    let producer: Arc<TxnProducer> = Arc::new(c.create_with_context(TxnContext {
         deliveries: deliveries.clone(),
-    })?;
+    })?);
+    super::keeper::watch(&producer, &settings.producer.bootstrap_servers);
     // Subscribed now, before the source runs: no revocation is missed.
     let events = Arc::new(Mutex::new(control.shared.subscribe_events()));
     let mut driver = Driver {
-        producer: Arc::new(producer),
+        producer,
         control: control.clone(),
         deliveries,
         events,

@@ -61,7 +61,7 @@ use super::{ensure_topics, Topics, WineError, DEFAULT_PARTITIONS, DLQ_REASON_HEA
 use crate::http::{self, HttpServer};
 use crate::kafka::KafkaConnection;
 use crate::kafka::{
-    committable_sink, committable_source, run_until, CommitStats, CommittableMessage,
+    committable_sink, committable_source, run_until_within, CommitStats, CommittableMessage,
     CommittableOffset, CommitterSettings, ConsumerSettings, KafkaProducer, KafkaStageError,
     ProducerMessage, ProducerRecord, ProducerSettings,
 };
@@ -112,6 +112,12 @@ pub struct ServerConfig {
     pub processing: Processing,
     /// How often the instance record is refreshed.
     pub heartbeat: Duration,
+    /// How long a stop may take (default 30 s): the drain of the records in
+    /// flight, then the last writes. A pipeline that cannot finish by then
+    /// (the broker is away) stops anyway with
+    /// [`KafkaStageError::DrainTimeout`]; its uncommitted records are
+    /// consumed again.
+    pub shutdown_timeout: Duration,
     /// Create missing topics at start ([`ensure_topics`]) with this many
     /// partitions for data and results; `None`: leave topics to the cluster.
     pub create_topics: Option<i32>,
@@ -162,6 +168,7 @@ impl ServerConfig {
             max_in_flight: 10_000,
             processing: Processing::AtLeastOnce,
             heartbeat: Duration::from_secs(2),
+            shutdown_timeout: Duration::from_secs(30),
             create_topics: Some(DEFAULT_PARTITIONS),
             kafka_properties: Vec::new(),
             consumer_properties: Vec::new(),
@@ -296,6 +303,37 @@ struct Counters {
     model_messages: AtomicU64,
 }
 
+/// Logs (at debug, every 5 s) how far records got: consumed, answered,
+/// acknowledged by the broker (marked), committed. When a pipeline stalls,
+/// the last lines show at which step.
+async fn log_progress(
+    counters: Arc<Counters>,
+    control: crate::kafka::ConsumerControl,
+    committer: Option<crate::kafka::Committer>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let tracker = control.counts();
+        let commits = committer
+            .as_ref()
+            .map(crate::kafka::Committer::stats)
+            .unwrap_or_default();
+        tracing::debug!(
+            consumed = counters.records.load(Ordering::Relaxed),
+            results = counters.results.load(Ordering::Relaxed),
+            dead_letters = counters.dead_letters.load(Ordering::Relaxed),
+            emitted = tracker.emitted,
+            marked = tracker.marked,
+            in_flight = control.in_flight(),
+            commits = commits.commits,
+            retriable_commit_failures = commits.retriable_failures,
+            assigned = control.assignment().len(),
+            "progress"
+        );
+    }
+}
+
 /// A wine record with its Kafka key, as the serving stage sees it.
 #[derive(Debug)]
 struct KeyedRecord {
@@ -371,6 +409,7 @@ async fn read_from_beginning(
         .set("socket.nagle.disable", "true")
         .create()?;
     let consumer = Arc::new(consumer);
+    crate::kafka::keeper::watch(&consumer, &kafka.brokers);
     let mut warned = false;
     loop {
         let c = consumer.clone();
@@ -453,7 +492,7 @@ fn model_source(
             caught_up.send_replace(Some(descriptors));
         }
         loop {
-            match consumer.recv().await {
+            match crate::kafka::recv(&consumer).await {
                 Ok(m) => {
                     counters.model_messages.fetch_add(1, Ordering::Relaxed);
                     let decoded = match m.payload() {
@@ -677,7 +716,7 @@ async fn read_instances(
         }
     };
     loop {
-        match consumer.recv().await {
+        match crate::kafka::recv(&consumer).await {
             Ok(m) => dir.observe(m.key(), m.payload()),
             Err(e) => tracing::debug!(error = %e, "instances consumer error (continuing)"),
         }
@@ -1045,19 +1084,38 @@ impl Server {
                 }
             };
 
-        let outcome = run_until(&control, done, shutdown).await;
+        let progress = tokio::spawn(log_progress(
+            counters.clone(),
+            control.clone(),
+            committer.clone(),
+        ));
+        let outcome = run_until_within(&control, done, shutdown, config.shutdown_timeout).await;
+        progress.abort();
+        // The rest of the stop is bounded as well: when the drain ran out of
+        // time the broker is probably away, and these steps talk to it too.
+        let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+        let late = |what: &str| tracing::warn!("{what} did not finish before the shutdown timeout");
         // The stage stopped (its last snapshot is published): store it.
         if let Some(w) = store_writer {
-            w.finish().await;
+            if tokio::time::timeout_at(deadline, w.finish()).await.is_err() {
+                late("the model store's last write");
+            }
         }
 
         // Say goodbye, stop the helpers, report.
         let _ = stop_tx.send(true);
-        if let Err(e) = publisher.await {
-            tracing::warn!(error = %e, "instance publisher task failed");
+        let mut publisher = publisher;
+        match tokio::time::timeout_at(deadline, &mut publisher).await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "instance publisher task failed"),
+            Ok(Ok(())) => {}
+            Err(_) => {
+                publisher.abort();
+                late("the instance's last record");
+            }
         }
         reader.abort();
-        if let Err(e) = producer.flush(Duration::from_secs(10)).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if let Err(e) = producer.flush(left.min(Duration::from_secs(10))).await {
             tracing::warn!(error = %e, "producer flush at shutdown failed");
         }
         if let Some(h) = http {
