@@ -82,20 +82,27 @@ pub(crate) fn is_secret(key: &str) -> bool {
     key.contains("password") || key.contains("secret") || key.ends_with(".pem")
 }
 
-impl fmt::Debug for KafkaConnection {
+/// Property pairs whose `Debug` hides secret values (see [`is_secret`]).
+pub(crate) struct Redacted<'a>(pub(crate) &'a [(String, String)]);
+
+impl fmt::Debug for Redacted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let properties: Vec<(&str, &str)> = self
-            .properties
-            .iter()
-            .map(|(k, v)| {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, v)| {
                 let shown = if is_secret(k) {
                     "<redacted>"
                 } else {
                     v.as_str()
                 };
                 (k.as_str(), shown)
-            })
-            .collect();
+            }))
+            .finish()
+    }
+}
+
+impl fmt::Debug for KafkaConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties = Redacted(&self.properties);
         f.debug_struct("KafkaConnection")
             .field("brokers", &self.brokers)
             .field("properties", &properties)

@@ -49,7 +49,7 @@
 mod commit;
 mod committer;
 mod committing;
-mod connection;
+pub(crate) mod connection;
 mod consumer;
 mod embedded;
 mod error;

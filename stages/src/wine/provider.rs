@@ -77,8 +77,9 @@ const FILL_CHUNK: usize = 1024;
 /// How often `on_progress` is called at most (besides every model and the end).
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
-/// What [`provide`] publishes and how.
-#[derive(Debug, Clone, PartialEq)]
+/// What [`provide`] publishes and how. Its `Debug` hides secret property
+/// values (passwords, secrets, PEM keys).
+#[derive(Clone, PartialEq)]
 pub struct ProviderConfig {
     /// `bootstrap.servers` of the cluster.
     pub brokers: String,
@@ -113,6 +114,27 @@ pub struct ProviderConfig {
     /// Extra librdkafka producer properties, applied after the provider's own
     /// (`linger.ms` 1).
     pub properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::kafka::connection::Redacted;
+        f.debug_struct("ProviderConfig")
+            .field("brokers", &self.brokers)
+            .field("topics", &self.topics)
+            .field("data_type", &self.data_type)
+            .field("rate", &self.rate)
+            .field("count", &self.count)
+            .field("loop_data", &self.loop_data)
+            .field("model_interval", &self.model_interval)
+            .field("model_every", &self.model_every)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("kafka_properties", &Redacted(&self.kafka_properties))
+            .field("properties", &Redacted(&self.properties))
+            .finish()
+    }
 }
 
 impl ProviderConfig {

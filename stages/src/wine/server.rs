@@ -81,8 +81,9 @@ pub const DLQ_SOURCE_HEADER: &str = "flowstage-dlq-source";
 /// The default consumer group of servers.
 pub const DEFAULT_GROUP: &str = "flowstage-serving";
 
-/// Settings of a [`Server`].
-#[derive(Debug, Clone)]
+/// Settings of a [`Server`]. Its `Debug` hides secret property values
+/// (passwords, secrets, PEM keys).
+#[derive(Clone)]
 pub struct ServerConfig {
     /// `bootstrap.servers`.
     pub brokers: String,
@@ -217,6 +218,32 @@ impl ServerConfig {
         self.consumer_properties = consumer;
         self.producer_properties = producer;
         self
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::kafka::connection::Redacted;
+        f.debug_struct("ServerConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("instances_topic", &self.instances_topic)
+            .field("instance_id", &self.instance_id)
+            .field("http", &self.http)
+            .field("models_dir", &self.models_dir)
+            .field("serving", &self.serving)
+            .field("commit", &self.commit)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("processing", &self.processing)
+            .field("heartbeat", &self.heartbeat)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("create_topics", &self.create_topics)
+            .field("kafka_properties", &Redacted(&self.kafka_properties))
+            .field("consumer_properties", &Redacted(&self.consumer_properties))
+            .field("producer_properties", &Redacted(&self.producer_properties))
+            .field("store", &self.store)
+            .finish()
     }
 }
 
@@ -1272,6 +1299,32 @@ async fn publish_instance(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_of_the_settings_hides_secret_properties() {
+        let secret = |k: &str| (k.to_string(), format!("hunter2-{k}"));
+        let mut c = ServerConfig::new("k:9092");
+        c.kafka_properties = vec![
+            ("sasl.username".into(), "alice".into()),
+            secret("sasl.password"),
+        ];
+        c.consumer_properties = vec![secret("ssl.key.password")];
+        c.producer_properties = vec![secret("sasl.oauthbearer.client.secret")];
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("alice") && shown.contains("k:9092"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let mut p = crate::wine::provider::ProviderConfig::new("k:9092");
+        p.kafka_properties = vec![secret("sasl.password")];
+        p.properties = vec![secret("ssl.keystore.password")];
+        let shown = format!("{p:?}");
+        assert!(
+            shown.contains("<redacted>") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn decode_record_rejects_what_is_not_a_wine_record() {
