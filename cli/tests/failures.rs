@@ -16,7 +16,10 @@
 //! 2. The broker stopped and started again (same port, same data) mid-stream, on an Apache
 //!    Kafka of the test's own (`scripts/kafka/restart.sh`): the pipeline waits, resumes, every
 //!    record is scored. (This test found that a commit failing with `WaitingForCoordinator`
-//!    after the restart was fatal; such errors are now retried by the committer.)
+//!    after the restart was fatal; such errors are now retried by the committer. Its
+//!    intermittent failures then led to the bounded commit waits and the broker keeper, see
+//!    `scripts/kafka/soak-restarts.sh`.) And a stop (SIGTERM) while the broker is away ends
+//!    after `--shutdown-timeout-ms` instead of waiting for the cluster.
 //! 3. Overload: records published far faster than a deliberately slow model (a generated PMML
 //!    neural network) scores them: the server's RSS stays flat while the lag grows, and in the
 //!    end every record is scored.
@@ -757,6 +760,56 @@ fn broker_restart_mid_stream_on_apache_kafka() {
     ));
     assert!(got.has_all());
     got.assert_scored(c.label, &[REGRESSION]);
+}
+
+/// SIGTERM while the cluster is gone (the embedded broker killed): the server does not wait for
+/// it — its producer alone would wait up to `message.timeout.ms`, 5 minutes, and the last
+/// instance record as long. It stops within `--shutdown-timeout-ms`: drained (exit 0), or
+/// saying how many records it left uncommitted (exit 1).
+#[test]
+fn a_stop_while_the_broker_is_away_ends_after_the_shutdown_timeout() {
+    let mut c = Cluster::embedded();
+    let (csv, _) = synthetic_csv(c.path(), 200);
+    let model = regression_model(c.path());
+    let extra = ["--shutdown-timeout-ms".to_string(), "2000".to_string()];
+    let mut serve = c.serve(&unique("away"), "away-1", &extra);
+    let mut provide = c.provide(
+        "provide",
+        &csv,
+        std::slice::from_ref(&model),
+        Provide {
+            count: 10_000_000,
+            rate: 5_000,
+            model_every: None,
+        },
+    );
+    {
+        let results = c.reader(&c.topics.results);
+        let mut n = 0;
+        results.read_until_alive("500 results", Some(&mut serve.proc), |_| {
+            n += 1;
+            n >= 500
+        });
+    }
+    c.broker.as_mut().expect("the embedded broker").kill9();
+    provide.kill9();
+    let status = serve.proc.terminate();
+    match status.code() {
+        Some(0) => note("stop with the broker away: drained in time (exit 0)"),
+        Some(1) => {
+            let log = serve.proc.stderr();
+            assert!(
+                log.contains("did not drain within"),
+                "exit 1 without the drain message: {}",
+                serve.proc.describe()
+            );
+            note("stop with the broker away: gave up after the shutdown timeout (exit 1)");
+        }
+        _ => panic!(
+            "serve after SIGTERM with the broker away: {}",
+            serve.proc.describe()
+        ),
+    }
 }
 
 // ---- scenario 3: overload --------------------------------------------------------------------
