@@ -36,8 +36,10 @@ echo "soak: logs in $OUT"
 
 serve_pid="" provide_pid=""
 cleanup() {
-    [[ -n "$provide_pid" ]] && kill "$provide_pid" 2>/dev/null || true
-    [[ -n "$serve_pid" ]] && kill -9 "$serve_pid" 2>/dev/null || true
+    {
+        [[ -n "$provide_pid" ]] && kill "$provide_pid" && wait "$provide_pid"
+        [[ -n "$serve_pid" ]] && kill -9 "$serve_pid" && wait "$serve_pid"
+    } 2>/dev/null || true
     scripts/kafka/stop.sh >/dev/null 2>&1 || true
 }
 trap cleanup EXIT

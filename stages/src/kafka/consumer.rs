@@ -580,11 +580,16 @@ pub(crate) fn message_stream(
     let mut stop = shared.stop.subscribe();
     flowstage::async_stream::stream! {
         let mut topic = None;
+        // As in `recv`, but one timer for the stream: nothing is created per
+        // record (the nudge is only looked at while the consumer waits).
+        let mut nudge = tokio::time::interval(RECV_NUDGE);
+        nudge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => break,
-                r = recv(&consumer) => r.map(|m| to_committable(&m, &shared, &mut topic)),
+                r = consumer.recv() => r.map(|m| to_committable(&m, &shared, &mut topic)),
+                _ = nudge.tick() => continue,
             };
             match next {
                 Ok(m) => yield Ok(m),
