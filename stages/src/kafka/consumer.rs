@@ -36,7 +36,8 @@ pub struct ConsumerSettings {
     /// Observer of successful commits (tests, metrics).
     pub on_commit: Option<CommitHook>,
     /// Commit the processed prefix of revoked partitions with the consumer
-    /// (default `true`). A transactional sink turns it off: its offsets are
+    /// (default `true`), except when the assignment was lost (the session
+    /// timed out). A transactional sink turns it off: its offsets are
     /// committed only inside transactions.
     pub commit_on_revoke: bool,
     /// How long a commit's result is awaited (default 10 s): by the
@@ -302,10 +303,15 @@ impl Shared {
             }
         }
         let n = positions.len();
-        if !self.commit_on_revoke {
+        // A lost assignment (the session timed out: Kafka's onPartitionsLost)
+        // is not committed: the group has moved on, and the commit would only
+        // wait for the coordinator to fail it.
+        let lost = self.commit_on_revoke && consumer.assignment_lost();
+        if !self.commit_on_revoke || lost {
             drop(serial);
             tracing::debug!(
                 partitions = tps.len(),
+                lost,
                 "kafka: partitions revoked (no commit)"
             );
             lock(&self.events).retain(|tx| tx.send(AssignmentEvent::Revoked(tps.clone())).is_ok());
