@@ -341,6 +341,10 @@ async fn log_progress(
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
+        // The counts take the tracker's lock: not at all unless they are logged.
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            continue;
+        }
         let tracker = control.counts();
         let commits = committer
             .as_ref()
