@@ -168,16 +168,13 @@ pub fn committable_sink(
         failed: AtomicBool::new(false),
         failure: Mutex::new(None),
     });
-    let mut c = super::base_client_config(&settings.bootstrap_servers);
-    // Latency: no Nagle delay on small produce requests.
-    c.set("socket.nagle.disable", "true");
-    for (k, v) in &settings.properties {
-        c.set(k, v);
-    }
-    let producer: Arc<ThreadedProducer<MarkOnDelivery>> =
-        Arc::new(c.create_with_context(MarkOnDelivery {
-            shared: shared.clone(),
-        })?);
+    let producer: Arc<ThreadedProducer<MarkOnDelivery>> = Arc::new(
+        settings
+            .client_config()
+            .create_with_context(MarkOnDelivery {
+                shared: shared.clone(),
+            })?,
+    );
     super::keeper::watch(&producer, &settings.bootstrap_servers);
     let max_in_flight = settings.max_in_flight;
     let queue_timeout = settings.queue_timeout;

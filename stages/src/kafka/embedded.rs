@@ -74,7 +74,6 @@ impl EmbeddedBrokerConfig {
 
 enum Cmd {
     CreateTopic(TopicSpec, std_mpsc::Sender<Result<(), KafkaStageError>>),
-    SetBrokerUp(i32, bool, std_mpsc::Sender<Result<(), KafkaStageError>>),
     RequestErrors(
         RDKafkaApiKey,
         Vec<RDKafkaRespErr>,
@@ -146,14 +145,6 @@ impl EmbeddedBroker {
                         Cmd::CreateTopic(t, reply) => {
                             let _ = reply.send(create(&cluster, &t));
                         }
-                        Cmd::SetBrokerUp(id, up, reply) => {
-                            let r = if up {
-                                cluster.broker_up(id)
-                            } else {
-                                cluster.broker_down(id)
-                            };
-                            let _ = reply.send(r.map_err(KafkaStageError::Client));
-                        }
                         Cmd::RequestErrors(api, errors, reply) => {
                             if errors.is_empty() {
                                 cluster.clear_request_errors(api);
@@ -197,13 +188,6 @@ impl EmbeddedBroker {
     /// Creates a topic.
     pub fn create_topic(&self, topic: TopicSpec) -> Result<(), KafkaStageError> {
         self.call(|reply| Cmd::CreateTopic(topic, reply))
-    }
-
-    /// Takes broker `broker_id` (1 to the broker count) down — its
-    /// connections are closed and new ones refused — or brings it back up:
-    /// failure tests of clients (a broker restart, a coordinator away).
-    pub fn set_broker_up(&self, broker_id: i32, up: bool) -> Result<(), KafkaStageError> {
-        self.call(|reply| Cmd::SetBrokerUp(broker_id, up, reply))
     }
 
     /// Makes the cluster answer the next `errors.len()` requests of `api`

@@ -9,12 +9,12 @@
 //! producer waiting for a partition leader and its consumer for a group
 //! coordinator.
 //!
-//! [`keep_brokers`] watches a client: when it has known brokers and then has
+//! [`watch`] watches a client: when it has known brokers and then has
 //! none for a few seconds, it adds `bootstrap.servers` again, which makes the
 //! client connect and fetch metadata as at start-up.
 
 use std::ffi::CString;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rd;
@@ -75,7 +75,9 @@ fn learned_brokers(client: &dyn NativeHandle) -> usize {
 
 /// Watches `client` (until it is dropped) and adds `bootstrap` to it again
 /// when it lost every broker it knew. Does nothing outside a tokio runtime.
-pub(crate) fn keep_brokers(client: Weak<dyn NativeHandle>, bootstrap: &str) {
+pub(crate) fn watch<T: NativeHandle>(client: &Arc<T>, bootstrap: &str) {
+    let dynamic: Arc<dyn NativeHandle> = client.clone();
+    let client: Weak<dyn NativeHandle> = Arc::downgrade(&dynamic);
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -119,10 +121,4 @@ pub(crate) fn keep_brokers(client: Weak<dyn NativeHandle>, bootstrap: &str) {
             }
         }
     });
-}
-
-/// [`keep_brokers`] for a client held in an `Arc`.
-pub(crate) fn watch<T: NativeHandle>(client: &std::sync::Arc<T>, bootstrap: &str) {
-    let dynamic: std::sync::Arc<dyn NativeHandle> = client.clone();
-    keep_brokers(std::sync::Arc::downgrade(&dynamic), bootstrap);
 }

@@ -50,6 +50,18 @@ impl ProducerSettings {
         self.properties.push((key.into(), value.into()));
         self
     }
+
+    /// The librdkafka configuration of a producer with these settings: the
+    /// crate's base configuration, no Nagle delay (latency: small produce
+    /// requests), then [`properties`](Self::properties).
+    pub(crate) fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut c = super::base_client_config(&self.bootstrap_servers);
+        c.set("socket.nagle.disable", "true");
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
 }
 
 /// A record to produce.
@@ -236,13 +248,7 @@ impl KafkaProducer {
                 reason: "must be at least 1".into(),
             });
         }
-        let mut c = super::base_client_config(&settings.bootstrap_servers);
-        // Latency: no Nagle delay on small produce requests.
-        c.set("socket.nagle.disable", "true");
-        for (k, v) in &settings.properties {
-            c.set(k, v);
-        }
-        let producer: Arc<FutureProducer> = Arc::new(c.create()?);
+        let producer: Arc<FutureProducer> = Arc::new(settings.client_config().create()?);
         super::keeper::watch(&producer, &settings.bootstrap_servers);
         Ok(KafkaProducer {
             producer,
