@@ -167,6 +167,10 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 PROPS
+# Extra broker properties, one `key=value` per line (later lines win).
+if [[ -n "${KAFKA_SERVER_PROPERTIES:-}" ]]; then
+    printf '%s\n' "$KAFKA_SERVER_PROPERTIES" >>"$CONFIG"
+fi
 
 CLUSTER_ID="$(kafka_tool kafka.tools.StorageTool random-uuid)"
 kafka_tool kafka.tools.StorageTool format -t "$CLUSTER_ID" -c "$CONFIG" >"$WORKDIR/format.log" 2>&1 || {

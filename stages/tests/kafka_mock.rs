@@ -328,6 +328,40 @@ async fn commits_in_batches_by_count_and_by_interval() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closing_the_last_committer_handle_waits_for_its_last_commit() {
+    let b = broker(&[("cl", 1)]);
+    let bootstrap = b.bootstrap_servers().to_string();
+    produce_inputs(&bootstrap, "cl", 1, 0..25).await;
+    let (tx, rx) = tokio::sync::watch::channel(Vec::<i64>::new());
+    let consumer = ConsumerSettings::new(&bootstrap, "g-close", ["cl"])
+        .on_commit(move |_, pos| tx.send_modify(|v| v.push(pos)));
+    let (control, source) = committable_source(consumer).unwrap().pre_materialize();
+    // Neither the batch nor the interval commits: only the last handle's end does.
+    let committer = control.committer(
+        CommitterSettings::default()
+            .max_batch(1_000_000)
+            .max_interval(Duration::from_secs(3600)),
+    );
+    let marker = committer.clone();
+    guard(
+        "25 records marked",
+        source
+            .take(25)
+            .run_with(Sink::foreach(move |m: CommittableMessage| {
+                marker.mark(m.committable_offset()).unwrap();
+            })),
+    )
+    .await
+    .unwrap();
+    assert!(rx.borrow().is_empty(), "committed early: {:?}", rx.borrow());
+    assert_eq!(committer.stats().marked, 25);
+    // `close` returns once the last commit is made, not some time later.
+    guard("close", committer.close()).await;
+    assert_eq!(rx.borrow().last(), Some(&25), "{:?}", rx.borrow());
+    control.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_consumer_joining_under_load_loses_nothing() {
     // Eager (librdkafka's default range,roundrobin): every partition is
     // revoked while records are in flight and commits race the revocation.

@@ -113,6 +113,8 @@ type FlushReply = oneshot::Sender<Result<CommitStats, Arc<KafkaStageError>>>;
 pub struct Committer {
     inner: Arc<Inner>,
     flush_tx: mpsc::Sender<FlushReply>,
+    /// The committer task, awaited by the last handle to [`close`](Committer::close).
+    task: Arc<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Committer {
@@ -138,8 +140,35 @@ impl Committer {
             stats: Mutex::new(CommitStats::default()),
             failure: Mutex::new(None),
         });
-        tokio::spawn(run(inner.clone(), settings.max_interval, flush_rx));
-        Committer { inner, flush_tx }
+        let task = Arc::new(tokio::spawn(run(
+            inner.clone(),
+            settings.max_interval,
+            flush_rx,
+        )));
+        Committer {
+            inner,
+            flush_tx,
+            task,
+        }
+    }
+
+    /// Drops this handle. When it is the last one, also waits for the
+    /// committer's last commit and for its task to end; the task holds the
+    /// consumer, so once `close` returns the consumer is closed unless other
+    /// owners keep it (dropping the last handle instead lets the task finish
+    /// in the background, maybe after the caller stopped the broker).
+    pub async fn close(self) {
+        let Committer {
+            inner,
+            flush_tx,
+            task,
+        } = self;
+        drop((inner, flush_tx));
+        if let Some(task) = Arc::into_inner(task) {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "kafka: the committer task failed");
+            }
+        }
     }
 
     /// Marks one record processed (its result was produced). Fails if an

@@ -1122,8 +1122,9 @@ impl Server {
         ));
         let outcome = run_until_within(&control, done, shutdown, config.shutdown_timeout).await;
         progress.abort();
-        // The rest of the stop is bounded as well: when the drain ran out of
-        // time the broker is probably away, and these steps talk to it too.
+        let _ = progress.await; // it holds a committer handle
+                                // The rest of the stop is bounded as well: when the drain ran out of
+                                // time the broker is probably away, and these steps talk to it too.
         let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
         let late = |what: &str| tracing::warn!("{what} did not finish before the shutdown timeout");
         // The stage stopped (its last snapshot is published): store it.
@@ -1144,7 +1145,10 @@ impl Server {
                 late("the instance's last record");
             }
         }
+        // Wait for the aborted reader to be dropped, so its consumer is closed
+        // when `run` returns (a caller may stop the broker next).
         reader.abort();
+        let _ = tokio::time::timeout_at(deadline, reader).await;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if let Err(e) = producer.flush(left.min(Duration::from_secs(10))).await {
             tracing::warn!(error = %e, "producer flush at shutdown failed");
@@ -1154,11 +1158,15 @@ impl Server {
                 tracing::warn!(error = %e, "HTTP server shutdown failed");
             }
         }
+        let mut commits = CommitStats::default();
+        if let Some(c) = committer {
+            // Its last commit, and the data consumer closed before returning.
+            commits = c.stats();
+            if tokio::time::timeout_at(deadline, c.close()).await.is_err() {
+                late("the committer's last commit");
+            }
+        }
         let transactions = outcome?;
-        let commits = committer
-            .as_ref()
-            .map(crate::kafka::Committer::stats)
-            .unwrap_or_default();
         Ok(ServerSummary {
             records: counters.records.load(Ordering::Relaxed),
             results: counters.results.load(Ordering::Relaxed),
