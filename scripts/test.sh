@@ -20,16 +20,19 @@ if [[ -z "${FLOWSTAGE_KAFKA_BOOTSTRAP:-}" && "${FLOWSTAGE_NO_KAFKA:-}" != 1 ]]; 
         FLOWSTAGE_KAFKA_BOOTSTRAP="$(scripts/kafka/start.sh)"
         export FLOWSTAGE_KAFKA_BOOTSTRAP
         echo "   Kafka at $FLOWSTAGE_KAFKA_BOOTSTRAP"
-        # Its SASL_PLAINTEXT listener (user flowstage) and its SSL listener (certificate from
-        # the throwaway CA in ca.pem), for the secured-client tests.
+        # Its SASL_PLAINTEXT listener (user flowstage), its SSL listener (certificate from
+        # the throwaway CA in ca.pem) and its SASL_SSL listener (SCRAM-SHA-512, same user and
+        # certificate), for the secured-client tests.
         run_dir="${KAFKA_RUN_DIR:-${KAFKA_CACHE_DIR:-scripts/kafka/.cache}/run}"
         FLOWSTAGE_KAFKA_SASL_BOOTSTRAP="$(cat "$run_dir/sasl-bootstrap" 2>/dev/null || true)"
         FLOWSTAGE_KAFKA_SSL_BOOTSTRAP="$(cat "$run_dir/ssl-bootstrap" 2>/dev/null || true)"
+        FLOWSTAGE_KAFKA_SASL_SSL_BOOTSTRAP="$(cat "$run_dir/sasl-ssl-bootstrap" 2>/dev/null || true)"
         FLOWSTAGE_KAFKA_SSL_CA=""
         if [[ -f "$run_dir/ca.pem" ]]; then
             FLOWSTAGE_KAFKA_SSL_CA="$(cd "$run_dir" && pwd)/ca.pem"
         fi
-        export FLOWSTAGE_KAFKA_SASL_BOOTSTRAP FLOWSTAGE_KAFKA_SSL_BOOTSTRAP FLOWSTAGE_KAFKA_SSL_CA
+        export FLOWSTAGE_KAFKA_SASL_BOOTSTRAP FLOWSTAGE_KAFKA_SSL_BOOTSTRAP FLOWSTAGE_KAFKA_SSL_CA \
+            FLOWSTAGE_KAFKA_SASL_SSL_BOOTSTRAP
     else
         echo "== no java/mvn: the Apache Kafka end-to-end tests will be SKIPPED"
     fi

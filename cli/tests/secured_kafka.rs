@@ -9,6 +9,10 @@
 //!   `FLOWSTAGE_KAFKA_SSL_BOOTSTRAP` and the CA certificate's path in `FLOWSTAGE_KAFKA_SSL_CA`
 //!   (`scripts/test.sh` sets them from `$KAFKA_RUN_DIR/ssl-bootstrap` and `.../ca.pem`).
 //!
+//! - SASL_SSL (mechanism SCRAM-SHA-512 over TLS, as managed clusters are usually reached: the
+//!   same user and CA), its address in `FLOWSTAGE_KAFKA_SASL_SSL_BOOTSTRAP` (`scripts/test.sh`
+//!   sets it from `$KAFKA_RUN_DIR/sasl-ssl-bootstrap`), with `FLOWSTAGE_KAFKA_SSL_CA`.
+//!
 //! Without its variables a test says SKIPPED.
 //!
 //! 1. With `--kafka-property` security.protocol, sasl.mechanism, sasl.username and
@@ -24,6 +28,9 @@
 //!    listener (librdkafka verifies the broker's certificate and its address).
 //! 4. Against the TLS listener without trusting its CA, or in plaintext, the server exits with
 //!    the same error.
+//! 5. With SASL_SSL, SCRAM-SHA-512, the user and the CA, the same clients work through the
+//!    SASL_SSL listener (TLS verified, then the SCRAM exchange); a wrong password is refused
+//!    with the same error.
 //!
 //! Every wait is on an event (a line, a message, an exit) or polls the HTTP state with a short
 //! back-off; each has a hang guard that names what did not happen.
@@ -135,6 +142,56 @@ impl Listener {
                 ("ssl.ca.location".into(), ca),
             ],
         })
+    }
+
+    /// `FLOWSTAGE_KAFKA_SASL_SSL_BOOTSTRAP` (SCRAM-SHA-512 with the SASL user) trusting the CA
+    /// in `FLOWSTAGE_KAFKA_SSL_CA`, or `None` and a SKIPPED note.
+    fn sasl_ssl_from_env(test: &str) -> Option<Listener> {
+        let Some(bootstrap) = env_var("FLOWSTAGE_KAFKA_SASL_SSL_BOOTSTRAP") else {
+            note(&format!(
+                "SKIPPED ({test}): FLOWSTAGE_KAFKA_SASL_SSL_BOOTSTRAP is not set; start Apache \
+                 Kafka with `KAFKA_RUN_DIR=/tmp/k scripts/kafka/start.sh` and run `export \
+                 FLOWSTAGE_KAFKA_SASL_SSL_BOOTSTRAP=$(cat /tmp/k/sasl-ssl-bootstrap) \
+                 FLOWSTAGE_KAFKA_SSL_CA=/tmp/k/ca.pem` (scripts/test.sh does both)"
+            ));
+            return None;
+        };
+        // The same CA as the TLS listener's, the same user as the SASL listener's.
+        let mut tls = Listener::ssl_from_env(test)?;
+        let sasl = Listener::sasl_from_env(test)?;
+        tls.properties.retain(|(k, _)| k != "security.protocol");
+        let mut properties = vec![
+            ("security.protocol".to_string(), "SASL_SSL".to_string()),
+            ("sasl.mechanism".to_string(), "SCRAM-SHA-512".to_string()),
+        ];
+        properties.extend(tls.properties);
+        properties.extend(
+            sasl.properties
+                .into_iter()
+                .filter(|(k, _)| k == "sasl.username" || k == "sasl.password"),
+        );
+        Some(Listener {
+            kind: "SASL_SSL",
+            bootstrap,
+            properties,
+        })
+    }
+
+    /// The properties with `sasl.password` replaced by a wrong one, as `--kafka-property`
+    /// flags.
+    fn flags_with_a_wrong_password(&self) -> Vec<String> {
+        self.properties
+            .iter()
+            .map(|(k, v)| {
+                let v = if k == "sasl.password" {
+                    "not-the-password"
+                } else {
+                    v
+                };
+                format!("{k}={v}")
+            })
+            .flat_map(|p| ["--kafka-property".to_string(), p])
+            .collect()
     }
 
     /// `--kafka-property k=v` for each property.
@@ -381,7 +438,11 @@ fn assert_no_client_failures(log: &str, who: &str) {
         "cannot read the model topic",
         "cannot read the instances topic",
         "cannot publish the instance record",
-        "SASL authentication",
+        // Credentials refused ("SASL authentication error: Authentication failed: …"). Not
+        // "SASL authentication" alone: librdkafka also logs "SASL authentication error:
+        // SaslAuthenticateRequest failed: Local: Broker transport failure" when a connection
+        // it is authenticating is torn down, e.g. while the group coordinator moves.
+        "Authentication failed",
         "SSL handshake failed",
         "certificate verify failed",
     ] {
@@ -497,19 +558,7 @@ fn serve_without_the_sasl_properties_stops_with_a_clear_error() {
     let args = refused_serve_args(&sasl.bootstrap, "sasl-none", &topics);
     // A wrong password is refused the same way.
     let mut wrong = args.clone();
-    wrong.extend(
-        sasl.properties
-            .iter()
-            .map(|(k, v)| {
-                let v = if k == "sasl.password" {
-                    "not-the-password"
-                } else {
-                    v
-                };
-                format!("{k}={v}")
-            })
-            .flat_map(|p| ["--kafka-property".to_string(), p]),
-    );
+    wrong.extend(sasl.flags_with_a_wrong_password());
     assert_refused("serve-no-sasl", &args, dir.path());
     // The error carries librdkafka's reason.
     let log = assert_refused("serve-wrong-password", &wrong, dir.path());
@@ -628,4 +677,57 @@ fn serve_on_the_tls_listener_without_trusting_its_ca_stops_with_a_clear_error() 
     );
     // Plaintext against the TLS port: the broker never answers in a way the client accepts.
     assert_refused("serve-tls-plaintext", &args, dir.path());
+}
+
+#[test]
+fn provide_and_serve_through_a_sasl_ssl_listener_with_scram() {
+    let test = "provide and serve through a SASL_SSL listener (SCRAM-SHA-512)";
+    let Some(listener) = Listener::sasl_ssl_from_env(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = unique("scram");
+    let (csv, alcohol) = synthetic_csv(dir.path(), 700);
+    let model = regression_model(dir.path());
+    let topics = Topics::new(&base);
+    let n = 2_000u64;
+    // Every client kind once more: the Kafka model store (its producer and reader) and, in
+    // exactly-once mode, the transactional producer.
+    let mut extra = listener.flags();
+    extra.extend(
+        [
+            "--store",
+            "kafka",
+            "--store-topic",
+            &format!("{base}-store"),
+            "--processing",
+            "exactly-once",
+        ]
+        .map(String::from),
+    );
+    let (mut server, http) = serve(
+        "scram-1",
+        &listener.bootstrap,
+        &unique("scram-group"),
+        &topics,
+        &extra,
+        dir.path(),
+    );
+    let reader = listener.reader(&topics.results, true);
+    provide(&listener, &topics, (&csv, WINE), &[&model], n, dir.path());
+    let got = read_results(&reader, WINE, n, &mut server, "through SASL_SSL");
+    assert_regression(&got, &alcohol, "through SASL_SSL");
+    wait_model_and_instance(http, "scram-1", n);
+    let status = server.terminate();
+    assert!(status.success(), "SASL_SSL server: {}", server.describe());
+    assert_no_client_failures(&server.stderr(), "the SASL_SSL server");
+
+    // A wrong password: TLS is fine, the SCRAM exchange fails, and the server says so.
+    let mut wrong = refused_serve_args(&listener.bootstrap, "scram-wrong", &Topics::new(&base));
+    wrong.extend(listener.flags_with_a_wrong_password());
+    let log = assert_refused("serve-scram-wrong-password", &wrong, dir.path());
+    assert!(
+        log.contains("SASL authentication error"),
+        "a wrong SCRAM password: the error does not carry librdkafka's reason:\n{log}"
+    );
 }

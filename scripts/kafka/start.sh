@@ -17,6 +17,10 @@
 # localhost are made at each start (openssl if installed, else Java's keytool) in the
 # workdir. The address goes to $KAFKA_RUN_DIR/ssl-bootstrap, the CA certificate (PEM, what
 # clients trust: ssl.ca.location) to $KAFKA_RUN_DIR/ca.pem.
+#
+# And with SASL_SSL (mechanism SCRAM-SHA-512, the same user and certificate) on a fourth port
+# (KAFKA_SASL_SSL_PORT, else a free one), as managed clusters are usually reached; its address
+# goes to $KAFKA_RUN_DIR/sasl-ssl-bootstrap.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -58,6 +62,8 @@ SASL_PORT="${KAFKA_SASL_PORT:-$(free_port)}"
 while [[ "$SASL_PORT" == "$PORT" || "$SASL_PORT" == "$CONTROLLER_PORT" ]]; do SASL_PORT="$(free_port)"; done
 SSL_PORT="${KAFKA_SSL_PORT:-$(free_port)}"
 while [[ "$SSL_PORT" == "$PORT" || "$SSL_PORT" == "$CONTROLLER_PORT" || "$SSL_PORT" == "$SASL_PORT" ]]; do SSL_PORT="$(free_port)"; done
+SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-$(free_port)}"
+while [[ " $PORT $CONTROLLER_PORT $SASL_PORT $SSL_PORT " == *" $SASL_SSL_PORT "* ]]; do SASL_SSL_PORT="$(free_port)"; done
 SASL_USERNAME="${KAFKA_SASL_USERNAME:-flowstage}"
 SASL_PASSWORD="${KAFKA_SASL_PASSWORD:-flowstage-secret}"
 if [[ ! "$SASL_USERNAME$SASL_PASSWORD" =~ ^[A-Za-z0-9._-]+$ ]]; then
@@ -70,7 +76,8 @@ mkdir -p "$KAFKA_RUN_DIR" "$WORKDIR/data"
 CONFIG="$WORKDIR/server.properties"
 
 # A throwaway CA and the broker's certificate (valid for 127.0.0.1 and localhost, 30 days),
-# in $WORKDIR/tls; sets SSL_PROPS, the SSL listener's keystore settings.
+# in $WORKDIR/tls; sets SSL_PROPS, the SSL listener's keystore settings (the SASL_SSL listener
+# uses the same keystore).
 make_certificates() {
     local tls="$WORKDIR/tls" log="$WORKDIR/tls/certificates.log"
     mkdir -p "$tls"
@@ -147,15 +154,20 @@ cat >"$CONFIG" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$SSL_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$SSL_PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$SSL_PORT,SASL_SSL://127.0.0.1:$SASL_SSL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT,SSL://127.0.0.1:$SSL_PORT,SASL_SSL://127.0.0.1:$SASL_SSL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL
 $SSL_PROPS
 listener.name.ssl.ssl.client.auth=none
-sasl.enabled.mechanisms=PLAIN
+${SSL_PROPS//listener.name.ssl./listener.name.sasl_ssl.}
+listener.name.sasl_ssl.ssl.client.auth=none
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USERNAME="$SASL_PASSWORD";
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 log.dirs=$WORKDIR/data
 num.partitions=1
 auto.create.topics.enable=true
@@ -173,7 +185,10 @@ if [[ -n "${KAFKA_SERVER_PROPERTIES:-}" ]]; then
 fi
 
 CLUSTER_ID="$(kafka_tool kafka.tools.StorageTool random-uuid)"
-kafka_tool kafka.tools.StorageTool format -t "$CLUSTER_ID" -c "$CONFIG" >"$WORKDIR/format.log" 2>&1 || {
+# The SCRAM user of the SASL_SSL listener goes into the metadata log when it is formatted.
+kafka_tool kafka.tools.StorageTool format -t "$CLUSTER_ID" -c "$CONFIG" \
+    --add-scram "SCRAM-SHA-512=[name=$SASL_USERNAME,password=$SASL_PASSWORD]" \
+    >"$WORKDIR/format.log" 2>&1 || {
     echo "start.sh: formatting KRaft storage failed:" >&2
     cat "$WORKDIR/format.log" >&2
     exit 1
@@ -182,5 +197,6 @@ kafka_tool kafka.tools.StorageTool format -t "$CLUSTER_ID" -c "$CONFIG" >"$WORKD
 launch_broker "$CONFIG" "$WORKDIR" "127.0.0.1:$PORT" start.sh
 echo "127.0.0.1:$SASL_PORT" >"$KAFKA_RUN_DIR/sasl-bootstrap"
 echo "127.0.0.1:$SSL_PORT" >"$KAFKA_RUN_DIR/ssl-bootstrap"
+echo "127.0.0.1:$SASL_SSL_PORT" >"$KAFKA_RUN_DIR/sasl-ssl-bootstrap"
 cp "$WORKDIR/tls/ca.pem" "$KAFKA_RUN_DIR/ca.pem"
 echo "127.0.0.1:$PORT"

@@ -27,7 +27,8 @@ else
     echo "stop.sh: pid $PID was not running" >&2
 fi
 rm -f "$PID_FILE" "$KAFKA_RUN_DIR/bootstrap" "$KAFKA_RUN_DIR/sasl-bootstrap" \
-    "$KAFKA_RUN_DIR/ssl-bootstrap" "$KAFKA_RUN_DIR/ca.pem" "$KAFKA_RUN_DIR/workdir"
+    "$KAFKA_RUN_DIR/ssl-bootstrap" "$KAFKA_RUN_DIR/sasl-ssl-bootstrap" "$KAFKA_RUN_DIR/ca.pem" \
+    "$KAFKA_RUN_DIR/workdir"
 if [[ -n "$WORKDIR" && -d "$WORKDIR" && "$WORKDIR" == *flowstage-kafka.* && "${KAFKA_KEEP_WORKDIR:-0}" != 1 ]]; then
     rm -rf "$WORKDIR"
 fi
