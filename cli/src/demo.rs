@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use flowstage_model::pb::{ModelDescriptor, ServingResult, WineRecord};
 use flowstage_stages::kafka::{
-    shutdown_signal, EmbeddedBroker, EmbeddedBrokerConfig, KafkaConnection,
+    shutdown_signal, ClientLog, EmbeddedBroker, EmbeddedBrokerConfig, KafkaConnection,
 };
 use flowstage_stages::serving::{ModelStats, ServingState};
 use flowstage_stages::wine::instances::DEFAULT_INSTANCES_TOPIC;
@@ -141,13 +141,13 @@ async fn print_scores(
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let consumer: StreamConsumer = kafka
+    let consumer: StreamConsumer<ClientLog> = kafka
         .client_config()
         .set("group.id", "flowstage-demo-viewer")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "latest")
         .set("fetch.wait.max.ms", "10")
-        .create()
+        .create_with_context(ClientLog)
         .context("cannot create the results viewer")?;
     consumer
         .subscribe(&[&topic])

@@ -108,7 +108,9 @@ struct MarkOnDelivery {
     shared: Arc<Shared>,
 }
 
-impl ClientContext for MarkOnDelivery {}
+impl ClientContext for MarkOnDelivery {
+    super::client_log::forward_client_log!();
+}
 
 impl ProducerContext for MarkOnDelivery {
     type DeliveryOpaque = Arc<Pending>;

@@ -397,7 +397,9 @@ pub struct SourceContext {
     shared: Arc<Shared>,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    super::client_log::forward_client_log!();
+}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -604,7 +606,11 @@ pub(crate) fn message_stream(
                     break;
                 }
                 Err(ClientError::PartitionEOF(_)) => {}
-                Err(e) => tracing::warn!(error = %e, "kafka: consumer error (continuing)"),
+                Err(e) => super::client_log::at_level!(
+                    super::client_log::error_level(&e),
+                    error = %e,
+                    "kafka: consumer error (continuing)"
+                ),
             }
         }
         tracing::debug!("kafka: consumer source completed");

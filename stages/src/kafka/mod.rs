@@ -46,6 +46,7 @@
 //! - Sync commits run on tokio's blocking pool; a revocation callback that
 //!   finds a commit in progress waits for it.
 
+pub(crate) mod client_log;
 mod commit;
 mod committer;
 mod committing;
@@ -60,6 +61,7 @@ mod shutdown;
 mod tracker;
 pub mod transactional;
 
+pub use client_log::ClientLog;
 pub use committer::{CommitStats, Committer, CommitterSettings};
 pub use committing::committable_sink;
 pub use connection::KafkaConnection;

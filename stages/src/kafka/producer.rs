@@ -11,6 +11,7 @@ use rdkafka::util::IntoOpaque;
 use rdkafka::util::Timeout;
 use tokio::sync::Semaphore;
 
+use super::client_log::ClientLog;
 use super::consumer::{Committable, CommittableOffset};
 use super::error::KafkaStageError;
 
@@ -223,7 +224,7 @@ struct Gauge {
 /// a record cannot be delivered. Cheap to clone (one client).
 #[derive(Clone)]
 pub struct KafkaProducer {
-    producer: Arc<FutureProducer>,
+    producer: Arc<FutureProducer<ClientLog>>,
     permits: Arc<Semaphore>,
     max_in_flight: usize,
     queue_timeout: Duration,
@@ -248,7 +249,8 @@ impl KafkaProducer {
                 reason: "must be at least 1".into(),
             });
         }
-        let producer: Arc<FutureProducer> = Arc::new(settings.client_config().create()?);
+        let producer: Arc<FutureProducer<ClientLog>> =
+            Arc::new(settings.client_config().create_with_context(ClientLog)?);
         super::keeper::watch(&producer, &settings.bootstrap_servers);
         Ok(KafkaProducer {
             producer,
@@ -373,7 +375,7 @@ impl KafkaProducer {
     }
 
     /// The underlying client.
-    pub fn client(&self) -> &FutureProducer {
+    pub fn client(&self) -> &FutureProducer<ClientLog> {
         &self.producer
     }
 }

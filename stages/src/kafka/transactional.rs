@@ -246,7 +246,9 @@ struct TxnContext {
     deliveries: Arc<Deliveries>,
 }
 
-impl ClientContext for TxnContext {}
+impl ClientContext for TxnContext {
+    super::client_log::forward_client_log!();
+}
 
 impl ProducerContext for TxnContext {
     type DeliveryOpaque = usize;

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
@@ -12,7 +11,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{ModelStore, StoreError};
-use crate::kafka::KafkaConnection;
+use crate::kafka::{ClientLog, KafkaConnection};
 
 /// The largest entry the Kafka store writes by default (64 MiB): the
 /// changelog topic's `max.message.bytes` and the producer's
@@ -32,7 +31,7 @@ pub struct KafkaStore {
     kafka: KafkaConnection,
     topic: String,
     max_message_bytes: usize,
-    producer: FutureProducer,
+    producer: FutureProducer<ClientLog>,
 }
 
 impl std::fmt::Debug for KafkaStore {
@@ -72,12 +71,12 @@ impl KafkaStore {
             )));
         }
         create_topic(&kafka, topic, max_message_bytes).await?;
-        let producer: FutureProducer = kafka
+        let producer: FutureProducer<ClientLog> = kafka
             .client_config()
             .set("message.max.bytes", max_message_bytes.to_string())
             .set("acks", "all")
             .set("linger.ms", "0")
-            .create()?;
+            .create_with_context(ClientLog)?;
         Ok(KafkaStore {
             kafka,
             topic: topic.to_string(),
@@ -99,7 +98,9 @@ async fn create_topic(
 ) -> Result<(), StoreError> {
     let (mut config, t) = (kafka.client_config(), topic.to_string());
     let exists = tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = config.set("allow.auto.create.topics", "false").create()?;
+        let c: BaseConsumer<ClientLog> = config
+            .set("allow.auto.create.topics", "false")
+            .create_with_context(ClientLog)?;
         let md = c.fetch_metadata(Some(&t), Duration::from_secs(10))?;
         Ok::<_, StoreError>(
             md.topics()
@@ -112,7 +113,7 @@ async fn create_topic(
     if exists {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
+    let admin: AdminClient<ClientLog> = kafka.client_config().create_with_context(ClientLog)?;
     let max = max_bytes.to_string();
     let t = NewTopic::new(topic, 1, TopicReplication::Fixed(1))
         .set("cleanup.policy", "compact")
@@ -180,7 +181,7 @@ impl ModelStore for KafkaStore {
 
     fn load_raw(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let max = self.max_message_bytes;
-        let consumer: BaseConsumer = self
+        let consumer: BaseConsumer<ClientLog> = self
             .kafka
             .client_config()
             .set(
@@ -193,7 +194,7 @@ impl ModelStore for KafkaStore {
             .set("max.partition.fetch.bytes", max.to_string())
             .set("receive.message.max.bytes", (max + 1024 * 1024).to_string())
             .set("fetch.wait.max.ms", "50")
-            .create()?;
+            .create_with_context(ClientLog)?;
         let timeout = Duration::from_secs(10);
         let md = consumer.fetch_metadata(Some(&self.topic), timeout)?;
         let partitions: Vec<i32> = md
@@ -231,7 +232,12 @@ impl ModelStore for KafkaStore {
             let m = match m {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!(error = %e, topic = self.topic, "model store consumer error (continuing)");
+                    crate::kafka::client_log::at_level!(
+                        crate::kafka::client_log::error_level(&e),
+                        error = %e,
+                        topic = self.topic,
+                        "model store consumer error (continuing)"
+                    );
                     continue;
                 }
             };

@@ -141,14 +141,13 @@ pub async fn ensure_topics(
     layout: &[(&str, i32, bool)],
 ) -> Result<(), WineError> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
     use rdkafka::consumer::Consumer;
     use rdkafka::error::RDKafkaErrorCode;
 
     let kafka: KafkaConnection = kafka.into();
-    let admin: AdminClient<DefaultClientContext> = kafka
+    let admin: AdminClient<crate::kafka::ClientLog> = kafka
         .client_config()
-        .create()
+        .create_with_context(crate::kafka::ClientLog)
         .map_err(KafkaStageError::Client)?;
     // Only the missing ones: listing is cheap everywhere, creating is not
     // supported by every broker.

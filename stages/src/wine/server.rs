@@ -50,7 +50,7 @@ use flowstage::prelude::*;
 use flowstage_model::pb::{ModelDescriptor, ServingResult, WineRecord};
 use flowstage_model::{FieldMapping, ModelRegistry, ModelsDir, Record};
 use prost::Message as _;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -59,7 +59,6 @@ use tokio::sync::watch;
 use super::instances::{InstanceDirectory, InstanceInfo, DEFAULT_INSTANCES_TOPIC};
 use super::{ensure_topics, Topics, WineError, DEFAULT_PARTITIONS, DLQ_REASON_HEADER};
 use crate::http::{self, HttpServer};
-use crate::kafka::KafkaConnection;
 use crate::kafka::{
     committable_sink, committable_source, run_until_within, CommitStats, CommittableMessage,
     CommittableOffset, CommitterSettings, ConsumerSettings, KafkaProducer, KafkaStageError,
@@ -68,6 +67,7 @@ use crate::kafka::{
 use crate::kafka::{
     transactional_id, transactional_sink, Processing, TransactionStats, TransactionalSettings,
 };
+use crate::kafka::{ClientLog, KafkaConnection};
 use crate::serving::{
     now_ms, ModelMessage, RegistryLoader, ServingConfig, ServingRecord, ServingStage, ServingState,
 };
@@ -430,15 +430,15 @@ async fn read_from_beginning(
     group: String,
     topic: &str,
     mut on_missing: impl FnMut(),
-) -> Result<(Arc<StreamConsumer>, Vec<(i32, i64)>), KafkaStageError> {
-    let consumer: StreamConsumer = kafka
+) -> Result<(Arc<StreamConsumer<ClientLog>>, Vec<(i32, i64)>), KafkaStageError> {
+    let consumer: StreamConsumer<ClientLog> = kafka
         .client_config()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", "100")
         .set("socket.nagle.disable", "true")
-        .create()?;
+        .create_with_context(ClientLog)?;
     let consumer = Arc::new(consumer);
     crate::kafka::keeper::watch(&consumer, &kafka.brokers);
     let mut warned = false;
@@ -582,7 +582,11 @@ fn model_source(
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "model consumer error (continuing)"),
+                Err(e) => crate::kafka::client_log::at_level!(
+                    crate::kafka::client_log::error_level(&e),
+                    error = %e,
+                    "model consumer error (continuing)"
+                ),
             }
         }
     };
@@ -598,7 +602,7 @@ struct ModelFeed {
     position: watch::Sender<Option<(BTreeMap<i32, i64>, u64)>>,
     /// The client that asks for the end offsets, made on first use and kept
     /// (a sync is one round trip, not a new connection).
-    client: Mutex<Option<Arc<rdkafka::consumer::BaseConsumer>>>,
+    client: Mutex<Option<Arc<rdkafka::consumer::BaseConsumer<ClientLog>>>>,
 }
 
 impl std::fmt::Debug for ModelFeed {
@@ -637,7 +641,10 @@ impl ModelFeed {
 
 /// Every partition of `topic` with its end offset (blocking client calls);
 /// none if the topic does not exist.
-fn partition_ends(c: &impl Consumer, topic: &str) -> KafkaResult<Vec<(i32, i64)>> {
+fn partition_ends<C: ConsumerContext>(
+    c: &impl Consumer<C>,
+    topic: &str,
+) -> KafkaResult<Vec<(i32, i64)>> {
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(5))?;
     let partitions: Vec<i32> = md
         .topics()
@@ -661,11 +668,11 @@ async fn end_offsets(feed: &ModelFeed) -> Result<Vec<(i32, i64)>, KafkaStageErro
         match slot.as_ref() {
             Some(c) => c.clone(),
             None => {
-                let c: rdkafka::consumer::BaseConsumer = feed
+                let c: rdkafka::consumer::BaseConsumer<ClientLog> = feed
                     .kafka
                     .client_config()
                     .set("socket.nagle.disable", "true")
-                    .create()
+                    .create_with_context(ClientLog)
                     .map_err(KafkaStageError::Client)?;
                 let c = Arc::new(c);
                 *slot = Some(c.clone());
