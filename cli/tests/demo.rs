@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{banner_http, http_get, note, Proc};
+use common::{banner_http, http_get, note, number_before, Proc};
 
 /// Bounds every wait (a guard against hangs only, never a timing assertion).
 const HANG_GUARD: Duration = Duration::from_secs(180);
@@ -21,16 +21,6 @@ struct ServerLine {
     results: u64,
     dead_letters: u64,
     committed: u64,
-}
-
-/// The number before `word` in `line` (`"12 records"` → 12).
-fn number_before(line: &str, word: &str) -> u64 {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    words
-        .windows(2)
-        .find(|w| w[1].trim_end_matches(',') == word)
-        .and_then(|w| w[0].parse().ok())
-        .unwrap_or_else(|| panic!("no count of {word:?} in {line:?}"))
 }
 
 /// Checks what a demo that exited prints on the way out, and returns its server counts.

@@ -617,41 +617,59 @@ fn assert_refused(name: &str, args: &[String], dir: &Path) -> String {
     log
 }
 
+/// Through `listener`: a server with the Kafka model store (one more client, its own producer
+/// and reader) and `extra` flags, the provider, 2,000 records each scored by the model, the
+/// model and the instance on the HTTP state, a clean stop, no client failure in its log. Returns
+/// the run's topic base name.
+fn provide_and_serve_through(
+    listener: &Listener,
+    name: &str,
+    extra: &[&str],
+    read_committed: bool,
+    dir: &Path,
+) -> String {
+    let base = unique(name);
+    let (csv, alcohol) = synthetic_csv(dir, 700);
+    let model = regression_model(dir);
+    let topics = Topics::new(&base);
+    let n = 2_000u64;
+    let mut flags = listener.flags();
+    flags.extend(["--store".to_string(), "kafka".to_string()]);
+    flags.extend(["--store-topic".to_string(), format!("{base}-store")]);
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let id = format!("{name}-1");
+    let (mut server, http) = serve(
+        &id,
+        &listener.bootstrap,
+        &unique(&format!("{name}-group")),
+        &topics,
+        &flags,
+        dir,
+    );
+    let reader = listener.reader(&topics.results, read_committed);
+    provide(listener, &topics, (&csv, WINE), &[&model], n, dir);
+    let what = format!("through the {} listener", listener.kind);
+    let got = read_results(&reader, WINE, n, &mut server, &what);
+    assert_regression(&got, &alcohol, &what);
+    wait_model_and_instance(http, &id, n);
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "{} server: {}",
+        listener.kind,
+        server.describe()
+    );
+    assert_no_client_failures(&server.stderr(), &format!("the {} server", listener.kind));
+    base
+}
+
 #[test]
 fn provide_and_serve_through_a_tls_listener() {
     let Some(tls) = Listener::ssl_from_env("provide and serve through a TLS listener") else {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let base = unique("tls");
-    let (csv, alcohol) = synthetic_csv(dir.path(), 700);
-    let model = regression_model(dir.path());
-    let topics = Topics::new(&base);
-    let n = 2_000u64;
-    // The Kafka model store too: one more client (its own producer and reader) over TLS.
-    let mut extra = tls.flags();
-    extra.extend([
-        "--store".to_string(),
-        "kafka".to_string(),
-        "--store-topic".to_string(),
-        format!("{base}-store"),
-    ]);
-    let (mut server, http) = serve(
-        "tls-1",
-        &tls.bootstrap,
-        &unique("tls-group"),
-        &topics,
-        &extra,
-        dir.path(),
-    );
-    let reader = tls.reader(&topics.results, false);
-    provide(&tls, &topics, (&csv, WINE), &[&model], n, dir.path());
-    let got = read_results(&reader, WINE, n, &mut server, "through TLS");
-    assert_regression(&got, &alcohol, "through TLS");
-    wait_model_and_instance(http, "tls-1", n);
-    let status = server.terminate();
-    assert!(status.success(), "TLS server: {}", server.describe());
-    assert_no_client_failures(&server.stderr(), "the TLS server");
+    provide_and_serve_through(&tls, "tls", &[], false, dir.path());
 }
 
 #[test]
@@ -686,41 +704,9 @@ fn provide_and_serve_through_a_sasl_ssl_listener_with_scram() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let base = unique("scram");
-    let (csv, alcohol) = synthetic_csv(dir.path(), 700);
-    let model = regression_model(dir.path());
-    let topics = Topics::new(&base);
-    let n = 2_000u64;
-    // Every client kind once more: the Kafka model store (its producer and reader) and, in
-    // exactly-once mode, the transactional producer.
-    let mut extra = listener.flags();
-    extra.extend(
-        [
-            "--store",
-            "kafka",
-            "--store-topic",
-            &format!("{base}-store"),
-            "--processing",
-            "exactly-once",
-        ]
-        .map(String::from),
-    );
-    let (mut server, http) = serve(
-        "scram-1",
-        &listener.bootstrap,
-        &unique("scram-group"),
-        &topics,
-        &extra,
-        dir.path(),
-    );
-    let reader = listener.reader(&topics.results, true);
-    provide(&listener, &topics, (&csv, WINE), &[&model], n, dir.path());
-    let got = read_results(&reader, WINE, n, &mut server, "through SASL_SSL");
-    assert_regression(&got, &alcohol, "through SASL_SSL");
-    wait_model_and_instance(http, "scram-1", n);
-    let status = server.terminate();
-    assert!(status.success(), "SASL_SSL server: {}", server.describe());
-    assert_no_client_failures(&server.stderr(), "the SASL_SSL server");
+    // Exactly-once too: the transactional producer is one more client kind.
+    let exactly_once = ["--processing", "exactly-once"];
+    let base = provide_and_serve_through(&listener, "scram", &exactly_once, true, dir.path());
 
     // A wrong password: TLS is fine, the SCRAM exchange fails, and the server says so.
     let mut wrong = refused_serve_args(&listener.bootstrap, "scram-wrong", &Topics::new(&base));

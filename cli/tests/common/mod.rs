@@ -398,6 +398,16 @@ impl Drop for Proc {
     }
 }
 
+/// The number before `word` in a summary line (`"12 records consumed"`, `"records"` → 12).
+pub fn number_before(line: &str, word: &str) -> u64 {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words
+        .windows(2)
+        .find(|w| w[1].trim_end_matches(',') == word)
+        .and_then(|w| w[0].parse().ok())
+        .unwrap_or_else(|| panic!("no count of {word:?} in {line:?}"))
+}
+
 /// A `flowstage broker` child (logging into `dir`) and the bootstrap address it printed.
 pub fn start_broker(dir: &Path) -> (Proc, String) {
     let mut broker = Proc::spawn("broker", &["broker".to_string()], dir);
@@ -451,19 +461,11 @@ impl Serve {
             .cloned()
             .unwrap_or_else(|| panic!("no summary line: {}", self.proc.describe()));
         // "… stopped: N records consumed, M results produced, D dead letters, …"
-        let number_before = |word: &str| -> u64 {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            words
-                .windows(2)
-                .find(|w| w[1].trim_end_matches(',') == word)
-                .and_then(|w| w[0].parse().ok())
-                .unwrap_or_else(|| panic!("no count of {word:?} in {line:?}"))
-        };
         Summary {
-            records: number_before("records"),
-            results: number_before("results"),
-            dead_letters: number_before("dead"),
-            committed: number_before("offsets"),
+            records: number_before(&line, "records"),
+            results: number_before(&line, "results"),
+            dead_letters: number_before(&line, "dead"),
+            committed: number_before(&line, "offsets"),
         }
     }
 }

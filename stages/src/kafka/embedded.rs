@@ -10,10 +10,14 @@
 use std::future::Future;
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use rdkafka::bindings as rd;
+use rdkafka::client::Client;
 use rdkafka::mocking::MockCluster;
-use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr, RDKafkaType};
 
+use super::client_log::ClientLog;
 use super::error::KafkaStageError;
 
 /// A topic to create.
@@ -45,14 +49,17 @@ pub struct EmbeddedBrokerConfig {
     pub brokers: i32,
     /// Topics created at start.
     pub topics: Vec<TopicSpec>,
+    /// How long a new consumer group waits for more members before its first
+    /// assignment (Kafka's `group.initial.rebalance.delay.ms`). Zero by
+    /// default: the first consumer gets its partitions at once (librdkafka's
+    /// mock, like Kafka, waits 3 s, which every demo start and every test
+    /// that joins a group would pay).
+    pub initial_rebalance_delay: Duration,
 }
 
 impl Default for EmbeddedBrokerConfig {
     fn default() -> Self {
-        EmbeddedBrokerConfig {
-            brokers: 1,
-            topics: Vec::new(),
-        }
+        EmbeddedBrokerConfig::new(1)
     }
 }
 
@@ -62,7 +69,14 @@ impl EmbeddedBrokerConfig {
         EmbeddedBrokerConfig {
             brokers,
             topics: Vec::new(),
+            initial_rebalance_delay: Duration::ZERO,
         }
+    }
+
+    /// Sets [`initial_rebalance_delay`](Self::initial_rebalance_delay).
+    pub fn initial_rebalance_delay(mut self, delay: Duration) -> Self {
+        self.initial_rebalance_delay = delay;
+        self
     }
 
     /// Adds a topic.
@@ -109,6 +123,17 @@ fn create(
         .map_err(KafkaStageError::Client)
 }
 
+/// A client that owns a mock cluster of `brokers` brokers.
+fn mock_client(brokers: i32) -> Result<Client<ClientLog>, KafkaStageError> {
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("test.mock.num.brokers", brokers.to_string());
+    let native = config
+        .create_native_config()
+        .map_err(KafkaStageError::Client)?;
+    Client::new(&config, native, RDKafkaType::RD_KAFKA_PRODUCER, ClientLog)
+        .map_err(KafkaStageError::Client)
+}
+
 impl EmbeddedBroker {
     /// Starts the mock cluster and creates the configured topics.
     pub fn start(config: EmbeddedBrokerConfig) -> Result<Self, KafkaStageError> {
@@ -123,13 +148,30 @@ impl EmbeddedBroker {
         let thread = std::thread::Builder::new()
             .name("flowstage-mock-kafka".into())
             .spawn(move || {
-                let cluster = match MockCluster::new(config.brokers) {
+                // The cluster belongs to a client of ours (rather than to
+                // rdkafka's `MockCluster::new`), whose handle also reaches the
+                // mock's settings that rdkafka does not wrap.
+                let client = match mock_client(config.brokers) {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(KafkaStageError::Client(e)));
+                        let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
+                let Some(cluster) = client.mock_cluster() else {
+                    let _ = ready_tx.send(Err(KafkaStageError::Embedded(
+                        "librdkafka made no mock cluster".into(),
+                    )));
+                    return;
+                };
+                let delay_ms =
+                    i32::try_from(config.initial_rebalance_delay.as_millis()).unwrap_or(i32::MAX);
+                // SAFETY: the client, and so its mock cluster, lives until the
+                // end of this thread.
+                unsafe {
+                    let mock = rd::rd_kafka_handle_mock_cluster(client.native_ptr());
+                    rd::rd_kafka_mock_group_initial_rebalance_delay_ms(mock, delay_ms);
+                }
                 for t in &config.topics {
                     if let Err(e) = create(&cluster, t) {
                         let _ = ready_tx.send(Err(e));
@@ -157,6 +199,7 @@ impl EmbeddedBroker {
                     }
                 }
                 drop(cluster);
+                drop(client);
             })
             .map_err(|e| {
                 KafkaStageError::Embedded(format!("cannot start the broker thread: {e}"))
