@@ -1129,9 +1129,10 @@ impl Server {
         ));
         let outcome = run_until_within(&control, done, shutdown, config.shutdown_timeout).await;
         progress.abort();
-        let _ = progress.await; // it holds a committer handle
-                                // The rest of the stop is bounded as well: when the drain ran out of
-                                // time the broker is probably away, and these steps talk to it too.
+        // Awaited, so its committer handle is gone before the committer closes.
+        let _ = progress.await;
+        // The rest of the stop is bounded as well: when the drain ran out of
+        // time the broker is probably away, and these steps talk to it too.
         let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
         let late = |what: &str| tracing::warn!("{what} did not finish before the shutdown timeout");
         // The stage stopped (its last snapshot is published): store it.
