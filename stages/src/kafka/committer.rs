@@ -153,7 +153,9 @@ impl Committer {
     }
 
     /// Drops this handle. When it is the last one, also waits for the
-    /// committer's last commit and for its task to end; the task holds the
+    /// committer's last commit (at most the consumer's
+    /// [`commit_timeout`](super::ConsumerSettings::commit_timeout)) and for
+    /// its task to end; the task holds the
     /// consumer, so once `close` returns the consumer is closed unless other
     /// owners keep it (dropping the last handle instead lets the task finish
     /// in the background, maybe after the caller stopped the broker).
