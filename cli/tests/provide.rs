@@ -381,7 +381,7 @@ fn stops_cleanly_on_sigterm() {
         String::from_utf8_lossy(&out.stderr)
     );
     let summary = stdout(&out);
-    assert!(summary.contains("stopped by signal"), "{summary:?}");
+    assert!(summary.contains("stopped on request"), "{summary:?}");
     let n = summary_records(summary.trim());
     assert!(n >= 1);
     // Every record it reports acknowledged is in the topic, keys 0..n, each once.

@@ -206,7 +206,8 @@ pub struct ProviderSummary {
     pub elapsed: Duration,
     /// Records per second, from the first record sent to the last acknowledged.
     pub rate: f64,
-    /// Whether the run was stopped by the shutdown signal.
+    /// Whether the run was stopped by its shutdown future (a signal, the
+    /// demo's `--duration`) rather than by its count.
     pub interrupted: bool,
     /// Records still unacknowledged when the drain timeout passed (after a shutdown).
     pub unacknowledged: u64,
@@ -224,7 +225,7 @@ impl std::fmt::Display for ProviderSummary {
             self.rate
         )?;
         if self.interrupted {
-            write!(f, ", stopped by signal")?;
+            write!(f, ", stopped on request")?;
         }
         if self.unacknowledged > 0 {
             write!(f, ", {} records unacknowledged", self.unacknowledged)?;
