@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (README's second command; .ci/run calls exactly this).
-# Format, lints, then every test of the workspace (unit, integration, doc-tests),
+# Format, lints, API docs, then every test of the workspace (unit, integration, doc-tests),
 # with a real Apache Kafka (fetched from Maven Central by scripts/kafka/) for the
 # end-to-end Kafka tests. Without Java/Maven those tests say SKIPPED and pass.
 set -euo pipefail
@@ -11,6 +11,10 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Public items are documented (missing_docs) and their links resolve.
+echo "== cargo doc (-D warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 # Real Apache Kafka for the end-to-end suite, stopped on exit whatever happens.
 if [[ -z "${FLOWSTAGE_KAFKA_BOOTSTRAP:-}" && "${FLOWSTAGE_NO_KAFKA:-}" != 1 ]]; then

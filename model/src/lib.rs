@@ -56,6 +56,6 @@ pub use batch::{MapRef, OutputRef, ScoreBatch};
 pub use error::ModelError;
 pub use location::ModelsDir;
 pub use model::{DataKind, FieldDesc, MappedModel, Model, ModelType};
-pub use record::{FieldMapping, Record, Value};
+pub use record::{FieldMapping, Record, Value, WINE_FIELDS};
 pub use registry::{detect_type, LoadOptions, ModelFactory, ModelRegistry, ModelSource};
 pub use score::{argmax, OutputValue, Score};
