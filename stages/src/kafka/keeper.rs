@@ -9,6 +9,14 @@
 //! producer waiting for a partition leader and its consumer for a group
 //! coordinator.
 //!
+//! Where (librdkafka 2.12.1, `src/rdkafka_metadata.c`): the parser rejects a
+//! response only when it has neither brokers nor topics (`broker_cnt == 0 &&
+//! topic_cnt == 0`, "should retry"); one with topics and no broker goes on to
+//! `rd_kafka_metadata_decommission_unavailable_brokers`, which removes every
+//! broker, learned or bootstrap, whose id the response does not list: all of
+//! them. Worth reporting upstream (skip the decommission when `broker_cnt` is
+//! 0); this module is the workaround until then.
+//!
 //! [`watch`] watches a client: when it has known brokers and then has
 //! none for a few seconds, it adds `bootstrap.servers` again, which makes the
 //! client connect and fetch metadata as at start-up.
