@@ -355,7 +355,8 @@ async fn closing_the_last_committer_handle_waits_for_its_last_commit() {
     .unwrap();
     assert!(rx.borrow().is_empty(), "committed early: {:?}", rx.borrow());
     assert_eq!(committer.stats().marked, 25);
-    // `close` returns once the last commit is made, not some time later.
+    // `close` returns once the last commit is made, not some time later
+    // (after the sink's handle is gone too).
     guard("close", committer.close()).await;
     assert_eq!(rx.borrow().last(), Some(&25), "{:?}", rx.borrow());
     control.stop();

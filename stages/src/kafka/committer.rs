@@ -8,7 +8,7 @@ use flowstage::{Completion, Sink, SinkStage, StreamError};
 use futures::StreamExt;
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::consumer::{Committable, CommittableOffset, ConsumerControl};
 use super::error::KafkaStageError;
@@ -113,8 +113,9 @@ type FlushReply = oneshot::Sender<Result<CommitStats, Arc<KafkaStageError>>>;
 pub struct Committer {
     inner: Arc<Inner>,
     flush_tx: mpsc::Sender<FlushReply>,
-    /// The committer task, awaited by the last handle to [`close`](Committer::close).
-    task: Arc<tokio::task::JoinHandle<()>>,
+    /// Turns true when the committer task has ended (its last commit made,
+    /// its hold on the consumer released).
+    done: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Committer {
@@ -140,37 +141,36 @@ impl Committer {
             stats: Mutex::new(CommitStats::default()),
             failure: Mutex::new(None),
         });
-        let task = Arc::new(tokio::spawn(run(
-            inner.clone(),
-            settings.max_interval,
-            flush_rx,
-        )));
+        let (done_tx, done) = watch::channel(false);
+        let task = run(inner.clone(), settings.max_interval, flush_rx);
+        tokio::spawn(async move {
+            task.await; // drops its handle on the consumer
+            let _ = done_tx.send(true);
+        });
         Committer {
             inner,
             flush_tx,
-            task,
+            done,
         }
     }
 
-    /// Drops this handle. When it is the last one, also waits for the
-    /// committer's last commit (at most the consumer's
-    /// [`commit_timeout`](super::ConsumerSettings::commit_timeout)) and for
-    /// its task to end; the task holds the
-    /// consumer, so once `close` returns the consumer is closed unless other
-    /// owners keep it (dropping the last handle instead lets the task finish
-    /// in the background, maybe after the caller stopped the broker).
+    /// Drops this handle and waits until the committer has stopped: every
+    /// other handle dropped too (a sink's, once its stream ended), the last
+    /// commit made (at most the consumer's
+    /// [`commit_timeout`](super::ConsumerSettings::commit_timeout)) and the
+    /// task's hold on the consumer released. Dropping the handles instead
+    /// lets the committer finish in the background, maybe after the caller
+    /// has stopped the broker. Do not call it while keeping another handle:
+    /// it would wait for that one.
     pub async fn close(self) {
         let Committer {
             inner,
             flush_tx,
-            task,
+            mut done,
         } = self;
         drop((inner, flush_tx));
-        if let Some(task) = Arc::into_inner(task) {
-            if let Err(e) = task.await {
-                tracing::warn!(error = %e, "kafka: the committer task failed");
-            }
-        }
+        // An error: the task is gone without saying so (the runtime shut down).
+        let _ = done.wait_for(|d| *d).await;
     }
 
     /// Marks one record processed (its result was produced). Fails if an
