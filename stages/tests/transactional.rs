@@ -11,7 +11,10 @@
 //!    same `transactional.id` fences the dead producer, re-processes those
 //!    inputs, and the `read_committed` output has every input exactly once —
 //!    in input order and with messages reordered before the sink (a
-//!    transaction must then never commit records above a missing one).
+//!    transaction must then never commit records above a missing one);
+//! 3. a second member joining mid-stream (eager and cooperative-sticky
+//!    assignment): transactions aborted in place and their partitions read
+//!    again, every input still read exactly once.
 //!
 //! On the embedded (mock) broker, which accepts transactional requests
 //! without their semantics: the sink refuses it with a clear error.
@@ -132,20 +135,23 @@ fn start(
     max_batch: usize,
     max_interval: Duration,
     positions: Positions,
+    assignment_strategy: Option<&str>,
 ) -> EosPipeline {
     let hook = positions.clone();
-    let cs = ConsumerSettings::new(bootstrap, group, [input])
+    let mut cs = ConsumerSettings::new(bootstrap, group, [input])
         .set("isolation.level", "read_committed")
         .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "300")
-        .commit_on_revoke(false)
-        .on_commit(move |tp, pos| {
-            hook.last
-                .lock()
-                .expect("positions")
-                .insert(tp.partition, pos);
-            hook.changed.notify_waiters();
-        });
+        .set("heartbeat.interval.ms", "300");
+    if let Some(s) = assignment_strategy {
+        cs = cs.set("partition.assignment.strategy", s);
+    }
+    let cs = cs.commit_on_revoke(false).on_commit(move |tp, pos| {
+        hook.last
+            .lock()
+            .expect("positions")
+            .insert(tp.partition, pos);
+        hook.changed.notify_waiters();
+    });
     let (control, source) = committable_source(cs).expect("consumer").pre_materialize();
     let settings = TransactionalSettings::new(ProducerSettings::new(bootstrap), txn_id)
         .max_batch(max_batch)
@@ -274,6 +280,7 @@ async fn a_clean_run_is_read_exactly_once_and_commits_to_the_end() {
         700,
         Duration::from_secs(2),
         Positions::default(),
+        None,
     );
     p.wait_committed(n as i64).await;
     let stats = stop(p).await;
@@ -326,6 +333,7 @@ async fn crash_and_restart(b: &str, scramble: bool) {
         // No commit by time while the test looks at the open transaction.
         Duration::from_secs(450),
         Positions::default(),
+        None,
     );
     // Every message before the gate reached the log (two transactions
     // committed at ~1,000 and ~2,000 messages, the rest in the open one).
@@ -384,6 +392,7 @@ async fn crash_and_restart(b: &str, scramble: bool) {
         Duration::from_secs(2),
         // The committed positions of both runs.
         first_positions,
+        None,
     );
     second.wait_committed(n as i64).await;
     let stats = stop(second).await;
@@ -434,6 +443,171 @@ async fn a_crash_mid_transaction_is_invisible_and_reprocessed_after_a_restart() 
 async fn reordered_messages_are_still_exactly_once_after_a_crash() {
     let Some(b) = bootstrap() else { return };
     crash_and_restart(&b, true).await;
+}
+
+/// What a member of [`a_member_joining_mid_stream`] did over its lives.
+#[derive(Debug, Default)]
+struct MemberRuns {
+    /// Its stats, summed over its lives.
+    messages: u64,
+    committed: u64,
+    aborted: u64,
+    rewound: u64,
+    stale: u64,
+    /// The errors that ended a life (each followed by a restart).
+    failures: Vec<String>,
+}
+
+/// A second member joins the group while inputs arrive and transactions are
+/// open: the eager protocol revokes every partition, the cooperative one only
+/// some. The open transaction is aborted and its records read again in place
+/// (from the partitions' next owners, or here after a seek). When a member's
+/// stream fails instead (an error the transaction does not survive), it is
+/// restarted with the same `transactional.id`, as a supervisor would. Either
+/// way every input is read exactly once by `read_committed` and the committed
+/// offsets reach the end.
+async fn a_member_joining_mid_stream(b: &str, strategy: &str) {
+    let (input, output, group) = (
+        format!("eos-join-in-{}", unique()),
+        format!("eos-join-out-{}", unique()),
+        format!("eos-join-g-{}", unique()),
+    );
+    create_topics(b, &[&input, &output]).await;
+    let n = 12_000;
+    let positions = Positions::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let member = |name: &str| {
+        let (b, group, input, output) =
+            (b.to_string(), group.clone(), input.clone(), output.clone());
+        let (positions, strategy, txn) = (
+            positions.clone(),
+            strategy.to_string(),
+            format!("{name}-{}", unique()),
+        );
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut runs = MemberRuns::default();
+            loop {
+                let p = start(
+                    &b,
+                    &group,
+                    &txn,
+                    &input,
+                    &output,
+                    Gate { limit: usize::MAX },
+                    false,
+                    500,
+                    Duration::from_secs(1),
+                    positions.clone(),
+                    Some(&strategy),
+                );
+                let EosPipeline {
+                    control,
+                    mut done,
+                    handle,
+                    ..
+                } = p;
+                let stopping = async {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                let ended = tokio::select! {
+                    r = &mut done => Some(r),
+                    () = stopping => None,
+                };
+                let r = match ended {
+                    Some(r) => r,
+                    None => {
+                        control.stop();
+                        guard("a member to stop", done).await
+                    }
+                };
+                let _ = handle.await;
+                match r {
+                    Ok(s) => {
+                        runs.messages += s.messages;
+                        runs.committed += s.committed;
+                        runs.aborted += s.aborted;
+                        runs.rewound += s.rewound;
+                        runs.stale += s.stale;
+                    }
+                    Err(e) => runs.failures.push(e.to_string()),
+                }
+                let stopped = *stop.borrow();
+                if stopped {
+                    return runs;
+                }
+                assert!(runs.failures.len() < 5, "a member keeps failing: {runs:?}");
+            }
+        })
+    };
+    let wait_committed = |at_least: i64| {
+        let positions = positions.clone();
+        async move {
+            loop {
+                let notified = positions.changed.notified();
+                if positions.total() >= at_least {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    };
+    let first = member("join-a");
+    // Inputs keep arriving (about 4,000 a second), so transactions are open
+    // whenever the group rebalances.
+    let (b2, input2) = (b.to_string(), input.clone());
+    let feeder = tokio::spawn(async move {
+        for chunk in (0..n).step_by(400) {
+            produce_inputs(&b2, &input2, PARTITIONS, chunk..(chunk + 400).min(n)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    guard("1,000 input offsets committed", wait_committed(1_000)).await;
+    let second = member("join-b");
+    guard("the inputs produced", feeder).await.expect("feeder");
+    guard(
+        &format!("{n} input offsets committed"),
+        wait_committed(n as i64),
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    let a = guard("the first member", first)
+        .await
+        .expect("first member");
+    let b_runs = guard("the second member", second)
+        .await
+        .expect("second member");
+    eprintln!("{strategy}: first member {a:?}; second member {b_runs:?}");
+    for (p, committed, end) in committed_and_end(b, &group, &input).await {
+        assert_eq!(
+            committed, end,
+            "partition {p}: committed offset is not the end"
+        );
+    }
+    let seen = read_all(b, &output, "read_committed").await;
+    let wrong: Vec<(String, usize)> = (0..n)
+        .map(|i| (id(i), seen.get(&id(i)).copied().unwrap_or(0)))
+        .filter(|(_, c)| *c != 1)
+        .take(10)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "results per input not 1: {wrong:?} ({} distinct of {n})",
+        seen.len()
+    );
+    assert_eq!(seen.len(), n, "results of inputs that were not sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_joining_mid_stream_is_exactly_once_with_eager_rebalancing() {
+    let Some(b) = bootstrap() else { return };
+    a_member_joining_mid_stream(&b, "range").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_joining_mid_stream_is_exactly_once_with_cooperative_rebalancing() {
+    let Some(b) = bootstrap() else { return };
+    a_member_joining_mid_stream(&b, "cooperative-sticky").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -47,6 +47,11 @@ struct PartitionState {
     entries: VecDeque<(i64, bool)>,
     /// One past the last offset of the processed prefix (next offset to commit).
     position: Option<i64>,
+    /// The first offset emitted in this epoch (where the epoch started reading).
+    first: Option<i64>,
+    /// After [`OffsetTracker::rewind`]: records above this offset still come
+    /// from before the consumer was repositioned, and keep this stale epoch.
+    rewound: Option<(u64, i64)>,
 }
 
 /// Counters of the tracker.
@@ -90,6 +95,8 @@ impl OffsetTracker {
                 epoch,
                 entries: VecDeque::new(),
                 position: None,
+                first: None,
+                rewound: None,
             },
         );
         epoch
@@ -107,6 +114,34 @@ impl OffsetTracker {
         }
     }
 
+    /// Starts `tp` over from its last committed position, for a consumer
+    /// about to be repositioned there (an aborted transaction's records must
+    /// be read again): a new epoch, so marks of records emitted so far are
+    /// stale. Returns the position to read from: the highest committed one,
+    /// but never below where this assignment started reading. Until a record
+    /// at or below the highest offset emitted so far arrives (the first one
+    /// read after the reposition), records above it were read before the
+    /// reposition and get the old epoch. `None` if `tp` is not tracked or
+    /// nothing was emitted.
+    pub fn rewind(&mut self, tp: &TopicPartition) -> Option<i64> {
+        let committed = self.committed.get(tp).copied();
+        let s = self.parts.get_mut(tp)?;
+        let highest = s
+            .entries
+            .back()
+            .map(|&(o, _)| o)
+            .or(s.position.map(|p| p - 1))?;
+        let first = s.first?;
+        let from = committed.map_or(first, |c| c.max(first));
+        self.next_epoch += 1;
+        let stale = std::mem::replace(&mut s.epoch, self.next_epoch);
+        s.entries.clear();
+        s.position = None;
+        s.first = None;
+        s.rewound = Some((stale, highest));
+        Some(from)
+    }
+
     /// The partitions tracked now.
     pub fn assigned(&self) -> Vec<TopicPartition> {
         let mut v: Vec<_> = self.parts.keys().cloned().collect();
@@ -120,17 +155,27 @@ impl OffsetTracker {
         self.counts.emitted += 1;
         // One lookup for a tracked partition (every record but the first).
         if let Some(s) = self.parts.get_mut(tp) {
+            if let Some((stale, above)) = s.rewound {
+                if offset > above {
+                    // Read before the consumer was repositioned: its mark will
+                    // be stale, and the record comes again.
+                    return stale;
+                }
+                s.rewound = None;
+            }
             // Offsets of one assignment arrive in increasing order; a lower one
             // means the consumer was repositioned: restart the bookkeeping.
             if s.entries.back().is_some_and(|&(last, _)| offset <= last) {
                 s.entries.clear();
                 s.position = None;
             }
+            s.first.get_or_insert(offset);
             s.entries.push_back((offset, false));
             return s.epoch;
         }
         let epoch = self.assign(tp);
         if let Some(s) = self.parts.get_mut(tp) {
+            s.first = Some(offset);
             s.entries.push_back((offset, false));
         }
         epoch
@@ -277,6 +322,42 @@ mod tests {
         assert!(t.mark(&tp(1), e2, 6));
         assert_eq!(t.pending_commits().get(&tp(1)), Some(&7));
         assert_eq!(t.counts().stale_marks, 1);
+    }
+
+    #[test]
+    fn a_rewound_partition_starts_a_new_epoch_at_its_committed_position() {
+        let mut t = OffsetTracker::new();
+        let e1 = t.assign(&tp(3));
+        for o in 10..=14 {
+            t.emitted(&tp(3), o);
+        }
+        for o in 10..=12 {
+            t.mark(&tp(3), e1, o);
+        }
+        t.committed(&tp(3), 12);
+        // Read from the committed position (12), not from the assignment's
+        // start (10) nor the processed prefix (13).
+        assert_eq!(t.rewind(&tp(3)), Some(12));
+        // 15 was read before the reposition: the old epoch, so its mark is stale.
+        assert_eq!(t.emitted(&tp(3), 15), e1);
+        assert!(!t.mark(&tp(3), e1, 15));
+        assert!(!t.mark(&tp(3), e1, 13), "a mark of the aborted records");
+        // 12 is read again: a new epoch, and the bookkeeping restarts there.
+        let e2 = t.emitted(&tp(3), 12);
+        assert_ne!(e2, e1);
+        assert_eq!(t.emitted(&tp(3), 13), e2);
+        assert!(t.mark(&tp(3), e2, 12));
+        assert!(t.mark(&tp(3), e2, 13));
+        assert_eq!(t.pending_commits().get(&tp(3)), Some(&14));
+        // Nothing committed since the assignment began: from its first offset;
+        // an older commit (of an earlier assignment) is below it.
+        let mut t = OffsetTracker::new();
+        t.committed(&tp(4), 3);
+        t.assign(&tp(4));
+        t.emitted(&tp(4), 8);
+        t.emitted(&tp(4), 9);
+        assert_eq!(t.rewind(&tp(4)), Some(8));
+        assert_eq!(t.rewind(&tp(5)), None, "not tracked");
     }
 
     #[test]

@@ -59,12 +59,17 @@
 //! - **Failures.** A failed delivery, send-offsets or commit aborts the
 //!   transaction and fails the stream with
 //!   [`KafkaStageError::TransactionAborted`]; a restart re-reads from the
-//!   committed offsets. The one case handled in place is a rebalance that
-//!   revoked **every** partition the open transaction touched (the eager
-//!   protocol revokes all): the transaction is aborted, the partitions'
-//!   next owners (maybe this consumer again, from the committed offsets)
-//!   process those records again, and the records of the old assignment still
-//!   arriving are dropped. A revocation of only some of them fails the stream.
+//!   committed offsets. Handled in place (as Kafka Streams does): a
+//!   rebalance that revokes partitions the open transaction touched, and an
+//!   *abortable* error of the offsets, the commit or a produce call (the
+//!   group's generation moved on under the transaction, the producer's epoch
+//!   was bumped). The transaction is aborted; the revoked partitions' next
+//!   owners process its records again from the committed offsets, and the
+//!   partitions this consumer still holds (kept by a cooperative rebalance,
+//!   or revoked and assigned again) are read again here: the consumer seeks
+//!   them back to their committed positions, and records of theirs read
+//!   before the seek (in flight, held back, or still arriving) are dropped.
+//!   After 5 such aborts in a row without a commit the stream fails.
 //! - The consumer must read `isolation.level=read_committed` (not to process
 //!   aborted input) and must not commit on its own: create it with
 //!   [`ConsumerSettings::commit_on_revoke(false)`](super::ConsumerSettings::commit_on_revoke)
@@ -88,7 +93,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::Timeout;
-use rdkafka::{ClientContext, Message};
+use rdkafka::{ClientContext, Message, Offset};
 use tokio::sync::{mpsc, Notify};
 
 use super::consumer::{AssignmentEvent, CommittableOffset, ConsumerControl};
@@ -201,8 +206,11 @@ pub struct TransactionStats {
     pub records: u64,
     /// Transactions committed.
     pub committed: u64,
-    /// Transactions aborted because every partition they touched was revoked.
+    /// Transactions aborted in place because partitions they touched were revoked.
     pub aborted: u64,
+    /// Partitions read again from their committed position after such an
+    /// abort (kept partitions the aborted transaction had records of).
+    pub rewound: u64,
     /// Messages of revoked partitions dropped (their next owner processes them).
     pub stale: u64,
     /// Partition positions committed, summed over transactions.
@@ -341,6 +349,8 @@ struct Driver {
     max_in_flight: usize,
     queue_timeout: Duration,
     call_timeout: Duration,
+    /// Transactions aborted in place since the last commit.
+    in_place_aborts: u32,
 }
 
 /// What a commit attempt found.
@@ -348,6 +358,21 @@ enum CommitOutcome {
     Committed(usize),
     /// A revocation arrived before the commit: nothing was committed.
     Revoked(Vec<TopicPartition>),
+    /// Sending the offsets or committing failed with an error the
+    /// transaction survives only by aborting (librdkafka's abortable errors:
+    /// the group rebalanced under it, an epoch bump after a failed produce
+    /// request): nothing was committed.
+    Abortable(String),
+}
+
+/// In-place aborts in a row (no commit between them) after which the sink
+/// gives up: an abortable error that comes back every time is not transient.
+const MAX_IN_PLACE_ABORTS: u32 = 5;
+
+/// Whether the transaction survives `e` by aborting (rather than the
+/// producer being unusable).
+fn abortable(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(t) if t.txn_requires_abort() && !t.is_fatal())
 }
 
 fn drain_revocations(
@@ -428,29 +453,76 @@ impl Driver {
     }
 
     /// Handles revocations that arrived since the last check: if the open
-    /// transaction has records of a revoked partition it is aborted — in
-    /// place when every partition it touched was revoked, else the stream
-    /// fails.
+    /// transaction has records of a revoked partition it is aborted. The
+    /// revoked partitions' next owners read those records again from the
+    /// committed offsets; the partitions it touched that this consumer keeps
+    /// (a cooperative rebalance revokes only some) are read again here,
+    /// from their committed positions ([`rewind`](Self::rewind)).
     async fn on_revocations(&mut self, newly: Vec<TopicPartition>) -> Result<(), StreamError> {
         self.revoked.extend(newly);
         if !self.txn.open || self.txn.parts.is_disjoint(&self.revoked) {
             return Ok(());
         }
-        if self.txn.parts.is_subset(&self.revoked) {
-            tracing::info!(
-                partitions = self.txn.parts.len(),
-                "kafka: partitions revoked; aborting their open transaction (they will be read again from the committed offsets)"
-            );
-            self.abort().await?;
-            self.stats.aborted += 1;
-            return Ok(());
+        self.abort_in_place("partitions it touched were revoked")
+            .await
+    }
+
+    /// Aborts the open transaction and reads its records again: those of
+    /// partitions revoked from this consumer by their next owners, the others
+    /// here ([`rewind`](Self::rewind)), including partitions revoked and
+    /// assigned again whose new records were in it.
+    async fn abort_in_place(&mut self, why: &str) -> Result<(), StreamError> {
+        self.in_place_aborts += 1;
+        if self.in_place_aborts > MAX_IN_PLACE_ABORTS {
+            return Err(self
+                .abort_and_fail(format!(
+                    "{MAX_IN_PLACE_ABORTS} transactions in a row aborted; the last one because {why}"
+                ))
+                .await);
         }
-        let reason = format!(
-            "partitions {:?} were revoked while the transaction held records of partitions {:?} that were not; restart to re-read from the committed offsets",
-            self.revoked.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            self.txn.parts.iter().map(ToString::to_string).collect::<Vec<_>>()
+        tracing::info!(
+            partitions = self.txn.parts.len(),
+            "kafka: aborting the open transaction because {why}; its records are read again from the committed offsets"
         );
-        Err(self.abort_and_fail(reason).await)
+        let parts: Vec<TopicPartition> = self.txn.parts.iter().cloned().collect();
+        self.abort().await?;
+        self.stats.aborted += 1;
+        if let Err(e) = self.rewind(parts).await {
+            return Err(aborted(format!(
+                "cannot read the aborted transaction's partitions again: {e}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Repositions the consumer on `tps` (partitions whose records were in an
+    /// aborted transaction) at their committed positions; those no longer
+    /// assigned are left to their owners. The tracker starts a new epoch for
+    /// each first, so the records emitted before (in flight, held back, or
+    /// read before the seek) are dropped as stale.
+    async fn rewind(&mut self, tps: Vec<TopicPartition>) -> Result<(), KafkaStageError> {
+        let seeks: Vec<(TopicPartition, i64)> = {
+            let mut tracker = self.control.shared.tracker();
+            tps.into_iter()
+                .filter_map(|tp| tracker.rewind(&tp).map(|from| (tp, from)))
+                .collect()
+        };
+        let consumer = self.control.consumer.clone();
+        let t = self.call_timeout;
+        let n = seeks.len() as u64;
+        tokio::task::spawn_blocking(move || {
+            for (tp, from) in &seeks {
+                tracing::debug!(partition = %tp, from, "kafka: reading the partition again");
+                consumer
+                    .seek(&tp.topic, tp.partition, Offset::Offset(*from), t)
+                    .map_err(KafkaStageError::Client)?;
+            }
+            Ok::<_, KafkaStageError>(())
+        })
+        .await
+        .map_err(|e| KafkaStageError::Task(e.to_string()))??;
+        self.stats.rewound += n;
+        Ok(())
     }
 
     async fn check_revocations(&mut self) -> Result<(), StreamError> {
@@ -506,23 +578,29 @@ impl Driver {
                         "the consumer has no group metadata".into(),
                     )
                 })?;
-                let n = shared
-                    .commit_positions(positions, |tpl| {
-                        p.send_offsets_to_transaction(tpl, &group, t)?;
-                        commit_txn(p)
-                    })
-                    .map_err(KafkaStageError::Client)?;
-                Ok(CommitOutcome::Committed(n))
+                match shared.commit_positions(positions, |tpl| {
+                    p.send_offsets_to_transaction(tpl, &group, t)?;
+                    commit_txn(p)
+                }) {
+                    Ok(n) => Ok(CommitOutcome::Committed(n)),
+                    Err(e) if abortable(&e) => Ok(CommitOutcome::Abortable(e.to_string())),
+                    Err(e) => Err(KafkaStageError::Client(e)),
+                }
             })
             .await;
         match r {
             Ok(CommitOutcome::Committed(n)) => {
                 self.txn.open = false;
                 self.stats.committed += 1;
+                self.in_place_aborts = 0;
                 self.stats.partitions_committed += n as u64;
                 Ok(())
             }
             Ok(CommitOutcome::Revoked(tps)) => self.on_revocations(tps).await,
+            Ok(CommitOutcome::Abortable(e)) => {
+                self.abort_in_place(&format!("its commit failed ({e})"))
+                    .await
+            }
             Err(e) => Err(self.abort_and_fail(format!("commit failed: {e}")).await),
         }
     }
@@ -552,12 +630,22 @@ impl Driver {
         self.txn.messages += 1;
         self.txn.parts.insert(off.tp.clone());
         for record in &records {
-            self.produce(record).await?;
+            if !self.produce(record).await? {
+                // The message's partition is read again with the others.
+                return self
+                    .abort_in_place(
+                        "the producer refused a record: the transaction is in an error state",
+                    )
+                    .await;
+            }
         }
         Ok(())
     }
 
-    async fn produce(&self, record: &ProducerRecord) -> Result<(), StreamError> {
+    /// Hands `record` to librdkafka. `false`: refused because the
+    /// transaction is in an error state (an abortable error reached the
+    /// producer before the commit did).
+    async fn produce(&self, record: &ProducerRecord) -> Result<bool, StreamError> {
         let d = self.deliveries.clone();
         let max = self.max_in_flight;
         d.wait_until(|| d.in_flight.load(Ordering::Acquire) < max)
@@ -567,13 +655,17 @@ impl Driver {
         loop {
             let r = record.base_record(self.txn.seq);
             match self.producer.send(r) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(true),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
                     if tokio::time::Instant::now() < deadline =>
                 {
                     // librdkafka's queue is full: wait for deliveries to drain it.
                     let notified = d.progress.notified();
                     let _ = tokio::time::timeout(Duration::from_millis(10), notified).await;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::State), _)) => {
+                    d.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    return Ok(false);
                 }
                 Err((e, _)) => {
                     d.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -676,6 +768,7 @@ pub fn transactional_sink(
         max_in_flight: settings.producer.max_in_flight,
         queue_timeout: settings.producer.queue_timeout,
         call_timeout: settings.call_timeout,
+        in_place_aborts: 0,
     };
     let max_batch = settings.max_batch.max(1);
     // A transaction left open past the timeout is aborted by the broker and

@@ -314,7 +314,7 @@ impl fmt::Display for ServerSummary {
         if self.transactions != TransactionStats::default() {
             write!(
                 f,
-                "; exactly-once: {} transactions committed ({} aborted), {} messages in transactions",
+                "; exactly-once: {} transactions committed ({} aborted in place), {} messages in transactions",
                 self.transactions.committed, self.transactions.aborted, self.transactions.messages
             )?;
         }
