@@ -257,7 +257,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     init_tracing("warn,flowstage=info,flowstage_stages=info");
     let config = args.resolve()?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let server = Server::start(config.clone())
             .await
             .context("cannot start the server")?;
@@ -291,7 +291,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let summary = server.run(stop).await?;
         println!("flowstage serve: stopped: {summary}");
         Ok(())
-    })
+    });
+    // Tasks still running now hold Kafka clients whose close waits for a
+    // broker that may be away: the stop is bounded, so do not wait for them.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
 }
 
 #[cfg(test)]

@@ -1174,7 +1174,22 @@ impl Server {
                 late("the committer's last commit");
             }
         }
-        let transactions = outcome?;
+        let transactions = match outcome {
+            Ok(t) => t,
+            Err(e) => {
+                // Closing the consumer leaves its group, which waits for the
+                // coordinator: with the broker away (the usual reason the
+                // drain failed) that can block without end. Close it on a
+                // thread of its own, so the stop stays bounded.
+                let spawned = std::thread::Builder::new()
+                    .name("flowstage-consumer-close".into())
+                    .spawn(move || drop(control));
+                if let Err(err) = spawned {
+                    tracing::warn!(error = %err, "cannot close the consumer on a thread of its own");
+                }
+                return Err(e.into());
+            }
+        };
         Ok(ServerSummary {
             records: counters.records.load(Ordering::Relaxed),
             results: counters.results.load(Ordering::Relaxed),
