@@ -56,8 +56,9 @@
 //!   comes back blocks `read_committed` readers of its partitions until
 //!   `transaction.timeout.ms` ([`transaction_timeout`](TransactionalSettings::transaction_timeout),
 //!   10 s by default) aborts it — so keep instance ids stable.
-//! - **Failures.** A failed delivery, send-offsets or commit aborts the
-//!   transaction and fails the stream with
+//! - **Failures.** A failed delivery, and a send-offsets or commit error
+//!   the transaction cannot survive, abort the transaction and fail the
+//!   stream with
 //!   [`KafkaStageError::TransactionAborted`]; a restart re-reads from the
 //!   committed offsets. Handled in place (as Kafka Streams does): a
 //!   rebalance that revokes partitions the open transaction touched, and an
@@ -206,10 +207,11 @@ pub struct TransactionStats {
     pub records: u64,
     /// Transactions committed.
     pub committed: u64,
-    /// Transactions aborted in place because partitions they touched were revoked.
+    /// Transactions aborted in place (partitions they touched were revoked,
+    /// or an abortable error); their records are read again.
     pub aborted: u64,
-    /// Partitions read again from their committed position after such an
-    /// abort (kept partitions the aborted transaction had records of).
+    /// Partitions this consumer read again from their committed position
+    /// after such an abort (those it still held).
     pub rewound: u64,
     /// Messages of revoked partitions dropped (their next owner processes them).
     pub stale: u64,
@@ -453,11 +455,8 @@ impl Driver {
     }
 
     /// Handles revocations that arrived since the last check: if the open
-    /// transaction has records of a revoked partition it is aborted. The
-    /// revoked partitions' next owners read those records again from the
-    /// committed offsets; the partitions it touched that this consumer keeps
-    /// (a cooperative rebalance revokes only some) are read again here,
-    /// from their committed positions ([`rewind`](Self::rewind)).
+    /// transaction has records of a revoked partition it is aborted in place
+    /// ([`abort_in_place`](Self::abort_in_place)).
     async fn on_revocations(&mut self, newly: Vec<TopicPartition>) -> Result<(), StreamError> {
         self.revoked.extend(newly);
         if !self.txn.open || self.txn.parts.is_disjoint(&self.revoked) {
