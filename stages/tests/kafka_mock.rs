@@ -357,8 +357,10 @@ async fn closing_the_last_committer_handle_waits_for_its_last_commit() {
     assert_eq!(committer.stats().marked, 25);
     // `close` returns once the last commit is made, not some time later
     // (after the sink's handle is gone too).
-    guard("close", committer.close()).await;
+    let stats = guard("close", committer.close()).await;
     assert_eq!(rx.borrow().last(), Some(&25), "{:?}", rx.borrow());
+    // Its counters include that last commit.
+    assert_eq!((stats.marked, stats.commits), (25, 1), "{stats:?}");
     control.stop();
 }
 

@@ -113,9 +113,9 @@ type FlushReply = oneshot::Sender<Result<CommitStats, Arc<KafkaStageError>>>;
 pub struct Committer {
     inner: Arc<Inner>,
     flush_tx: mpsc::Sender<FlushReply>,
-    /// Turns true when the committer task has ended (its last commit made,
-    /// its hold on the consumer released).
-    done: watch::Receiver<bool>,
+    /// The committer's final counters, once its task has ended (its last
+    /// commit made, its hold on the consumer released).
+    done: watch::Receiver<Option<CommitStats>>,
 }
 
 impl std::fmt::Debug for Committer {
@@ -141,11 +141,11 @@ impl Committer {
             stats: Mutex::new(CommitStats::default()),
             failure: Mutex::new(None),
         });
-        let (done_tx, done) = watch::channel(false);
+        let (done_tx, done) = watch::channel(None);
         let task = run(inner.clone(), settings.max_interval, flush_rx);
         tokio::spawn(async move {
-            task.await; // drops its handle on the consumer
-            let _ = done_tx.send(true);
+            // `run` has dropped its handle on the consumer when it returns.
+            let _ = done_tx.send(Some(task.await));
         });
         Committer {
             inner,
@@ -158,19 +158,22 @@ impl Committer {
     /// other handle dropped too (a sink's, once its stream ended), the last
     /// commit made (at most the consumer's
     /// [`commit_timeout`](super::ConsumerSettings::commit_timeout)) and the
-    /// task's hold on the consumer released. Dropping the handles instead
-    /// lets the committer finish in the background, maybe after the caller
-    /// has stopped the broker. Do not call it while keeping another handle:
-    /// it would wait for that one.
-    pub async fn close(self) {
+    /// task's hold on the consumer released. Returns the final counters,
+    /// that last commit included. Dropping the handles instead lets the
+    /// committer finish in the background, maybe after the caller has
+    /// stopped the broker. Do not call it while keeping another handle: it
+    /// would wait for that one.
+    pub async fn close(self) -> CommitStats {
         let Committer {
             inner,
             flush_tx,
             mut done,
         } = self;
+        let before = inner.stats();
         drop((inner, flush_tx));
         // An error: the task is gone without saying so (the runtime shut down).
-        let _ = done.wait_for(|d| *d).await;
+        let last = done.wait_for(Option::is_some).await.ok().and_then(|s| *s);
+        last.unwrap_or(before)
     }
 
     /// Marks one record processed (its result was produced). Fails if an
@@ -301,7 +304,12 @@ async fn commit(inner: &Inner) -> Result<(), KafkaStageError> {
     }
 }
 
-async fn run(inner: Arc<Inner>, max_interval: Duration, mut flush_rx: mpsc::Receiver<FlushReply>) {
+/// The committer task; returns the final counters when every handle is gone.
+async fn run(
+    inner: Arc<Inner>,
+    max_interval: Duration,
+    mut flush_rx: mpsc::Receiver<FlushReply>,
+) -> CommitStats {
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + max_interval, max_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -341,4 +349,5 @@ async fn run(inner: Arc<Inner>, max_interval: Duration, mut flush_rx: mpsc::Rece
             }
         }
     }
+    inner.stats()
 }

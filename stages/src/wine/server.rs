@@ -1170,8 +1170,9 @@ impl Server {
         if let Some(c) = committer {
             // Its last commit, and the data consumer closed before returning.
             commits = c.stats();
-            if tokio::time::timeout_at(deadline, c.close()).await.is_err() {
-                late("the committer's last commit");
+            match tokio::time::timeout_at(deadline, c.close()).await {
+                Ok(last) => commits = last,
+                Err(_) => late("the committer's last commit"),
             }
         }
         let transactions = match outcome {
