@@ -136,6 +136,7 @@ fn start(
     max_interval: Duration,
     positions: Positions,
     assignment_strategy: Option<&str>,
+    fatal_after: Option<u64>,
 ) -> EosPipeline {
     let hook = positions.clone();
     let mut cs = ConsumerSettings::new(bootstrap, group, [input])
@@ -153,10 +154,13 @@ fn start(
         hook.changed.notify_waiters();
     });
     let (control, source) = committable_source(cs).expect("consumer").pre_materialize();
-    let settings = TransactionalSettings::new(ProducerSettings::new(bootstrap), txn_id)
+    let mut settings = TransactionalSettings::new(ProducerSettings::new(bootstrap), txn_id)
         .max_batch(max_batch)
         .max_interval(max_interval)
         .transaction_timeout(max_interval * 2);
+    if let Some(n) = fatal_after {
+        settings = settings.inject_fatal_error_after(n);
+    }
     let sink = transactional_sink(&settings, &control).expect("sink");
     let output = output.to_string();
     let seq = AtomicUsize::new(0);
@@ -258,19 +262,20 @@ async fn stop(p: EosPipeline) -> TransactionStats {
     stats
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_clean_run_is_read_exactly_once_and_commits_to_the_end() {
-    let Some(b) = bootstrap() else { return };
+/// 5,000 inputs through one pipeline (a fatal producer error raised after
+/// `fatal_after` messages); every offset committed, every input's result
+/// read `read_committed` exactly once. Returns the sink's counters.
+async fn run_to_the_end(b: &str, fatal_after: Option<u64>) -> TransactionStats {
     let (input, output, group) = (
         format!("eos-in-{}", unique()),
         format!("eos-out-{}", unique()),
         format!("eos-g-{}", unique()),
     );
-    create_topics(&b, &[&input, &output]).await;
+    create_topics(b, &[&input, &output]).await;
     let n = 5000;
-    produce_inputs(&b, &input, PARTITIONS, 0..n).await;
+    produce_inputs(b, &input, PARTITIONS, 0..n).await;
     let mut p = start(
-        &b,
+        b,
         &group,
         &format!("txn-{}", unique()),
         &input,
@@ -281,20 +286,19 @@ async fn a_clean_run_is_read_exactly_once_and_commits_to_the_end() {
         Duration::from_secs(2),
         Positions::default(),
         None,
+        fatal_after,
     );
     p.wait_committed(n as i64).await;
     let stats = stop(p).await;
-    assert_eq!(stats.messages, n as u64);
-    assert_eq!(stats.records, n as u64);
+    assert!(stats.messages >= n as u64, "{stats:?}");
     assert!(stats.committed >= (n / 700) as u64, "{stats:?}");
-    assert_eq!(stats.aborted, 0);
-    for (p, committed, end) in committed_and_end(&b, &group, &input).await {
+    for (p, committed, end) in committed_and_end(b, &group, &input).await {
         assert_eq!(
             committed, end,
             "partition {p}: committed offset is not the end"
         );
     }
-    let seen = read_all(&b, &output, "read_committed").await;
+    let seen = read_all(b, &output, "read_committed").await;
     assert_eq!(seen.len(), n, "distinct results");
     for i in 0..n {
         assert_eq!(
@@ -305,6 +309,97 @@ async fn a_clean_run_is_read_exactly_once_and_commits_to_the_end() {
             id(i)
         );
     }
+    stats
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clean_run_is_read_exactly_once_and_commits_to_the_end() {
+    let Some(b) = bootstrap() else { return };
+    let stats = run_to_the_end(&b, None).await;
+    assert_eq!(stats.messages, 5000);
+    assert_eq!(stats.records, 5000);
+    assert_eq!(stats.aborted, 0);
+    assert_eq!(stats.producers_replaced, 0);
+}
+
+/// A fatal producer error mid-transaction (`INVALID_TXN_STATE`, as a broker
+/// once answered an abort in `a_member_joining_mid_stream`), raised with
+/// librdkafka's test API on the real cluster: a new producer with the same
+/// `transactional.id` takes over, the open transaction is aborted and its
+/// inputs are read again, and the stream goes on, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fatal_producer_error_is_survived_by_a_new_producer_exactly_once() {
+    let Some(b) = bootstrap() else { return };
+    let stats = run_to_the_end(&b, Some(1_500)).await;
+    assert_eq!(stats.producers_replaced, 1, "{stats:?}");
+    assert_eq!(stats.aborted, 1, "{stats:?}");
+    assert!(stats.rewound >= 1, "{stats:?}");
+    // The aborted transaction's inputs were taken twice.
+    assert!(stats.messages > 5000, "{stats:?}");
+}
+
+/// Fenced is the one fatal error the sink does not get past with a new
+/// producer: a producer with the same `transactional.id` started elsewhere
+/// (an instance started again while the old one still runs), and fencing it
+/// back would have the two fence each other in turn. The old sink fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fenced_sink_fails_rather_than_fence_its_successor() {
+    let Some(b) = bootstrap() else { return };
+    let (input, output, group) = (
+        format!("eos-fence-in-{}", unique()),
+        format!("eos-fence-out-{}", unique()),
+        format!("eos-fence-g-{}", unique()),
+    );
+    let txn_id = format!("txn-{}", unique());
+    create_topics(&b, &[&input, &output]).await;
+    let n = 3000;
+    produce_inputs(&b, &input, PARTITIONS, 0..n).await;
+    // One transaction for everything, left open.
+    let p = start(
+        &b,
+        &group,
+        &txn_id,
+        &input,
+        &output,
+        Gate { limit: usize::MAX },
+        false,
+        1_000_000,
+        Duration::from_secs(450),
+        Positions::default(),
+        None,
+        None,
+    );
+    guard("the records in the log, uncommitted", async {
+        while read_all(&b, &output, "read_uncommitted").await.len() < n {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    // The successor: same transactional.id.
+    let (b2, id2) = (b.clone(), txn_id.clone());
+    tokio::task::spawn_blocking(move || {
+        let successor: rdkafka::producer::BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &b2)
+            .set("transactional.id", &id2)
+            .create()
+            .expect("successor");
+        rdkafka::producer::Producer::init_transactions(&successor, Duration::from_secs(30))
+            .expect("the successor fences the sink's producer");
+    })
+    .await
+    .expect("successor task");
+    // The stop commits the open transaction: the broker refuses it.
+    p.control.stop();
+    let r = guard("the fenced pipeline to end", p.done).await;
+    let _ = p.handle.await;
+    let e = r.expect_err("a fenced sink must fail").to_string();
+    assert!(e.to_lowercase().contains("fenced"), "{e}");
+    let seen = read_all(&b, &output, "read_committed").await;
+    assert!(
+        seen.is_empty(),
+        "the open transaction was committed: {}",
+        seen.len()
+    );
 }
 
 /// Processes `limit` inputs, crashes with a transaction open, restarts with
@@ -333,6 +428,7 @@ async fn crash_and_restart(b: &str, scramble: bool) {
         // No commit by time while the test looks at the open transaction.
         Duration::from_secs(450),
         Positions::default(),
+        None,
         None,
     );
     // Every message before the gate reached the log (two transactions
@@ -392,6 +488,7 @@ async fn crash_and_restart(b: &str, scramble: bool) {
         Duration::from_secs(2),
         // The committed positions of both runs.
         first_positions,
+        None,
         None,
     );
     second.wait_committed(n as i64).await;
@@ -500,6 +597,7 @@ async fn a_member_joining_mid_stream(b: &str, strategy: &str) {
                     Duration::from_secs(1),
                     positions.clone(),
                     Some(&strategy),
+                    None,
                 );
                 let EosPipeline {
                     control,

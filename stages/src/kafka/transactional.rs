@@ -71,6 +71,14 @@
 //!   them back to their committed positions, and records of theirs read
 //!   before the seek (in flight, held back, or still arriving) are dropped.
 //!   After 5 such aborts in a row without a commit the stream fails.
+//! - **A failed producer is replaced.** After a fatal producer error (for
+//!   example `INVALID_TXN_STATE` in answer to an abort) a new producer with
+//!   the same `transactional.id` takes over: its `init_transactions` fences
+//!   the old one and aborts the open transaction, whose records are read
+//!   again as above. Except when the producer was *fenced*: another producer
+//!   with this `transactional.id` started (an instance started again while
+//!   the old one still runs), and the old one gives way: the stream fails
+//!   rather than fence it back. Refused authorization fails the stream too.
 //! - The consumer must read `isolation.level=read_committed` (not to process
 //!   aborted input) and must not commit on its own: create it with
 //!   [`ConsumerSettings::commit_on_revoke(false)`](super::ConsumerSettings::commit_on_revoke)
@@ -163,6 +171,9 @@ pub struct TransactionalSettings {
     pub transaction_timeout: Duration,
     /// Timeout of the blocking transactional calls (init, commit, abort).
     pub call_timeout: Duration,
+    /// Test hook: raise a fatal producer error once this many messages
+    /// were taken ([`inject_fatal_error_after`](Self::inject_fatal_error_after)).
+    fatal_after: Option<u64>,
 }
 
 impl TransactionalSettings {
@@ -176,7 +187,18 @@ impl TransactionalSettings {
             max_interval: Duration::from_secs(1),
             transaction_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
+            fatal_after: None,
         }
+    }
+
+    /// For tests of the recovery from a fatal producer error: once `n`
+    /// messages were taken into transactions, the sink raises one in its
+    /// producer with librdkafka's `rd_kafka_test_fatal_error`
+    /// (`INVALID_TXN_STATE`, as a broker may answer an abort).
+    #[doc(hidden)]
+    pub fn inject_fatal_error_after(mut self, n: u64) -> Self {
+        self.fatal_after = Some(n);
+        self
     }
 
     /// Sets [`max_batch`](Self::max_batch) (at least 1).
@@ -213,6 +235,10 @@ pub struct TransactionStats {
     /// Partitions this consumer read again from their committed position
     /// after such an abort (those it still held).
     pub rewound: u64,
+    /// Producers replaced after a fatal error other than being fenced (the
+    /// new one, with the same `transactional.id`, aborts the open
+    /// transaction when it starts); each replacement is an in-place abort.
+    pub producers_replaced: u64,
     /// Messages of revoked partitions dropped (their next owner processes them).
     pub stale: u64,
     /// Partition positions committed, summed over transactions.
@@ -230,6 +256,15 @@ struct Deliveries {
 }
 
 impl Deliveries {
+    fn new() -> Arc<Self> {
+        Arc::new(Deliveries {
+            in_flight: AtomicUsize::new(0),
+            acknowledged: AtomicU64::new(0),
+            progress: Notify::new(),
+            failure: Mutex::new(None),
+        })
+    }
+
     async fn wait_until(&self, ready: impl Fn() -> bool) {
         loop {
             let mut notified = std::pin::pin!(self.progress.notified());
@@ -284,6 +319,20 @@ impl ProducerContext for TxnContext {
 
 type TxnProducer = ThreadedProducer<TxnContext>;
 
+/// A transactional producer of `config` with fresh delivery bookkeeping,
+/// watched by the [keeper](super::keeper).
+fn new_producer(
+    config: &rdkafka::ClientConfig,
+    bootstrap: &str,
+) -> Result<(Arc<TxnProducer>, Arc<Deliveries>), KafkaStageError> {
+    let deliveries = Deliveries::new();
+    let producer: Arc<TxnProducer> = Arc::new(config.create_with_context(TxnContext {
+        deliveries: deliveries.clone(),
+    })?);
+    super::keeper::watch(&producer, bootstrap);
+    Ok((producer, deliveries))
+}
+
 /// Refuses librdkafka's mock cluster (its id is `mockCluster…`), which
 /// accepts transactions without their semantics. Blocking.
 fn check_cluster(producer: &TxnProducer, timeout: Duration) -> Result<(), KafkaStageError> {
@@ -305,12 +354,7 @@ fn check_cluster(producer: &TxnProducer, timeout: Duration) -> Result<(), KafkaS
 pub async fn check_transactions_supported(
     kafka: impl Into<super::KafkaConnection>,
 ) -> Result<(), KafkaStageError> {
-    let deliveries = Arc::new(Deliveries {
-        in_flight: AtomicUsize::new(0),
-        acknowledged: AtomicU64::new(0),
-        progress: Notify::new(),
-        failure: Mutex::new(None),
-    });
+    let deliveries = Deliveries::new();
     let producer: TxnProducer = kafka
         .into()
         .client_config()
@@ -341,6 +385,11 @@ impl Txn {
 /// Everything the sink's loop works with.
 struct Driver {
     producer: Arc<TxnProducer>,
+    /// The producer's configuration, to replace it after a fatal error.
+    config: rdkafka::ClientConfig,
+    bootstrap: String,
+    /// See [`TransactionalSettings::inject_fatal_error_after`].
+    fatal_after: Option<u64>,
     control: ConsumerControl,
     deliveries: Arc<Deliveries>,
     events: Arc<Mutex<mpsc::UnboundedReceiver<AssignmentEvent>>>,
@@ -413,14 +462,21 @@ impl Driver {
         .await
     }
 
-    fn begin(&mut self) -> Result<(), StreamError> {
+    async fn begin(&mut self) -> Result<(), StreamError> {
         if self.txn.open {
             return Ok(());
         }
         // A local state change in librdkafka: no broker round trip.
-        self.producer
-            .begin_transaction()
-            .map_err(|e| StreamError::user(KafkaStageError::Client(e)))?;
+        if let Err(e) = self.producer.begin_transaction() {
+            // A fatal error between transactions: nothing to read again.
+            let Some(reason) = self.replaceable_fatal() else {
+                return Err(StreamError::user(KafkaStageError::Client(e)));
+            };
+            self.replace_producer(&reason).await?;
+            self.producer
+                .begin_transaction()
+                .map_err(|e| StreamError::user(KafkaStageError::Client(e)))?;
+        }
         self.txn.open = true;
         self.txn.seq += 1;
         self.txn.started = Instant::now();
@@ -443,6 +499,60 @@ impl Driver {
         d.wait_until(|| d.in_flight.load(Ordering::Acquire) == 0)
             .await;
         Ok(())
+    }
+
+    /// The producer's fatal error if a new producer gets past it: any but
+    /// being fenced (a producer with the same `transactional.id` started
+    /// since, another instance with this one's id: this one gives way rather
+    /// than fence it back; librdkafka reports it as `Fenced`) and refused
+    /// authorization (a new producer would be refused too).
+    fn replaceable_fatal(&self) -> Option<String> {
+        use RDKafkaErrorCode as C;
+        match self.producer.client().fatal_error() {
+            None
+            | Some((
+                C::Fenced
+                | C::ProducerFenced
+                | C::InvalidProducerEpoch
+                | C::TransactionalIdAuthorizationFailed
+                | C::ClusterAuthorizationFailed,
+                _,
+            )) => None,
+            Some((code, reason)) => Some(format!("{reason} ({code:?})")),
+        }
+    }
+
+    /// Replaces the producer after a fatal error with a new one of the same
+    /// `transactional.id`: its `init_transactions` fences the old one and
+    /// aborts the transaction it left open.
+    async fn replace_producer(&mut self, reason: &str) -> Result<(), StreamError> {
+        tracing::warn!(
+            reason,
+            "kafka: the transactional producer failed; a new one with the same transactional.id takes over"
+        );
+        let (producer, deliveries) =
+            new_producer(&self.config, &self.bootstrap).map_err(StreamError::user)?;
+        let old = std::mem::replace(&mut self.producer, producer);
+        let old_deliveries = std::mem::replace(&mut self.deliveries, deliveries);
+        self.stats.records += old_deliveries.acknowledged.load(Ordering::Relaxed);
+        self.txn.open = false;
+        // A producer's drop purges and flushes what it holds (up to 0.5 s).
+        tokio::task::spawn_blocking(move || drop(old));
+        self.init().await?;
+        self.stats.producers_replaced += 1;
+        Ok(())
+    }
+
+    /// A record of the open transaction was not delivered: when a new
+    /// producer can take over (the producer failed fatally, see
+    /// [`replaceable_fatal`](Self::replaceable_fatal)) the transaction is
+    /// aborted in place, otherwise the stream fails.
+    async fn on_delivery_failure(&mut self, e: KafkaError) -> Result<(), StreamError> {
+        let why = format!("a record could not be delivered: {e}");
+        if self.replaceable_fatal().is_some() {
+            return self.abort_in_place(&why).await;
+        }
+        Err(self.abort_and_fail(why).await)
     }
 
     /// Aborts, then fails the stream with `reason`.
@@ -484,7 +594,13 @@ impl Driver {
             "kafka: aborting the open transaction because {why}; its records are read again from the committed offsets"
         );
         let parts: Vec<TopicPartition> = self.txn.parts.iter().cloned().collect();
-        self.abort().await?;
+        if let Err(e) = self.abort().await {
+            // A producer that failed fatally cannot abort: a new one does.
+            let Some(reason) = self.replaceable_fatal() else {
+                return Err(e);
+            };
+            self.replace_producer(&reason).await?;
+        }
         self.stats.aborted += 1;
         if let Err(e) = self.rewind(parts).await {
             return Err(aborted(format!(
@@ -538,9 +654,7 @@ impl Driver {
             return Ok(());
         }
         if let Some(e) = self.deliveries.failure(self.txn.seq) {
-            return Err(self
-                .abort_and_fail(format!("a record could not be delivered: {e}"))
-                .await);
+            return self.on_delivery_failure(e).await;
         }
         let shared = self.control.shared.clone();
         let consumer = self.control.consumer.clone();
@@ -600,6 +714,10 @@ impl Driver {
                 self.abort_in_place(&format!("its commit failed ({e})"))
                     .await
             }
+            Err(e) if self.replaceable_fatal().is_some() => {
+                self.abort_in_place(&format!("its commit failed ({e})"))
+                    .await
+            }
             Err(e) => Err(self.abort_and_fail(format!("commit failed: {e}")).await),
         }
     }
@@ -624,7 +742,7 @@ impl Driver {
             self.stats.stale += 1;
             return Ok(());
         }
-        self.begin()?;
+        self.begin().await?;
         self.stats.messages += 1;
         self.txn.messages += 1;
         self.txn.parts.insert(off.tp.clone());
@@ -633,12 +751,30 @@ impl Driver {
                 // The message's partition is read again with the others.
                 return self
                     .abort_in_place(
-                        "the producer refused a record: the transaction is in an error state",
+                        "the producer refused a record: the transaction or the producer is in an error state",
                     )
                     .await;
             }
         }
+        if self.fatal_after == Some(self.stats.messages) {
+            self.fatal_after = None;
+            self.inject_fatal_error();
+        }
         Ok(())
+    }
+
+    /// See [`TransactionalSettings::inject_fatal_error_after`].
+    fn inject_fatal_error(&self) {
+        tracing::info!("kafka: raising a fatal error in the transactional producer (test hook)");
+        // SAFETY: the pointer is the live client's (`self.producer` holds
+        // it); librdkafka copies the reason, a NUL-terminated literal.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                self.producer.client().native_ptr(),
+                rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_TXN_STATE,
+                c"flowstage test hook".as_ptr(),
+            );
+        }
     }
 
     /// Hands `record` to librdkafka. `false`: refused because the
@@ -666,8 +802,16 @@ impl Driver {
                     d.in_flight.fetch_sub(1, Ordering::AcqRel);
                     return Ok(false);
                 }
+                Err((_, _)) if self.replaceable_fatal().is_some() => {
+                    d.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    return Ok(false);
+                }
                 Err((e, _)) => {
                     d.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    // librdkafka's refusal says only "Fatal error": say which.
+                    if let Some((code, reason)) = self.producer.client().fatal_error() {
+                        return Err(aborted(format!("the producer failed: {reason} ({code:?})")));
+                    }
                     return Err(StreamError::user(KafkaStageError::Delivery {
                         topic: record.topic.clone(),
                         source: e,
@@ -730,12 +874,6 @@ pub fn transactional_sink(
                 .into(),
         });
     }
-    let deliveries = Arc::new(Deliveries {
-        in_flight: AtomicUsize::new(0),
-        acknowledged: AtomicU64::new(0),
-        progress: Notify::new(),
-        failure: Mutex::new(None),
-    });
     let timeout_ms = settings.transaction_timeout.as_millis().max(1).to_string();
     let mut c = super::base_client_config(&settings.producer.bootstrap_servers);
     c.set("socket.nagle.disable", "true")
@@ -744,14 +882,14 @@ pub fn transactional_sink(
         c.set(k, v);
     }
     c.set("transactional.id", &settings.transactional_id);
-    let producer: Arc<TxnProducer> = Arc::new(c.create_with_context(TxnContext {
-        deliveries: deliveries.clone(),
-    })?);
-    super::keeper::watch(&producer, &settings.producer.bootstrap_servers);
+    let (producer, deliveries) = new_producer(&c, &settings.producer.bootstrap_servers)?;
     // Subscribed now, before the source runs: no revocation is missed.
     let events = Arc::new(Mutex::new(control.shared.subscribe_events()));
     let mut driver = Driver {
         producer,
+        config: c,
+        bootstrap: settings.producer.bootstrap_servers.clone(),
+        fatal_after: settings.fatal_after,
         control: control.clone(),
         deliveries,
         events,
@@ -790,9 +928,8 @@ pub fn transactional_sink(
                 driver.check_revocations().await?;
                 if let Some(e) = driver.deliveries.failure(driver.txn.seq) {
                     if driver.txn.open {
-                        return Err(driver
-                            .abort_and_fail(format!("a record could not be delivered: {e}"))
-                            .await);
+                        driver.on_delivery_failure(e).await?;
+                        continue;
                     }
                 }
                 let due = driver.txn.due(max_batch, max_interval);
@@ -871,7 +1008,7 @@ pub fn transactional_sink(
             let d = driver.deliveries.clone();
             d.wait_until(|| d.in_flight.load(Ordering::Acquire) == 0)
                 .await;
-            driver.stats.records = d.acknowledged.load(Ordering::Relaxed);
+            driver.stats.records += d.acknowledged.load(Ordering::Relaxed);
             Ok(driver.stats)
         },
     ))

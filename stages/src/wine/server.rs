@@ -317,6 +317,13 @@ impl fmt::Display for ServerSummary {
                 "; exactly-once: {} transactions committed ({} aborted in place), {} messages in transactions",
                 self.transactions.committed, self.transactions.aborted, self.transactions.messages
             )?;
+            if self.transactions.producers_replaced > 0 {
+                write!(
+                    f,
+                    ", {} producers replaced after a fatal error",
+                    self.transactions.producers_replaced
+                )?;
+            }
         }
         Ok(())
     }
