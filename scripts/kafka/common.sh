@@ -29,8 +29,8 @@ launch_broker() {
     local start_timeout="${KAFKA_START_TIMEOUT:-90}" start_ns pid deadline elapsed_ms
     mkdir -p "$KAFKA_RUN_DIR"
     start_ns=$(date +%s%N)
-    # shellcheck disable=SC2086 # KAFKA_JVM_OPTS is a list of flags
-    setsid "$JAVA" -Xms256m -Xmx${KAFKA_HEAP:-768m} -XX:+UseG1GC -Djava.awt.headless=true \
+    # shellcheck disable=SC2086 # KAFKA_GC and KAFKA_JVM_OPTS are lists of flags
+    setsid "$JAVA" -Xms256m -Xmx${KAFKA_HEAP:-768m} ${KAFKA_GC:--XX:+UseG1GC} -Djava.awt.headless=true \
         ${KAFKA_JVM_OPTS:-} \
         -Dorg.slf4j.simpleLogger.defaultLogLevel="${KAFKA_LOG_LEVEL:-info}" \
         -Dorg.slf4j.simpleLogger.showDateTime=true \

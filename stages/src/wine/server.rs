@@ -895,9 +895,11 @@ impl Server {
         // 1 (librdkafka's default) Kafka answers each fetch as soon as one
         // record arrives, so at a steady rate the consumer sends a fetch per
         // round trip, thousands a second, and on a small machine the broker
-        // spends its CPU on them: at 50,000 records/s on 2 cores the
-        // benchmark measured p50 46–130 ms, p99 210–360 ms that way, the
-        // broker at a full core; batched, p50 8–14 ms, p99 27–75 ms. The
+        // spends its CPU on them: at 50,000 records/s on 2 cores with 6
+        // partitions the benchmark measured p50 46–130 ms, p99 210–360 ms
+        // that way, the broker at a full core; batched, p50 8–14 ms, p99
+        // 27–75 ms. (With one partition the broker affords it: the README's
+        // low-latency recipe sets it back to 1.) The
         // mock cluster (the embedded broker) does not answer a waiting fetch
         // early, and with a `fetch.min.bytes` above what arrives it stalls
         // (at 5,000 records/s: seconds), so there it stays 1, with 2 ms waits.
