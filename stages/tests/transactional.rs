@@ -108,6 +108,21 @@ impl EosPipeline {
     }
 }
 
+/// Fresh input and output topic and group names (`kind` tells the tests'
+/// topics apart on the broker).
+fn names(kind: &str) -> (String, String, String) {
+    let kind = if kind.is_empty() {
+        String::new()
+    } else {
+        format!("{kind}-")
+    };
+    (
+        format!("eos-{kind}in-{}", unique()),
+        format!("eos-{kind}out-{}", unique()),
+        format!("eos-{kind}g-{}", unique()),
+    )
+}
+
 /// Blocks messages from the `limit`-th on (`usize::MAX`: none).
 struct Gate {
     limit: usize,
@@ -266,11 +281,7 @@ async fn stop(p: EosPipeline) -> TransactionStats {
 /// `fatal_after` messages); every offset committed, every input's result
 /// read `read_committed` exactly once. Returns the sink's counters.
 async fn run_to_the_end(b: &str, fatal_after: Option<u64>) -> TransactionStats {
-    let (input, output, group) = (
-        format!("eos-in-{}", unique()),
-        format!("eos-out-{}", unique()),
-        format!("eos-g-{}", unique()),
-    );
+    let (input, output, group) = names("");
     create_topics(b, &[&input, &output]).await;
     let n = 5000;
     produce_inputs(b, &input, PARTITIONS, 0..n).await;
@@ -345,11 +356,7 @@ async fn a_fatal_producer_error_is_survived_by_a_new_producer_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fenced_sink_fails_rather_than_fence_its_successor() {
     let Some(b) = bootstrap() else { return };
-    let (input, output, group) = (
-        format!("eos-fence-in-{}", unique()),
-        format!("eos-fence-out-{}", unique()),
-        format!("eos-fence-g-{}", unique()),
-    );
+    let (input, output, group) = names("fence");
     let txn_id = format!("txn-{}", unique());
     create_topics(&b, &[&input, &output]).await;
     let n = 3000;
@@ -405,11 +412,7 @@ async fn a_fenced_sink_fails_rather_than_fence_its_successor() {
 /// Processes `limit` inputs, crashes with a transaction open, restarts with
 /// the same transactional id.
 async fn crash_and_restart(b: &str, scramble: bool) {
-    let (input, output, group) = (
-        format!("eos-in-{}", unique()),
-        format!("eos-out-{}", unique()),
-        format!("eos-g-{}", unique()),
-    );
+    let (input, output, group) = names("");
     let txn_id = format!("txn-{}", unique());
     create_topics(b, &[&input, &output]).await;
     let n = 6000;
@@ -564,11 +567,7 @@ struct MemberRuns {
 /// way every input is read exactly once by `read_committed` and the committed
 /// offsets reach the end.
 async fn a_member_joining_mid_stream(b: &str, strategy: &str) {
-    let (input, output, group) = (
-        format!("eos-join-in-{}", unique()),
-        format!("eos-join-out-{}", unique()),
-        format!("eos-join-g-{}", unique()),
-    );
+    let (input, output, group) = names("join");
     create_topics(b, &[&input, &output]).await;
     let n = 12_000;
     let positions = Positions::default();

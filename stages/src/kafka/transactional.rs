@@ -594,12 +594,18 @@ impl Driver {
             "kafka: aborting the open transaction because {why}; its records are read again from the committed offsets"
         );
         let parts: Vec<TopicPartition> = self.txn.parts.iter().cloned().collect();
-        if let Err(e) = self.abort().await {
-            // A producer that failed fatally cannot abort: a new one does.
-            let Some(reason) = self.replaceable_fatal() else {
-                return Err(e);
-            };
-            self.replace_producer(&reason).await?;
+        let abort = self.abort().await;
+        // A producer that failed fatally refuses every record from then on,
+        // whether or not its abort went through (a failed abort is one
+        // cause, a local fatal error another): a new one takes over.
+        match self.replaceable_fatal() {
+            Some(reason) => {
+                if let Err(e) = abort {
+                    tracing::debug!(error = %e, "kafka: the failed producer's abort failed");
+                }
+                self.replace_producer(&reason).await?;
+            }
+            None => abort?,
         }
         self.stats.aborted += 1;
         if let Err(e) = self.rewind(parts).await {
