@@ -95,11 +95,13 @@ const KAFKA_PARTITIONS: i32 = 6;
 /// cluster stalls on a `fetch.min.bytes` above what arrives, so there it is 1.
 const FETCH_WAIT_MAX_MS: &str = "2";
 
+/// `name` from the environment, parsed; `None` when unset or unparsable.
+fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    env_parse(name).unwrap_or(default)
 }
 
 fn epoch_ms_f64() -> f64 {
@@ -472,15 +474,11 @@ impl Tuning {
     fn defaults() -> Self {
         Tuning {
             tag: "",
-            partitions: std::env::var("BENCH_PARTITIONS")
-                .ok()
-                .and_then(|p| p.parse().ok()),
+            partitions: env_parse("BENCH_PARTITIONS"),
             consumer: env_properties("BENCH_CONSUMER_PROPERTIES"),
             producer: env_properties("BENCH_PRODUCER_PROPERTIES"),
             provider: env_properties("BENCH_PROVIDER_PROPERTIES"),
-            commit_batch: std::env::var("BENCH_COMMIT_BATCH")
-                .ok()
-                .and_then(|p| p.parse().ok()),
+            commit_batch: env_parse("BENCH_COMMIT_BATCH"),
         }
     }
 
