@@ -383,7 +383,8 @@ async fn pass_through(
     let producer: FutureProducer = with(
         ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
-            .set("linger.ms", "1")
+            // The server's default (`wine::server`).
+            .set("linger.ms", "5")
             .set("socket.nagle.disable", "true"),
         &tuning.producer,
     )
