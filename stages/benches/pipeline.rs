@@ -453,7 +453,7 @@ fn env_properties(name: &str) -> Vec<(String, String)> {
 
 /// The client settings of a scenario, over the defaults of each client: the
 /// server's, and the same ones for the plain loop and the results consumer.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Tuning {
     /// In topic names and the printed lines.
     tag: &'static str,
