@@ -17,6 +17,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The tool's allocator. `serve` allocates a few small buffers per record
+/// (payloads, keys, results), freed on other threads than the one that
+/// allocated them; with mimalloc the server ran ~10 % fewer instructions per
+/// record than with glibc's allocator (callgrind, 200,000 records), and no
+/// longer contends on glibc's arena locks with librdkafka's threads. The
+/// libraries leave the choice to the application.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// flowstage: streaming model serving on Kafka, without a JVM.
 #[derive(Debug, Parser)]
 #[command(name = "flowstage", version, about, propagate_version = true)]

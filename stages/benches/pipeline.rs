@@ -72,6 +72,10 @@ use rdkafka::ClientConfig;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The `flowstage` binary's allocator, so the server is measured as `serve` runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Partitions of the data and results topics on the embedded broker (the mock
 /// keeps at most 5 MiB per partition, so a long run needs many).
 const MOCK_PARTITIONS: i32 = 32;

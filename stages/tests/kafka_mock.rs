@@ -194,6 +194,46 @@ async fn embedded_broker_serves_topics_over_tcp() {
     run.await.unwrap().unwrap();
 }
 
+/// Headers arrive with their record by default; a source that does not read
+/// them gets the same records with no headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_headers_are_read_unless_turned_off() {
+    let b = broker(&[("hdr", 1)]);
+    let bootstrap = b.bootstrap_servers().to_string();
+    let producer = KafkaProducer::new(&ProducerSettings::new(&bootstrap)).unwrap();
+    for i in 0..3u8 {
+        let mut r = ProducerRecord::new("hdr", vec![i]);
+        if i != 1 {
+            r = r.header("h", vec![i, i]);
+        }
+        producer.send(r).await.unwrap();
+    }
+    let log = CommitLog::default();
+    let read = |group: &str, headers: bool| {
+        let settings = consumer_settings(&bootstrap, group, "hdr", &log).read_headers(headers);
+        committable_source(settings)
+            .unwrap()
+            .take(3)
+            .map(|m| (m.record.payload, m.record.headers))
+            .run_with(Sink::collect())
+    };
+    let with = guard("records with headers", read("g-hdr-on", true))
+        .await
+        .unwrap();
+    let without = guard("records without headers", read("g-hdr-off", false))
+        .await
+        .unwrap();
+    let header = |i: u8| vec![("h".to_string(), Some(vec![i, i]))];
+    let expected = vec![
+        (Some(vec![0]), header(0)),
+        (Some(vec![1]), Vec::new()),
+        (Some(vec![2]), header(2)),
+    ];
+    assert_eq!(with, expected);
+    let bare: Vec<_> = expected.into_iter().map(|(p, _)| (p, Vec::new())).collect();
+    assert_eq!(without, bare, "headers read although turned off");
+}
+
 /// A revoked partition is committed up to its processed prefix, never past an
 /// unprocessed record, and the next owner gets the unprocessed records again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -45,6 +45,12 @@ pub struct ConsumerSettings {
     /// commit without a result by then counts as a retriable failure: its
     /// positions stay pending and are committed again later.
     pub commit_timeout: Duration,
+    /// Copy each record's headers into [`ConsumerRecord::headers`] (default
+    /// `true`). librdkafka parses a record's headers when they are first
+    /// asked for, with an allocation even when the record has none; a
+    /// consumer that never reads them saves that: about 4 % of the wine
+    /// server's instructions per record (callgrind).
+    pub read_headers: bool,
 }
 
 impl std::fmt::Debug for ConsumerSettings {
@@ -77,7 +83,15 @@ impl ConsumerSettings {
             on_commit: None,
             commit_on_revoke: true,
             commit_timeout: Duration::from_secs(10),
+            read_headers: true,
         }
+    }
+
+    /// Sets [`read_headers`](Self::read_headers): with `false` every record's
+    /// headers are empty.
+    pub fn read_headers(mut self, read: bool) -> Self {
+        self.read_headers = read;
+        self
     }
 
     /// Sets [`commit_timeout`](Self::commit_timeout) (at least 1 ms).
@@ -166,7 +180,8 @@ pub struct ConsumerRecord {
     pub payload: Option<Vec<u8>>,
     /// The record's timestamp (epoch ms), if any.
     pub timestamp: Option<i64>,
-    /// The headers, in order.
+    /// The headers, in order (empty when the source's
+    /// [`ConsumerSettings::read_headers`] is off).
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
@@ -203,6 +218,7 @@ pub(crate) struct Shared {
     on_commit: Option<CommitHook>,
     commit_on_revoke: bool,
     commit_timeout: Duration,
+    read_headers: bool,
     assignment: watch::Sender<Vec<TopicPartition>>,
     stop: watch::Sender<bool>,
     events: Mutex<Vec<mpsc::UnboundedSender<AssignmentEvent>>>,
@@ -504,6 +520,7 @@ pub(crate) fn create_consumer(
         on_commit: settings.on_commit.clone(),
         commit_on_revoke: settings.commit_on_revoke,
         commit_timeout: settings.commit_timeout,
+        read_headers: settings.read_headers,
         assignment,
         stop,
         events: Mutex::new(Vec::new()),
@@ -535,14 +552,17 @@ fn to_committable(
     let tp = TopicPartition::new(name, m.partition());
     let offset = m.offset();
     let epoch = shared.tracker().emitted(&tp, offset);
-    let headers = m
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let headers = if shared.read_headers {
+        m.headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     CommittableMessage {
         record: ConsumerRecord {
             topic: tp.topic.clone(),

@@ -909,7 +909,9 @@ impl Server {
         // mock cluster (the embedded broker) does not answer a waiting fetch
         // early, and with a `fetch.min.bytes` above what arrives it stalls
         // (at 5,000 records/s: seconds), so there it stays 1, with 2 ms waits.
-        .set("fetch.wait.max.ms", "2");
+        .set("fetch.wait.max.ms", "2")
+        // The server reads a record's key and payload, never its headers.
+        .read_headers(false);
         if !is_mock_cluster(&producer).await {
             cs = cs.set("fetch.min.bytes", "65536");
         }
@@ -990,7 +992,9 @@ impl Server {
         let mut branches = Source::from_parts(
             flowstage::async_stream::stream! {
                 ready.await;
-                let mut served: HashSet<String> = HashSet::new();
+                // Looked up for every record: a fast hash, not std's SipHash.
+                let mut served: HashSet<String, foldhash::fast::RandomState> =
+                    HashSet::default();
                 let mut synced: HashMap<String, Instant> = HashMap::new();
                 // When the last sync started (epoch ms): a record published
                 // before that is covered by it and needs no sync of its own
