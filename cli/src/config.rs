@@ -77,6 +77,8 @@ pub struct FileConfig {
     pub store_topic: Option<String>,
     /// `--store-interval-ms`.
     pub store_interval_ms: Option<u64>,
+    /// `--low-latency`.
+    pub low_latency: Option<bool>,
     /// librdkafka properties of every Kafka client (`--kafka-property`).
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,

@@ -74,6 +74,10 @@ pub struct ProvideArgs {
     /// Extra librdkafka producer property (repeatable).
     #[arg(short = 'X', long, value_name = "KEY=VALUE", value_parser = parse_property)]
     pub producer_property: Vec<(String, String)>,
+    /// Records batched for 0.2 ms instead of 1 ms (linger.ms=0.2), the provider's part of
+    /// `flowstage serve --low-latency`; --producer-property overrides it.
+    #[arg(long, env = "FLOWSTAGE_LOW_LATENCY")]
+    pub low_latency: bool,
     /// No progress bar (there is one only when stderr is a terminal).
     #[arg(long, env = "FLOWSTAGE_NO_PROGRESS")]
     pub no_progress: bool,
@@ -137,7 +141,7 @@ pub fn run(args: ProvideArgs) -> Result<()> {
     };
     let models = model_descriptors(&args.models, &args.data_type, args.by_location)?;
 
-    let config = ProviderConfig {
+    let mut config = ProviderConfig {
         topics: Topics {
             data: args.data_topic.clone(),
             models: args.models_topic.clone(),
@@ -158,6 +162,9 @@ pub fn run(args: ProvideArgs) -> Result<()> {
         properties: args.producer_property.clone(),
         ..ProviderConfig::new(args.brokers.clone())
     };
+    if args.low_latency {
+        config = config.low_latency();
+    }
     if let (Some(c), false) = (args.count, args.loop_data) {
         if c > records.len() as u64 && !records.is_empty() {
             eprintln!(

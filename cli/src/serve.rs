@@ -100,6 +100,14 @@ pub struct ServeArgs {
     /// between two snapshots of the statistics) [default: 1000].
     #[arg(long, env = "FLOWSTAGE_STORE_INTERVAL_MS", value_name = "MS")]
     pub store_interval_ms: Option<u64>,
+    /// Low-latency settings, for a rate one partition takes: missing data and results topics
+    /// created with one partition, fetches answered at the first record (fetch.min.bytes=1),
+    /// results batched for 0.2 ms (linger.ms=0.2), a commit every 10000 records. Keep the
+    /// data topic at one partition (with many, the broker spends a core on fetches); pair with
+    /// `flowstage provide --low-latency`. --consumer-property, --producer-property and
+    /// --commit-batch override its parts.
+    #[arg(long, env = "FLOWSTAGE_LOW_LATENCY")]
+    pub low_latency: bool,
     /// A librdkafka property of every Kafka client (repeatable): the data consumer, the
     /// producer, the model and instance readers, the admin client, the Kafka model store.
     /// For a secured cluster: security.protocol=SASL_SSL (or SSL, SASL_PLAINTEXT),
@@ -205,7 +213,8 @@ impl ServeArgs {
         if let Some(p) = self.processing.or(file.processing) {
             c.processing = p.parse().with_context(|| format!("--processing {p:?}"))?;
         }
-        match self.commit_batch.or(file.commit_batch) {
+        let commit_batch = self.commit_batch.or(file.commit_batch);
+        match commit_batch {
             Some(n) => c.commit = c.commit.max_batch(n),
             // A transaction costs a commit round (~80 ms measured) while no
             // other is open: bigger transactions by default (0.12x -> 0.78x of
@@ -235,6 +244,14 @@ impl ServeArgs {
         c.consumer_properties.extend(self.consumer_property);
         c.producer_properties = file.producer.into_iter().collect();
         c.producer_properties.extend(self.producer_property);
+        if self.low_latency || file.low_latency == Some(true) {
+            // In front of the properties given; a commit batch given wins.
+            let commit = c.commit.clone();
+            c = c.low_latency();
+            if commit_batch.is_some() {
+                c.commit = commit;
+            }
+        }
         Ok(c)
     }
 }
@@ -302,6 +319,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use flowstage_stages::wine::DEFAULT_PARTITIONS;
 
     #[derive(Debug, Parser)]
     struct Cli {
@@ -465,6 +483,79 @@ mod tests {
         assert!(err.is_some_and(|e| e.contains("--store-path")));
         assert!(store_config(Some("redis"), None, None).is_err());
         assert_eq!(store_config(None, None, None)?, StoreConfig::Memory);
+        Ok(())
+    }
+
+    /// The value librdkafka ends up with: the last one set for `key`.
+    fn effective<'a>(props: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        props
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn low_latency_sets_the_recipe_and_what_is_given_wins() -> Result<()> {
+        let plain = Cli::try_parse_from(["serve"])?.serve.resolve()?;
+        let low = Cli::try_parse_from(["serve", "--low-latency"])?
+            .serve
+            .resolve()?;
+        assert_eq!(
+            effective(&plain.consumer_properties, "fetch.min.bytes"),
+            None
+        );
+        assert_eq!(plain.create_topics, Some(DEFAULT_PARTITIONS));
+        assert_eq!(
+            effective(&low.consumer_properties, "fetch.min.bytes"),
+            Some("1")
+        );
+        assert_eq!(
+            effective(&low.producer_properties, "linger.ms"),
+            Some("0.2")
+        );
+        assert_eq!(low.create_topics, Some(1));
+        assert_eq!(low.commit.max_batch, 10_000);
+        let given = Cli::try_parse_from([
+            "serve",
+            "--low-latency",
+            "--producer-property",
+            "linger.ms=1",
+            "--consumer-property",
+            "fetch.wait.max.ms=50",
+            "--commit-batch",
+            "500",
+        ])?
+        .serve
+        .resolve()?;
+        assert_eq!(
+            effective(&given.producer_properties, "linger.ms"),
+            Some("1")
+        );
+        assert_eq!(
+            effective(&given.consumer_properties, "fetch.wait.max.ms"),
+            Some("50")
+        );
+        assert_eq!(
+            effective(&given.consumer_properties, "fetch.min.bytes"),
+            Some("1")
+        );
+        assert_eq!(given.commit.max_batch, 500);
+        // From the configuration file too.
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("low.toml");
+        std::fs::write(
+            &file,
+            "low_latency = true\n[producer]\n\"linger.ms\" = \"0.5\"\n",
+        )?;
+        let from_file = Cli::try_parse_from(["serve", "--config", &file.to_string_lossy()])?
+            .serve
+            .resolve()?;
+        assert_eq!(from_file.create_topics, Some(1));
+        assert_eq!(
+            effective(&from_file.producer_properties, "linger.ms"),
+            Some("0.5")
+        );
         Ok(())
     }
 
