@@ -966,4 +966,25 @@ mod tests {
         assert_eq!(effective("linger.ms"), Some("3"), "client over the default");
         assert_eq!(effective("acks"), Some("all"), "producer over client");
     }
+
+    #[test]
+    fn low_latency_batches_for_less_unless_told_otherwise() {
+        let linger = |config: &ProviderConfig| {
+            producer_settings(config)
+                .properties
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "linger.ms")
+                .map(|(_, v)| v.clone())
+        };
+        let plain = ProviderConfig::new("k:9092");
+        assert_eq!(linger(&plain).as_deref(), Some("1"));
+        assert_eq!(linger(&plain.clone().low_latency()).as_deref(), Some("0.2"));
+        let told = ProviderConfig {
+            properties: vec![("linger.ms".into(), "2".into())],
+            ..plain
+        }
+        .low_latency();
+        assert_eq!(linger(&told).as_deref(), Some("2"));
+    }
 }
