@@ -11,8 +11,9 @@
 //! 1. **Throughput at full speed**: `N` wine records are published first; then
 //!    the server (`wine::server::Server`: consume, decode, score with the
 //!    tutorial's linear-regression PMML, encode, produce, commit) runs over
-//!    them. Records per second from the first result to the last, as seen by a
-//!    consumer of the results topic. Baseline in the same run, same broker,
+//!    them. Records per second from the first result to the last, as the
+//!    results topic's end offsets show them (polled every 5 ms; nothing reads
+//!    the results back, see [`results_span`]). Baseline in the same run, same broker,
 //!    same measurement: a plain rdkafka loop that consumes each record and
 //!    produces its payload unchanged (no decoding, no scoring, no commits).
 //! 2. **Latency at a fixed rate** (5,000 and 50,000 records/s): the provider
@@ -267,24 +268,20 @@ impl Latencies {
     }
 }
 
-/// Seconds from the first result to the last, and the latency histograms.
-type Counted = (f64, Option<Latencies>);
-
-/// Counts `n` messages of `topic` on a thread of its own; returns the seconds
-/// from the first to the last. With `latency`, the first `latency.0` messages
-/// are a warm-up: after them `latency.1` is signalled. The next
-/// `latency.2` are not measured either (the measured provider's first
-/// records, sent while it connects); the latency (µs) from each later
-/// message's `ServingResult.record_ts` goes into the histogram.
+/// Reads `n` messages of `topic` on a thread of its own and returns their
+/// latencies. The first `warm` messages are a warm-up: after them `ready` is
+/// signalled. The next `skip` are not measured either (the measured
+/// provider's first records, sent while it connects); the latency (µs) from
+/// each later message's `ServingResult.record_ts` goes into the histograms.
 fn count_results(
     bootstrap: String,
     topic: String,
     n: u64,
-    latency: Option<(u64, std::sync::mpsc::Sender<()>, u64)>,
+    (warm, ready, skip): (u64, std::sync::mpsc::Sender<()>, u64),
     plain: bool,
     min_bytes: &'static str,
     tuning: &Tuning,
-) -> std::thread::JoinHandle<Result<Counted, String>> {
+) -> std::thread::JoinHandle<Result<Latencies, String>> {
     let consumer = tuning.consumer.clone();
     std::thread::spawn(move || {
         let c: BaseConsumer = with(
@@ -301,16 +298,15 @@ fn count_results(
         .create()
         .map_err(|e| e.to_string())?;
         c.subscribe(&[&topic]).map_err(|e| e.to_string())?;
-        let mut hist = latency.as_ref().map(|_| Latencies::new()).transpose()?;
+        let mut h = Latencies::new()?;
         let mut seen = 0u64;
-        let mut first = None;
         // `BENCH_LATENCY_TRACE=FILE`: one line per measured result, to see
         // the shape of the tail (arrival ms, total ms, ts → produced ms).
-        let mut trace = match (&latency, std::env::var("BENCH_LATENCY_TRACE")) {
-            (Some(_), Ok(path)) => Some(std::io::BufWriter::new(
+        let mut trace = match std::env::var("BENCH_LATENCY_TRACE") {
+            Ok(path) => Some(std::io::BufWriter::new(
                 std::fs::File::create(format!("{path}.{topic}")).map_err(|e| e.to_string())?,
             )),
-            _ => None,
+            Err(_) => None,
         };
         let deadline = Instant::now() + Duration::from_secs(600);
         while seen < n {
@@ -321,48 +317,44 @@ fn count_results(
                 continue;
             };
             let m = m.map_err(|e| e.to_string())?;
-            first.get_or_insert_with(Instant::now);
             seen += 1;
-            match (&latency, hist.as_mut()) {
-                (Some((warm, _, skip)), Some(h)) if seen > *warm + *skip => {
-                    let payload = m.payload().unwrap_or_default();
-                    // The plain loop forwards the record itself.
-                    let record_ts = if plain {
-                        WineRecord::decode(payload).map_err(|e| e.to_string())?.ts
-                    } else {
-                        ServingResult::decode(payload)
-                            .map_err(|e| e.to_string())?
-                            .record_ts
-                    };
-                    let record_ts = record_ts as f64;
-                    let now = epoch_ms_f64();
-                    let us = |ms: f64| (ms * 1e3).max(1.0) as u64;
-                    h.total.saturating_record(us(now - record_ts));
-                    let produced = m.timestamp().to_millis().map(|p| p as f64);
-                    if let Some(produced) = produced {
-                        h.to_produce.saturating_record(us(produced - record_ts));
-                        h.to_seen.saturating_record(us(now - produced));
-                    }
-                    if let Some(w) = trace.as_mut() {
-                        use std::io::Write as _;
-                        let split = produced.map_or(-1.0, |p| p - record_ts);
-                        writeln!(
-                            w,
-                            "{now:.3} {:.3} {split:.0} {}",
-                            now - record_ts,
-                            m.partition()
-                        )
-                        .map_err(|e| e.to_string())?;
-                    }
-                }
-                (Some((warm, ready, _)), _) if seen == *warm => {
-                    let _ = ready.send(());
-                }
-                _ => {}
+            if seen == warm {
+                let _ = ready.send(());
+            }
+            if seen <= warm + skip {
+                continue;
+            }
+            let payload = m.payload().unwrap_or_default();
+            // The plain loop forwards the record itself.
+            let record_ts = if plain {
+                WineRecord::decode(payload).map_err(|e| e.to_string())?.ts
+            } else {
+                ServingResult::decode(payload)
+                    .map_err(|e| e.to_string())?
+                    .record_ts
+            };
+            let record_ts = record_ts as f64;
+            let now = epoch_ms_f64();
+            let us = |ms: f64| (ms * 1e3).max(1.0) as u64;
+            h.total.saturating_record(us(now - record_ts));
+            let produced = m.timestamp().to_millis().map(|p| p as f64);
+            if let Some(produced) = produced {
+                h.to_produce.saturating_record(us(produced - record_ts));
+                h.to_seen.saturating_record(us(now - produced));
+            }
+            if let Some(w) = trace.as_mut() {
+                use std::io::Write as _;
+                let split = produced.map_or(-1.0, |p| p - record_ts);
+                writeln!(
+                    w,
+                    "{now:.3} {:.3} {split:.0} {}",
+                    now - record_ts,
+                    m.partition()
+                )
+                .map_err(|e| e.to_string())?;
             }
         }
-        let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
-        Ok((secs, hist))
+        Ok(h)
     })
 }
 
@@ -548,6 +540,63 @@ impl Tuning {
     }
 }
 
+/// Seconds from the first result of `topic` to its `n`-th, on a thread of its
+/// own, from the topic's end offsets (one request for every partition, every
+/// 5 ms): what reaches Kafka, without reading it back. A consumer of the
+/// results on the same two cores would take CPU from the server and the broker
+/// (about a fifth of what the server spends per record, in librdkafka's
+/// fetch parsing alone), which a downstream consumer elsewhere does not.
+fn results_span(
+    bootstrap: String,
+    topic: String,
+    n: u64,
+) -> std::thread::JoinHandle<Result<f64, String>> {
+    std::thread::spawn(move || {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .map_err(|e| e.to_string())?;
+        let md = c
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            tpl.add_partition_offset(&topic, p.id(), rdkafka::Offset::End)
+                .map_err(|e| e.to_string())?;
+        }
+        if tpl.count() == 0 {
+            return Err(format!("{topic}: no partitions"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut first = None;
+        loop {
+            // Offset::End as a timestamp asks for each partition's end offset.
+            let ends = c
+                .offsets_for_times(tpl.clone(), Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            let total: i64 = ends
+                .elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(o) => o,
+                    _ => 0,
+                })
+                .sum();
+            let now = Instant::now();
+            if total > 0 {
+                first.get_or_insert(now);
+            }
+            if total >= n as i64 {
+                return Ok(first.map_or(0.0, |f| now.duration_since(f).as_secs_f64()));
+            }
+            if now > deadline {
+                return Err(format!("only {total} of {n} results after 600 s"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
 async fn throughput(
     cluster: &Cluster,
     model: &ModelDescriptor,
@@ -556,24 +605,14 @@ async fn throughput(
     tuning: &Tuning,
 ) -> Result<(f64, f64, f64), BoxError> {
     let b = cluster.bootstrap();
-    // Counts the results of `n` records, on a thread of its own.
-    let count = |t: &Topics| {
-        count_results(
-            b.into(),
-            t.results.clone(),
-            n,
-            None,
-            false,
-            cluster.fetch_min_bytes(),
-            tuning,
-        )
-    };
+    // Times the results of `n` records, on a thread of its own.
+    let count = |t: &Topics| results_span(b.into(), t.results.clone(), n);
     // Baseline: plain consume → produce.
     let t = cluster.topics("base", false, tuning).await?;
     let provider_rate = publish(b, &t, model, records, n, 0).await?;
     let counter = count(&t);
     pass_through(b, &t.data, &t.results, n, cluster.fetch_min_bytes(), tuning).await?;
-    let (base_secs, _) = counter.join().map_err(|_| "counter panicked")??;
+    let base_secs = counter.join().map_err(|_| "counter panicked")??;
 
     // The server.
     let t = cluster.topics("tput", false, tuning).await?;
@@ -584,7 +623,7 @@ async fn throughput(
     let running = tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
-    let (secs, _) = tokio::task::spawn_blocking(move || counter.join())
+    let secs = tokio::task::spawn_blocking(move || counter.join())
         .await?
         .map_err(|_| "counter panicked")??;
     let _ = stop.send(());
@@ -647,7 +686,7 @@ async fn latency(
         b.into(),
         t.results.clone(),
         warm + skip + n,
-        Some((warm, ready_tx, skip)),
+        (warm, ready_tx, skip),
         plain,
         cluster.fetch_min_bytes(),
         tuning,
@@ -691,12 +730,12 @@ async fn latency(
             .map_err(|e| e.to_string())
     })
     .await??;
-    let (_, hist) = tokio::task::spawn_blocking(move || counter.join())
+    let hist = tokio::task::spawn_blocking(move || counter.join())
         .await?
         .map_err(|_| "counter panicked")??;
     let _ = stop.send(());
     running.await??;
-    Ok((hist.ok_or("no histogram")?, sent.rate))
+    Ok((hist, sent.rate))
 }
 
 /// Throughput on one cluster, then latency at each rate on a fresh one
