@@ -486,14 +486,7 @@ mod tests {
         Ok(())
     }
 
-    /// The value librdkafka ends up with: the last one set for `key`.
-    fn effective<'a>(props: &'a [(String, String)], key: &str) -> Option<&'a str> {
-        props
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
+    use flowstage_stages::kafka::effective_property as effective;
 
     #[test]
     fn low_latency_sets_the_recipe_and_what_is_given_wins() -> Result<()> {

@@ -87,6 +87,26 @@ pub(crate) fn base_client_config(bootstrap_servers: &str) -> rdkafka::ClientConf
     );
     c
 }
+
+/// The value `key` ends up with when `properties` are set in order on a
+/// librdkafka configuration, as the settings of this crate apply them: the
+/// last one set wins.
+///
+/// ```
+/// use flowstage_stages::kafka::effective_property;
+///
+/// let props = [("linger.ms".to_string(), "5".to_string()), ("linger.ms".to_string(), "0.2".to_string())];
+/// assert_eq!(effective_property(&props, "linger.ms"), Some("0.2"));
+/// assert_eq!(effective_property(&props, "acks"), None);
+/// ```
+pub fn effective_property<'a>(properties: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    properties
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
 pub use consumer::{
     committable_source, CommitHook, Committable, CommittableMessage, CommittableOffset,
     CommittableSource, ConsumerControl, ConsumerRecord, ConsumerSettings, SourceConsumer,

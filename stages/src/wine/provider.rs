@@ -659,7 +659,7 @@ pub async fn provide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::{EmbeddedBroker, EmbeddedBrokerConfig};
+    use crate::kafka::{effective_property, EmbeddedBroker, EmbeddedBrokerConfig};
     use crate::wine::files::{generated_models, generated_wine_records};
     use crate::wine::{parse_record_key, record_key};
     use rdkafka::config::ClientConfig;
@@ -952,15 +952,7 @@ mod tests {
             ..ProviderConfig::new("k:9092")
         };
         let settings = producer_settings(&config);
-        // librdkafka keeps the last value set for a key.
-        let effective = |key: &str| {
-            settings
-                .properties
-                .iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
+        let effective = |key: &str| effective_property(&settings.properties, key);
         assert_eq!(settings.bootstrap_servers, "k:9092");
         assert_eq!(effective("security.protocol"), Some("SASL_SSL"));
         assert_eq!(effective("linger.ms"), Some("3"), "client over the default");
@@ -970,12 +962,8 @@ mod tests {
     #[test]
     fn low_latency_batches_for_less_unless_told_otherwise() {
         let linger = |config: &ProviderConfig| {
-            producer_settings(config)
-                .properties
-                .iter()
-                .rev()
-                .find(|(k, _)| k == "linger.ms")
-                .map(|(_, v)| v.clone())
+            effective_property(&producer_settings(config).properties, "linger.ms")
+                .map(str::to_string)
         };
         let plain = ProviderConfig::new("k:9092");
         assert_eq!(linger(&plain).as_deref(), Some("1"));

@@ -1447,14 +1447,7 @@ mod tests {
         assert_eq!(decode_record(Some(&ok.encode_to_vec())), Ok(ok));
     }
 
-    /// The value librdkafka ends up with: the last one set for `key`.
-    fn effective<'a>(props: &'a [(String, String)], key: &str) -> Option<&'a str> {
-        props
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
+    use crate::kafka::effective_property as effective;
 
     #[test]
     fn client_properties_reach_every_client_and_specific_ones_override_them() {
