@@ -204,12 +204,16 @@ impl ServerConfig {
     /// records/s on a 2-core machine, against 10–14 ms with the defaults).
     ///
     /// ```
+    /// use flowstage_stages::kafka::effective_property;
     /// use flowstage_stages::wine::server::ServerConfig;
     ///
     /// let mut config = ServerConfig::new("127.0.0.1:9092").low_latency();
-    /// config.producer_properties.push(("linger.ms".into(), "1".into())); // wins over 0.2
     /// assert_eq!(config.create_topics, Some(1));
     /// assert_eq!(config.commit.max_batch, 10_000);
+    /// let linger = |c: &ServerConfig| effective_property(&c.producer_properties, "linger.ms").map(str::to_string);
+    /// assert_eq!(linger(&config).as_deref(), Some("0.2"));
+    /// config.producer_properties.push(("linger.ms".into(), "1".into()));
+    /// assert_eq!(linger(&config).as_deref(), Some("1"));
     /// ```
     pub fn low_latency(mut self) -> Self {
         let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
