@@ -32,8 +32,8 @@
 //!    (while it connects, its first records wait).
 //! 3. **Latency with the low-latency settings** (Apache Kafka only, 50,000
 //!    records/s): as 2, with the low-latency settings for every client of
-//!    the run ([`Tuning::low_latency`]; the server's are
-//!    `ServerConfig::low_latency`, what `serve --low-latency` sets): one
+//!    the run ([`Tuning::low_latency`], taken from `ServerConfig::low_latency`,
+//!    what `serve --low-latency` sets): one
 //!    partition, fetches answered at once, 0.2 ms batches, a commit every
 //!    10,000 records.
 //!
@@ -60,9 +60,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flowstage_model::pb::{ModelDescriptor, ServingResult, WineRecord};
 use flowstage_stages::kafka::{EmbeddedBroker, EmbeddedBrokerConfig, TopicSpec};
 use flowstage_stages::wine::provider::{provide, ProviderConfig};
-use flowstage_stages::wine::server::{
-    Server, ServerConfig, LOW_LATENCY_COMMIT_BATCH, LOW_LATENCY_LINGER_MS,
-};
+use flowstage_stages::wine::server::{Server, ServerConfig};
 use flowstage_stages::wine::{files, Topics};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -424,9 +422,6 @@ fn server_config(bootstrap: &str, topics: &Topics, tag: &str, tuning: &Tuning) -
     c.group_id = format!("bench-{tag}-{}", std::process::id());
     c.instances_topic = format!("{}-instances", topics.data);
     c.http = None;
-    if tuning.server_low_latency {
-        return c.low_latency();
-    }
     c.consumer_properties = tuning.consumer.clone();
     c.producer_properties = tuning.producer.clone();
     if let Some(n) = tuning.commit_batch {
@@ -470,10 +465,6 @@ struct Tuning {
     provider: Vec<(String, String)>,
     /// The server commits every this many records (`None`: its default).
     commit_batch: Option<usize>,
-    /// The server runs with [`ServerConfig::low_latency`] (what `serve
-    /// --low-latency` sets) instead of `consumer`, `producer` and
-    /// `commit_batch`, which then stand for it for the other clients.
-    server_low_latency: bool,
 }
 
 impl Tuning {
@@ -487,14 +478,13 @@ impl Tuning {
             producer: env_properties("BENCH_PRODUCER_PROPERTIES"),
             provider: env_properties("BENCH_PROVIDER_PROPERTIES"),
             commit_batch: env_parse("BENCH_COMMIT_BATCH"),
-            server_low_latency: false,
         }
     }
 
-    /// Tuned for latency at a rate one partition takes: the server with
-    /// [`ServerConfig::low_latency`] (`serve --low-latency`), the provider
-    /// as `provide --low-latency`, the plain loop and the results consumer
-    /// with the same client settings: one partition (a
+    /// Tuned for latency at a rate one partition takes, taken from
+    /// [`ServerConfig::low_latency`] (`serve --low-latency`) and
+    /// [`ProviderConfig::low_latency`] (`provide --low-latency`), for the
+    /// plain loop and the results consumer too: one partition (a
     /// produce request carries one batch, a fetch is answered by one
     /// append); fetches answered as soon as a record is there
     /// (`fetch.min.bytes` 1: affordable with one partition, with six the
@@ -503,15 +493,14 @@ impl Tuning {
     /// a commit every 10,000 records rather than 1,000 (50 commit requests a
     /// second add to the broker's load and the tail).
     fn low_latency() -> Self {
-        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let server = ServerConfig::new("").low_latency();
         Tuning {
             tag: "lowlat",
-            partitions: Some(1),
-            consumer: vec![kv("fetch.min.bytes", "1"), kv("fetch.wait.max.ms", "10")],
-            producer: vec![kv("linger.ms", LOW_LATENCY_LINGER_MS)],
-            provider: vec![kv("linger.ms", LOW_LATENCY_LINGER_MS)],
-            commit_batch: Some(LOW_LATENCY_COMMIT_BATCH),
-            server_low_latency: true,
+            partitions: server.create_topics,
+            consumer: server.consumer_properties,
+            producer: server.producer_properties,
+            provider: ProviderConfig::new("").low_latency().properties,
+            commit_batch: Some(server.commit.max_batch),
         }
     }
 

@@ -298,11 +298,11 @@ impl std::fmt::Debug for ServerConfig {
 
 /// The producers' batching of [`ServerConfig::low_latency`] and
 /// [`ProviderConfig::low_latency`](super::provider::ProviderConfig::low_latency), ms.
-pub const LOW_LATENCY_LINGER_MS: &str = "0.2";
+pub(crate) const LOW_LATENCY_LINGER_MS: &str = "0.2";
 
 /// The commit batch of [`ServerConfig::low_latency`]: a commit request is
 /// broker work too (50 a second at 50,000 records/s with 1,000 a commit).
-pub const LOW_LATENCY_COMMIT_BATCH: usize = 10_000;
+pub(crate) const LOW_LATENCY_COMMIT_BATCH: usize = 10_000;
 
 /// The producer settings of results, dead letters and instance records:
 /// `linger.ms` 5 (librdkafka's default, and Kafka's Java producer's since
