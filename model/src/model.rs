@@ -129,6 +129,14 @@ pub trait Model: Send + Sync + fmt::Debug {
     /// Scores one record.
     fn score(&self, record: &Record) -> Result<Score, ModelError>;
 
+    /// Scores `record` with its fields renamed by `mapping`: the same result as
+    /// `self.score(&mapping.apply(record))`, which is the default. Models that read their
+    /// inputs by name override it to look the names up through the mapping rather than build
+    /// a renamed record for every call (PMML models do); [`MappedModel`] scores through it.
+    fn score_mapped(&self, record: &Record, mapping: &FieldMapping) -> Result<Score, ModelError> {
+        self.score(&mapping.apply(record))
+    }
+
     /// Scores many records; one result per record, in order. A record that cannot be scored
     /// gives an error in its own slot without failing the others. The default scores them one
     /// by one; tensor models run them as one batch.
@@ -162,6 +170,9 @@ impl<M: Model + ?Sized> Model for Box<M> {
     fn score(&self, record: &Record) -> Result<Score, ModelError> {
         (**self).score(record)
     }
+    fn score_mapped(&self, record: &Record, mapping: &FieldMapping) -> Result<Score, ModelError> {
+        (**self).score_mapped(record, mapping)
+    }
     fn score_batch(&self, records: &[Record]) -> Vec<Result<Score, ModelError>> {
         (**self).score_batch(records)
     }
@@ -185,6 +196,9 @@ impl<M: Model + ?Sized> Model for Arc<M> {
     }
     fn score(&self, record: &Record) -> Result<Score, ModelError> {
         (**self).score(record)
+    }
+    fn score_mapped(&self, record: &Record, mapping: &FieldMapping) -> Result<Score, ModelError> {
+        (**self).score_mapped(record, mapping)
     }
     fn score_batch(&self, records: &[Record]) -> Vec<Result<Score, ModelError>> {
         (**self).score_batch(records)
@@ -233,7 +247,7 @@ impl<M: Model> Model for MappedModel<M> {
         self.inner.outputs()
     }
     fn score(&self, record: &Record) -> Result<Score, ModelError> {
-        self.inner.score(&self.mapping.apply(record))
+        self.inner.score_mapped(record, &self.mapping)
     }
     fn score_batch(&self, records: &[Record]) -> Vec<Result<Score, ModelError>> {
         let mapped: Vec<Record> = records.iter().map(|r| self.mapping.apply(r)).collect();

@@ -16,7 +16,7 @@ use flowstage_pmml::{DataType, Evaluator, Pmml, Value as PValue};
 
 use crate::error::ModelError;
 use crate::model::{DataKind, FieldDesc, Model, ModelType};
-use crate::record::{Record, Value};
+use crate::record::{FieldMapping, Record, Value};
 use crate::registry::{read_file_limited, LoadOptions, ModelFactory, ModelSource};
 use crate::score::{OutputValue, Score};
 
@@ -41,7 +41,37 @@ impl ModelFactory for PmmlFactory {
     }
 }
 
-/// A compiled PMML model.
+/// A compiled PMML model. Through a [`FieldMapping`] ([`Model::score_mapped`],
+/// as a [`crate::MappedModel`] scores) it reads each input under its mapped name
+/// without building a renamed record:
+///
+/// ```
+/// use flowstage_model::pmml::PmmlModel;
+/// use flowstage_model::{FieldMapping, Model, Record};
+///
+/// let pmml = r#"<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
+///   <DataDictionary>
+///     <DataField name="fixed acidity" optype="continuous" dataType="double"/>
+///     <DataField name="quality" optype="continuous" dataType="double"/>
+///   </DataDictionary>
+///   <RegressionModel functionName="regression">
+///     <MiningSchema>
+///       <MiningField name="fixed acidity"/>
+///       <MiningField name="quality" usageType="target"/>
+///     </MiningSchema>
+///     <RegressionTable intercept="1">
+///       <NumericPredictor name="fixed acidity" coefficient="2"/>
+///     </RegressionTable>
+///   </RegressionModel>
+/// </PMML>"#;
+/// let model = PmmlModel::from_bytes(pmml.as_bytes().to_vec())?;
+/// let record = Record::new().with("acid", 3.0);
+/// let mapping = FieldMapping::new().map("acid", "fixed acidity");
+/// let score = model.score_mapped(&record, &mapping)?;
+/// assert_eq!(score, model.score(&mapping.apply(&record))?);
+/// assert_eq!(score.value.as_f64(), Some(7.0));
+/// # Ok::<(), flowstage_model::ModelError>(())
+/// ```
 #[derive(Debug)]
 pub struct PmmlModel {
     evaluator: Evaluator,
@@ -70,6 +100,14 @@ fn normalize(name: &str) -> String {
         .filter(|c| *c != ' ' && *c != '_')
         .flat_map(char::to_lowercase)
         .collect()
+}
+
+/// Whether `name` [`normalize`]s to `key`, without building the normalized name.
+fn normalized_eq(name: &str, key: &str) -> bool {
+    name.chars()
+        .filter(|c| *c != ' ' && *c != '_')
+        .flat_map(char::to_lowercase)
+        .eq(key.chars())
 }
 
 fn invalid(reason: impl Into<String>) -> ModelError {
@@ -122,21 +160,65 @@ impl PmmlModel {
         &self.evaluator
     }
 
-    fn lookup<'r>(&self, i: usize, record: &'r Record) -> Option<&'r Value> {
+    /// Scores `record`, its field names read through `mapping` (which
+    /// [`FieldMapping::renames_in_place`] the record) when given.
+    fn score_through(
+        &self,
+        record: &Record,
+        mapping: Option<&FieldMapping>,
+    ) -> Result<Score, ModelError> {
+        let args: Vec<PValue> = (0..self.inputs.len())
+            .map(|i| match self.lookup(i, record, mapping) {
+                Some(Value::Number(x)) => PValue::Double(*x),
+                Some(Value::Text(s)) => PValue::String(s.clone()),
+                Some(Value::Missing) | None => PValue::Missing,
+            })
+            .collect();
+        let out = self
+            .evaluator
+            .evaluate(&args)
+            .map_err(|e| ModelError::Scoring(e.to_string()))?;
+        let outputs: Vec<(String, OutputValue)> = out
+            .iter()
+            .map(|(name, v)| (name.to_string(), to_output(v)))
+            .collect();
+        let value = out
+            .iter()
+            .next()
+            .map(|(_, v)| to_value(v))
+            .unwrap_or(Value::Missing);
+        Ok(Score { value, outputs })
+    }
+
+    /// The value of input `i` in `record`, whose field names are read through
+    /// `mapping` when given: the field of the same name, else of the same name
+    /// up to case, spaces and underscores. The position found last time is
+    /// tried first.
+    fn lookup<'r>(
+        &self,
+        i: usize,
+        record: &'r Record,
+        mapping: Option<&'r FieldMapping>,
+    ) -> Option<&'r Value> {
+        let fields = record.fields();
+        let name_at = |p: usize| -> &'r str {
+            let n = &fields[p].0;
+            mapping.map_or(n.as_str(), |m| m.renamed(p, n))
+        };
         let name = &self.inputs[i].name;
+        let key = &self.keys[i];
         let hint = self.hints[i].load(Ordering::Relaxed);
-        if let Some((n, v)) = record.iter().nth(hint) {
-            if n == name || normalize(n) == self.keys[i] {
-                return Some(v);
+        if hint < fields.len() {
+            let n = name_at(hint);
+            if n == name || normalized_eq(n, key) {
+                return Some(&fields[hint].1);
             }
         }
-        let found = record.iter().position(|(n, _)| n == name).or_else(|| {
-            record
-                .iter()
-                .position(|(n, _)| normalize(n) == self.keys[i])
-        })?;
+        let found = (0..fields.len())
+            .find(|&p| name_at(p) == name)
+            .or_else(|| (0..fields.len()).find(|&p| normalized_eq(name_at(p), key)))?;
         self.hints[i].store(found, Ordering::Relaxed);
-        record.iter().nth(found).map(|(_, v)| v)
+        Some(&fields[found].1)
     }
 }
 
@@ -176,30 +258,121 @@ impl Model for PmmlModel {
     }
 
     fn score(&self, record: &Record) -> Result<Score, ModelError> {
-        let args: Vec<PValue> = (0..self.inputs.len())
-            .map(|i| match self.lookup(i, record) {
-                Some(Value::Number(x)) => PValue::Double(*x),
-                Some(Value::Text(s)) => PValue::String(s.clone()),
-                Some(Value::Missing) | None => PValue::Missing,
-            })
-            .collect();
-        let out = self
-            .evaluator
-            .evaluate(&args)
-            .map_err(|e| ModelError::Scoring(e.to_string()))?;
-        let outputs: Vec<(String, OutputValue)> = out
-            .iter()
-            .map(|(name, v)| (name.to_string(), to_output(v)))
-            .collect();
-        let value = out
-            .iter()
-            .next()
-            .map(|(_, v)| to_value(v))
-            .unwrap_or(Value::Missing);
-        Ok(Score { value, outputs })
+        self.score_through(record, None)
+    }
+
+    fn score_mapped(&self, record: &Record, mapping: &FieldMapping) -> Result<Score, ModelError> {
+        // Inputs are read by name: through the mapping when it renames the
+        // record field by field (no renamed copy per record), else from the
+        // renamed copy.
+        if mapping.renames_in_place(record) {
+            self.score_through(record, Some(mapping))
+        } else {
+            self.score_through(&mapping.apply(record), None)
+        }
     }
 
     fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
         Ok(self.bytes.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// quality = 1·"a b" + 10·"c_d" + 100·"E" (missing inputs replaced by 0.5).
+    const SUM: &str = r#"<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
+  <DataDictionary>
+    <DataField name="a b" optype="continuous" dataType="double"/>
+    <DataField name="c_d" optype="continuous" dataType="double"/>
+    <DataField name="E" optype="continuous" dataType="double"/>
+    <DataField name="quality" optype="continuous" dataType="double"/>
+  </DataDictionary>
+  <RegressionModel functionName="regression">
+    <MiningSchema>
+      <MiningField name="a b" missingValueReplacement="0.5"/>
+      <MiningField name="c_d" missingValueReplacement="0.5"/>
+      <MiningField name="E" missingValueReplacement="0.5"/>
+      <MiningField name="quality" usageType="target"/>
+    </MiningSchema>
+    <RegressionTable intercept="0">
+      <NumericPredictor name="a b" coefficient="1"/>
+      <NumericPredictor name="c_d" coefficient="10"/>
+      <NumericPredictor name="E" coefficient="100"/>
+    </RegressionTable>
+  </RegressionModel>
+</PMML>"#;
+
+    /// Scoring through a mapping gives what scoring the renamed record gives,
+    /// for mappings that rename in place and for those that do not (merged
+    /// names, unmapped fields taking a mapped name), with exact and
+    /// normalized names, in any field order, one model scoring records of
+    /// changing layouts (its remembered positions must not leak between them).
+    #[test]
+    fn scoring_through_a_mapping_equals_scoring_the_renamed_record() {
+        let model = PmmlModel::from_bytes(SUM.as_bytes().to_vec()).unwrap();
+        let pool = ["a b", "a_b", "A B", "c_d", "cd", "E", "e", "x", "y"];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut in_place, mut copied) = (0, 0);
+        for _ in 0..3000 {
+            let mut mapping = FieldMapping::new();
+            for _ in 0..next(5) {
+                mapping = mapping.map(pool[next(pool.len())], pool[next(pool.len())]);
+            }
+            let mut record = Record::new();
+            for _ in 0..next(6) {
+                let value = match next(8) {
+                    0 => Value::Missing,
+                    1 => Value::Text("7".into()),
+                    v => Value::Number(v as f64),
+                };
+                record.insert(pool[next(pool.len())], value);
+            }
+            if mapping.renames_in_place(&record) {
+                in_place += 1;
+            } else {
+                copied += 1;
+            }
+            let through = model.score_mapped(&record, &mapping);
+            let renamed = model.score(&mapping.apply(&record));
+            assert_eq!(
+                format!("{through:?}"),
+                format!("{renamed:?}"),
+                "record {record:?}, mapping {mapping:?}"
+            );
+        }
+        // Both paths were taken, many times.
+        assert!(
+            in_place > 300 && copied > 300,
+            "{in_place} in place, {copied} copied"
+        );
+    }
+
+    #[test]
+    fn normalized_eq_is_normalize_then_compare() {
+        for (name, key) in [
+            ("fixed_acidity", "fixedacidity"),
+            ("Fixed Acidity", "fixedacidity"),
+            ("pH", "ph"),
+            ("p_h", "ph"),
+            ("fixed", "fixedacidity"),
+            ("fixedacidityx", "fixedacidity"),
+            ("", ""),
+            ("_ _", ""),
+            ("İ", "i̇"),
+        ] {
+            assert_eq!(
+                normalized_eq(name, key),
+                normalize(name) == key,
+                "{name} / {key}"
+            );
+        }
     }
 }

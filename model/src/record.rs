@@ -8,13 +8,13 @@ use crate::pb::WineRecord;
 /// [`WINE_FIELDS`]) or a shared one, so copying a record or renaming its fields
 /// never allocates a name.
 #[derive(Clone)]
-enum Name {
+pub(crate) enum Name {
     Static(&'static str),
     Shared(Arc<str>),
 }
 
 impl Name {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Name::Static(s) => s,
             Name::Shared(s) => s,
@@ -25,6 +25,7 @@ impl Name {
 impl Name {
     /// The same name: the same `'static` string (a pointer compare, as for
     /// records made from [`WINE_FIELDS`] and the wine mapping) or equal text.
+    #[inline]
     fn same(&self, other: &Name) -> bool {
         match (self, other) {
             (Name::Static(a), Name::Static(b)) if std::ptr::eq(*a, *b) => true,
@@ -150,6 +151,11 @@ impl Record {
     /// Fields in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.fields.iter().map(|(n, v)| (n.as_str(), v))
+    }
+
+    /// Fields in order, names as stored (for lookups by position in this crate).
+    pub(crate) fn fields(&self) -> &[(Name, Value)] {
+        &self.fields
     }
 
     /// Values in order.
@@ -293,6 +299,39 @@ impl FieldMapping {
             .map_or(name, |(f, _)| f.as_str())
     }
 
+    /// The pair renaming field `i` of a record, named `name`: the pair at the
+    /// field's own position first, so that a record made in the mapping's
+    /// field order finds each name at once.
+    #[inline]
+    fn pair_for(&self, i: usize, name: &Name) -> Option<&(Name, Name)> {
+        match self.pairs.get(i) {
+            Some(p) if p.0.same(name) => Some(p),
+            _ => self.pairs.iter().find(|(f, _)| f.same(name)),
+        }
+    }
+
+    /// The name field `i` of a record, named `name`, has after renaming.
+    #[inline]
+    pub(crate) fn renamed<'a>(&'a self, i: usize, name: &'a Name) -> &'a str {
+        self.pair_for(i, name)
+            .map_or(name.as_str(), |(_, t)| t.as_str())
+    }
+
+    /// Whether [`FieldMapping::apply`] renames `record` field by field, each
+    /// field keeping its position and value (the name of field `i` becomes
+    /// [`FieldMapping::renamed`]): the identity, or an injective mapping with
+    /// a pair for every field of `record`. Models can then read the renamed
+    /// record through the mapping instead of building it.
+    pub(crate) fn renames_in_place(&self, record: &Record) -> bool {
+        self.pairs.is_empty()
+            || (self.injective
+                && record
+                    .fields
+                    .iter()
+                    .enumerate()
+                    .all(|(i, (n, _))| self.pair_for(i, n).is_some()))
+    }
+
     /// `record` with its fields renamed, order kept.
     pub fn apply(&self, record: &Record) -> Record {
         if self.pairs.is_empty() {
@@ -307,13 +346,7 @@ impl FieldMapping {
             .iter()
             .enumerate()
             .map(|(i, (n, v))| {
-                // The pair at the field's own position first: a record made
-                // in the mapping's field order finds each name at once.
-                let pair = match self.pairs.get(i) {
-                    Some(p) if p.0.same(n) => Some(p),
-                    _ => self.pairs.iter().find(|(f, _)| f.same(n)),
-                };
-                let renamed = match pair {
+                let renamed = match self.pair_for(i, n) {
                     Some((_, t)) => t.clone(),
                     None => {
                         all_mapped = false;
