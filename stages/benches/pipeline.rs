@@ -29,7 +29,10 @@
 //!    the embedded broker a fresh mock cluster). Not measured: a warm-up (the
 //!    model and 1,000 records, until the server serves and the results
 //!    consumer has caught up), then the measured provider's first half second
-//!    (while it connects, its first records wait).
+//!    (while it connects, its first records wait). A second baseline, of the
+//!    machine: while the measured records flow, a thread sleeps 1 ms at a time
+//!    and how far each sleep overran is printed too (what the scheduler alone
+//!    adds on these cores; see [`hiccups`]).
 //! 3. **Latency with the low-latency settings** (Apache Kafka only, 50,000
 //!    records/s): as 2, with the low-latency settings for every client of
 //!    the run ([`Tuning::low_latency`], taken from `ServerConfig::low_latency`,
@@ -253,6 +256,10 @@ struct Latencies {
     total: Histogram<u64>,
     to_produce: Histogram<u64>,
     to_seen: Histogram<u64>,
+    /// The machine's own delays over the same span, from a thread of the
+    /// benchmark that sleeps 1 ms at a time: how much each sleep overran
+    /// ([`hiccups`]).
+    hiccups: Histogram<u64>,
 }
 
 impl Latencies {
@@ -262,8 +269,31 @@ impl Latencies {
             total: h()?,
             to_produce: h()?,
             to_seen: h()?,
+            hiccups: h()?,
         })
     }
+}
+
+/// A baseline of the machine itself, measured while a latency run's records
+/// flow: a thread sleeps 1 ms at a time until `stop` is set, and the
+/// histogram holds how far each sleep overran (µs). It shows what the
+/// scheduler alone adds on these shared cores (a stall of the virtual
+/// machine, a busy core), which every latency of the run can include.
+fn hiccups(
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Result<Histogram<u64>, String>> {
+    std::thread::spawn(move || {
+        let mut h =
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+        let tick = Duration::from_millis(1);
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            std::thread::sleep(tick);
+            let over = t.elapsed().saturating_sub(tick);
+            h.saturating_record(over.as_micros().max(1) as u64);
+        }
+        Ok(h)
+    })
 }
 
 /// Reads `n` messages of `topic` on a thread of its own and returns their
@@ -701,6 +731,8 @@ async fn latency(
         // latency.
         c.properties.push(("linger.ms".into(), "5".into()));
     }
+    let stop_meter = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let meter = hiccups(stop_meter.clone());
     // The provider on a runtime of its own (a separate process in production),
     // so its pacing does not share worker threads with the server.
     let rs = records.to_vec();
@@ -719,9 +751,13 @@ async fn latency(
             .map_err(|e| e.to_string())
     })
     .await??;
-    let hist = tokio::task::spawn_blocking(move || counter.join())
+    let mut hist = tokio::task::spawn_blocking(move || counter.join())
         .await?
         .map_err(|_| "counter panicked")??;
+    stop_meter.store(true, Ordering::Relaxed);
+    hist.hiccups = tokio::task::spawn_blocking(move || meter.join())
+        .await?
+        .map_err(|_| "hiccup meter panicked")??;
     let _ = stop.send(());
     running.await??;
     Ok((hist, sent.rate))
@@ -797,6 +833,13 @@ async fn bench(
             ms(&l.to_seen, 0.50),
             ms(&l.to_seen, 0.99),
             l.to_seen.max() as f64 / 1e3
+        );
+            println!(
+            "{which:>13}   the machine meanwhile: 1 ms sleeps overran by p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+            ms(&l.hiccups, 0.50),
+            ms(&l.hiccups, 0.99),
+            ms(&l.hiccups, 0.999),
+            l.hiccups.max() as f64 / 1e3
         );
         }
     }
