@@ -56,6 +56,10 @@ pub struct DemoArgs {
     pub sample_every: f64,
 }
 
+/// On stop, how long the server may take to take in the records the provider
+/// published before it stopped.
+const CATCH_UP: Duration = Duration::from_secs(30);
+
 fn seconds(flag: &str, v: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(v).with_context(|| format!("{flag} {v}: not a duration in seconds"))
 }
@@ -270,7 +274,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
             |_| {},
             stopped(&stop_rx),
         ));
-        let server_task = tokio::spawn(server.run(stopped(&stop_rx)));
+        // The server stops after the provider, once it has taken in what was
+        // published (see below).
+        let (server_stop_tx, server_stop_rx) = watch::channel(false);
+        let server_task = tokio::spawn(server.run(stopped(&server_stop_rx)));
 
         let started = Instant::now();
         match duration {
@@ -283,6 +290,25 @@ pub fn run(args: DemoArgs) -> Result<()> {
         println!("demo: stopping after {:.1} s", started.elapsed().as_secs_f64());
         let _ = stop_tx.send(true);
         let provided = provider.await.context("provider task failed")??;
+        // Every record the provider published reaches the server before it
+        // stops (it then finishes them: results produced, offsets committed),
+        // so the summary's counts match. Bounded; another Ctrl-C stops at once.
+        let published = provided.records;
+        let caught_up =
+            state.wait_for(move |s| !s.running || s.totals.records >= published);
+        tokio::select! {
+            r = tokio::time::timeout(CATCH_UP, caught_up) => {
+                if r.is_err() {
+                    tracing::warn!(
+                        published,
+                        taken = state.snapshot().totals.records,
+                        "the server did not take in every published record within {CATCH_UP:?}; stopping it"
+                    );
+                }
+            }
+            _ = shutdown_signal() => {}
+        }
+        let _ = server_stop_tx.send(true);
         let served = server_task.await.context("server task failed")??;
         let _ = swaps.await;
         if let Ok(Err(e)) = scores.await {
