@@ -292,7 +292,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let provided = provider.await.context("provider task failed")??;
         // Every record the provider published reaches the server before it
         // stops (it then finishes them: results produced, offsets committed),
-        // so the summary's counts match. Bounded; another Ctrl-C stops at once.
+        // so the summary's counts match. Bounded; another Ctrl-C skips the wait.
         let published = provided.records;
         let caught_up =
             state.wait_for(move |s| !s.running || s.totals.records >= published);
