@@ -264,14 +264,18 @@ struct Latencies {
 
 impl Latencies {
     fn new() -> Result<Self, String> {
-        let h = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string());
         Ok(Latencies {
-            total: h()?,
-            to_produce: h()?,
-            to_seen: h()?,
-            hiccups: h()?,
+            total: histogram()?,
+            to_produce: histogram()?,
+            to_seen: histogram()?,
+            hiccups: histogram()?,
         })
     }
+}
+
+/// A histogram of microseconds, 1 µs to 60 s, 3 significant digits.
+fn histogram() -> Result<Histogram<u64>, String> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())
 }
 
 /// A baseline of the machine itself, measured while a latency run's records
@@ -283,8 +287,7 @@ fn hiccups(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<Result<Histogram<u64>, String>> {
     std::thread::spawn(move || {
-        let mut h =
-            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+        let mut h = histogram()?;
         let tick = Duration::from_millis(1);
         while !stop.load(Ordering::Relaxed) {
             let t = Instant::now();
