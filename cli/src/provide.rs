@@ -74,7 +74,7 @@ pub struct ProvideArgs {
     /// Extra librdkafka producer property (repeatable).
     #[arg(short = 'X', long, value_name = "KEY=VALUE", value_parser = parse_property)]
     pub producer_property: Vec<(String, String)>,
-    /// Records batched for 0.2 ms instead of 1 ms (linger.ms=0.2), the provider's part of
+    /// Records batched for 0.2 ms instead of 5 ms (linger.ms=0.2), the provider's part of
     /// `flowstage serve --low-latency`; --producer-property overrides it.
     #[arg(long, env = "FLOWSTAGE_LOW_LATENCY")]
     pub low_latency: bool,

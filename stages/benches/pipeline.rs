@@ -32,7 +32,7 @@
 //!    (while it connects, its first records wait). A second baseline, of the
 //!    machine: while the measured records flow, a thread sleeps 1 ms at a time
 //!    and how far each sleep overran is printed too (what the scheduler alone
-//!    adds on these cores; see [`hiccups`]).
+//!    adds on these cores; see [`hiccups`]), and how busy the cores were.
 //! 3. **Latency with the low-latency settings** (Apache Kafka only, 50,000
 //!    records/s): as 2, with the low-latency settings for every client of
 //!    the run ([`Tuning::low_latency`], taken from `ServerConfig::low_latency`,
@@ -40,13 +40,20 @@
 //!    partition, fetches answered at once, 0.2 ms batches, a commit every
 //!    10,000 records.
 //!
+//! On Apache Kafka every run, throughput and latency, is first made once,
+//! shorter and unmeasured, to warm the broker up: a JVM that has just started
+//! compiles its hot paths during the first minute or so of load, and the
+//! runs made meanwhile fell behind by up to seconds.
+//!
 //! Targets (issue 6): ≥ 300k records/s; p99 ≤ 5 ms at 50k/s.
 //!
 //! Environment: `BENCH_RECORDS` (throughput run, default 500,000),
 //! `BENCH_RATE` (latency rates with the server's defaults, comma-separated,
 //! default `5000,50000`, empty for none), `BENCH_LATENCY_RECORDS` (default 10 s
 //! worth), `BENCH_SKIP_EMBEDDED`, `BENCH_SKIP_THROUGHPUT`,
-//! `BENCH_SKIP_LATENCY`, `BENCH_SKIP_LOW_LATENCY`; for the runs with the
+//! `BENCH_SKIP_LATENCY`, `BENCH_SKIP_LOW_LATENCY`, `BENCH_BROKER_WARMUP_SECS`
+//! (records per warm-up run in seconds at its rate, default 8, 0 for no
+//! warm-up); for the runs with the
 //! server's defaults, extra librdkafka properties `k=v,k=v` of the consumers
 //! (server, plain loop, results), the producers (server, plain loop) and the
 //! provider: `BENCH_CONSUMER_PROPERTIES`, `BENCH_PRODUCER_PROPERTIES`,
@@ -90,7 +97,7 @@ const MOCK_PARTITIONS: i32 = 32;
 /// latency runs (the consumers keep up, so the 5 MiB cap only drops records
 /// already read). As on Apache Kafka: the mock looks a fetch's offset up by
 /// walking the partition's list of produced batches, so many partitions of
-/// small batches (a fixed rate, `linger.ms` 1) cost it much more per fetch.
+/// small batches (a fixed rate, `linger.ms` 1) costs it much more per fetch.
 const MOCK_LATENCY_PARTITIONS: i32 = 6;
 
 /// Partitions of the data and results topics on Apache Kafka (the tutorial's
@@ -260,6 +267,9 @@ struct Latencies {
     /// benchmark that sleeps 1 ms at a time: how much each sleep overran
     /// ([`hiccups`]).
     hiccups: Histogram<u64>,
+    /// How busy the machine's cores were over the same span, from
+    /// `/proc/stat` (`None` where it cannot be read).
+    cpu: Option<CpuUse>,
 }
 
 impl Latencies {
@@ -269,6 +279,7 @@ impl Latencies {
             to_produce: histogram()?,
             to_seen: histogram()?,
             hiccups: histogram()?,
+            cpu: None,
         })
     }
 }
@@ -278,16 +289,48 @@ fn histogram() -> Result<Histogram<u64>, String> {
     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())
 }
 
+/// The share of the machine's CPU time that was busy, and the share the
+/// hypervisor stole, over a span (`/proc/stat`, all cores together).
+#[derive(Clone, Copy)]
+struct CpuUse {
+    busy: f64,
+    steal: f64,
+}
+
+/// What [`hiccups`] measured: the sleeps' overruns (µs) and the cores' use.
+type MachineBaseline = (Histogram<u64>, Option<CpuUse>);
+
+/// The first line of `/proc/stat`: (busy, steal, total) clock ticks of all
+/// cores since boot; `None` where there is no such file (not Linux).
+fn cpu_ticks() -> Option<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let t: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // user nice system idle iowait irq softirq steal (guest time is
+    // counted in user already).
+    let total: u64 = t.iter().take(8).sum();
+    let idle = t.get(3)? + t.get(4)?;
+    let steal = *t.get(7)?;
+    Some((total - idle - steal, steal, total))
+}
+
 /// A baseline of the machine itself, measured while a latency run's records
 /// flow: a thread sleeps 1 ms at a time until `stop` is set, and the
 /// histogram holds how far each sleep overran (µs). It shows what the
 /// scheduler alone adds on these shared cores (a stall of the virtual
-/// machine, a busy core), which every latency of the run can include.
+/// machine, a busy core), which every latency of the run can include. With
+/// it, how busy the cores were over the same span: near 100 % every
+/// thread waits for a core, and tails grow with any burst.
 fn hiccups(
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<Result<Histogram<u64>, String>> {
+) -> std::thread::JoinHandle<Result<MachineBaseline, String>> {
     std::thread::spawn(move || {
         let mut h = histogram()?;
+        let before = cpu_ticks();
         let tick = Duration::from_millis(1);
         while !stop.load(Ordering::Relaxed) {
             let t = Instant::now();
@@ -295,7 +338,16 @@ fn hiccups(
             let over = t.elapsed().saturating_sub(tick);
             h.saturating_record(over.as_micros().max(1) as u64);
         }
-        Ok(h)
+        let cpu = before
+            .zip(cpu_ticks())
+            .and_then(|((b0, s0, t0), (b1, s1, t1))| {
+                let total = t1.checked_sub(t0).filter(|&t| t > 0)? as f64;
+                Some(CpuUse {
+                    busy: b1.saturating_sub(b0) as f64 / total,
+                    steal: s1.saturating_sub(s0) as f64 / total,
+                })
+            });
+        Ok((h, cpu))
     })
 }
 
@@ -625,22 +677,24 @@ async fn throughput(
     records: &[WineRecord],
     n: u64,
     tuning: &Tuning,
+    warm_up: bool,
 ) -> Result<(f64, f64, f64), BoxError> {
     let b = cluster.bootstrap();
+    let tag = |t: &str| format!("{}{t}", if warm_up { "warm" } else { "" });
     // Times the results of `n` records, on a thread of its own.
     let count = |t: &Topics| results_span(b.into(), t.results.clone(), n);
     // Baseline: plain consume → produce.
-    let t = cluster.topics("base", false, tuning).await?;
+    let t = cluster.topics(&tag("base"), false, tuning).await?;
     let provider_rate = publish(b, &t, model, records, n, 0).await?;
     let counter = count(&t);
     pass_through(b, &t.data, &t.results, n, cluster.fetch_min_bytes(), tuning).await?;
     let base_secs = counter.join().map_err(|_| "counter panicked")??;
 
     // The server.
-    let t = cluster.topics("tput", false, tuning).await?;
+    let t = cluster.topics(&tag("tput"), false, tuning).await?;
     publish(b, &t, model, records, n, 0).await?;
     let counter = count(&t);
-    let server = Server::start(server_config(b, &t, "tput", tuning)).await?;
+    let server = Server::start(server_config(b, &t, &tag("tput"), tuning)).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(server.run(async {
         let _ = stopped.await;
@@ -662,12 +716,13 @@ async fn latency(
     records: &[WineRecord],
     rate: u64,
     n: u64,
-    plain: bool,
+    (plain, warm_up): (bool, bool),
     tuning: &Tuning,
 ) -> Result<(Latencies, f64), BoxError> {
     let b = cluster.bootstrap();
     let tag = format!(
-        "lat{rate}{}{}",
+        "{}lat{rate}{}{}",
+        if warm_up { "warm" } else { "" },
         tuning.tag,
         if plain { "plain" } else { "" }
     );
@@ -722,18 +777,12 @@ async fn latency(
     c.rate = rate;
     c.count = Some(skip + n);
     c.loop_data = true;
+    // The provider's default batches of 5 ms matter on the mock cluster too:
+    // it appends each produced batch to a list per partition and walks that
+    // list from its start for every fetch, so with batches of 1 ms (1–10
+    // records per partition) its fetches got slower the longer the run, and
+    // after a few seconds at 50,000 records/s latencies grew to seconds.
     c.properties = tuning.provider.clone();
-    if c.properties.is_empty() && matches!(cluster, Cluster::Embedded(_)) {
-        // The mock appends each produced batch to a list per partition and
-        // walks that list from its start for every fetch, so at a fixed rate
-        // with the provider's `linger.ms` 1 (a batch of 1–10 records per
-        // partition) its fetches get slower the longer the run: after a few
-        // seconds it cannot keep up with 50,000 records/s and latencies grow
-        // to seconds (for the plain loop as much as for the server). Batches
-        // 5 ms long keep it steady; the extra linger is part of the measured
-        // latency.
-        c.properties.push(("linger.ms".into(), "5".into()));
-    }
     let stop_meter = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let meter = hiccups(stop_meter.clone());
     // The provider on a runtime of its own (a separate process in production),
@@ -758,7 +807,7 @@ async fn latency(
         .await?
         .map_err(|_| "counter panicked")??;
     stop_meter.store(true, Ordering::Relaxed);
-    hist.hiccups = tokio::task::spawn_blocking(move || meter.join())
+    (hist.hiccups, hist.cpu) = tokio::task::spawn_blocking(move || meter.join())
         .await?
         .map_err(|_| "hiccup meter panicked")??;
     let _ = stop.send(());
@@ -786,9 +835,62 @@ async fn bench(
     };
     let cluster = fresh()?;
     let which = cluster.name();
+    let external = matches!(cluster, Cluster::External(_));
     let defaults = Tuning::defaults();
-    if std::env::var("BENCH_SKIP_THROUGHPUT").is_err() {
-        let (rps, base, provider_rate) = throughput(&cluster, model, records, n, &defaults).await?;
+    let (skip_throughput, skip_latency) = (
+        std::env::var("BENCH_SKIP_THROUGHPUT").is_ok(),
+        std::env::var("BENCH_SKIP_LATENCY").is_ok(),
+    );
+    // The server's defaults at each rate; on Apache Kafka the low-latency
+    // settings at 50,000 records/s too (the mock cluster cannot take
+    // batches that small: see `latency`).
+    let mut runs: Vec<(u64, Tuning)> = rates.iter().map(|&r| (r, defaults.clone())).collect();
+    if external && std::env::var("BENCH_SKIP_LOW_LATENCY").is_err() {
+        runs.push((50_000, Tuning::low_latency()));
+    }
+    if skip_latency {
+        runs.clear();
+    }
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
+    // A broker that has just started compiles its hot paths while the first
+    // runs go (the JIT: on the 2-core machine its compiler threads took
+    // 10.9 s of CPU during the first 50,000 records/s pair of runs, 4.9 s
+    // during the second, under 0.7 s later), so the first runs measure a
+    // young JVM, not Kafka as it serves. Each run is made once unmeasured
+    // first, shorter: the throughput run with a fifth of the records, each
+    // latency run with `BENCH_BROKER_WARMUP_SECS` of records (default 8, 0
+    // for no warm-up). The mock cluster is C and needs none.
+    let warm_secs = if external {
+        env_u64("BENCH_BROKER_WARMUP_SECS", 8)
+    } else {
+        0
+    };
+    if warm_secs > 0 {
+        if !skip_throughput {
+            let n = (n / 5).max(1);
+            let (rps, base, _) = throughput(&cluster, model, records, n, &defaults, true).await?;
+            println!(
+                "{which:>13} warm-up of the broker (not measured): throughput, {n} records: server {rps:.0} records/s, plain loop {base:.0} records/s"
+            );
+        }
+        for (rate, tuning) in &runs {
+            for plain in [true, false] {
+                let n = rate * warm_secs;
+                let (l, _) =
+                    latency(&fresh()?, model, records, *rate, n, (plain, true), tuning).await?;
+                let who = if plain { "plain loop" } else { "server" };
+                println!(
+                    "{which:>13} warm-up of the broker (not measured): {who} at {rate} records/s{}, {n} records: p50 {:.2} ms, p99 {:.2} ms",
+                    tuning.describe(),
+                    ms(&l.total, 0.50),
+                    ms(&l.total, 0.99)
+                );
+            }
+        }
+    }
+    if !skip_throughput {
+        let (rps, base, provider_rate) =
+            throughput(&cluster, model, records, n, &defaults, false).await?;
         println!(
             "{which:>13} throughput: {n} records, model {name}: server {:.0} records/s (target >= 300000), \
              plain rdkafka pass-through {:.0} records/s, ratio {:.2}x of the baseline; provider published at {:.0} records/s",
@@ -798,52 +900,55 @@ async fn bench(
             provider_rate
         );
     }
-    let external = matches!(cluster, Cluster::External(_));
     drop(cluster);
-    if std::env::var("BENCH_SKIP_LATENCY").is_ok() {
-        return Ok(());
-    }
-    // The server's defaults at each rate; on Apache Kafka the low-latency
-    // settings at 50,000 records/s too (the mock cluster cannot take
-    // batches that small: see `latency`).
-    let mut runs: Vec<(u64, Tuning)> = rates.iter().map(|&r| (r, defaults.clone())).collect();
-    if external && std::env::var("BENCH_SKIP_LOW_LATENCY").is_err() {
-        runs.push((50_000, Tuning::low_latency()));
-    }
-    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
     for (rate, tuning) in runs {
         let lat_n = env_u64("BENCH_LATENCY_RECORDS", rate * 10);
         let how = tuning.describe();
         for plain in [true, false] {
-            let (l, sent_rate) =
-                latency(&fresh()?, model, records, rate, lat_n, plain, &tuning).await?;
+            let (l, sent_rate) = latency(
+                &fresh()?,
+                model,
+                records,
+                rate,
+                lat_n,
+                (plain, false),
+                &tuning,
+            )
+            .await?;
             let h = &l.total;
             let who = if plain { "plain loop" } else { "server" };
             println!(
-            "{which:>13} {who} latency at {rate} records/s{how} ({lat_n} records, provider achieved {sent_rate:.0}/s): \
-             p50 {:.2} ms, p99 {:.2} ms (target <= 5 ms at 50000/s), p99.9 {:.2} ms, max {:.2} ms",
-            ms(h, 0.50),
-            ms(h, 0.99),
-            ms(h, 0.999),
-            h.max() as f64 / 1e3
-        );
+                "{which:>13} {who} latency at {rate} records/s{how} ({lat_n} records, provider achieved {sent_rate:.0}/s): \
+                 p50 {:.2} ms, p99 {:.2} ms (target <= 5 ms at 50000/s), p99.9 {:.2} ms, max {:.2} ms",
+                ms(h, 0.50),
+                ms(h, 0.99),
+                ms(h, 0.999),
+                h.max() as f64 / 1e3
+            );
             println!(
-            "{which:>13}   of which ts -> result produced: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
-             result produced -> seen: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            ms(&l.to_produce, 0.50),
-            ms(&l.to_produce, 0.99),
-            l.to_produce.max() as f64 / 1e3,
-            ms(&l.to_seen, 0.50),
-            ms(&l.to_seen, 0.99),
-            l.to_seen.max() as f64 / 1e3
-        );
+                "{which:>13}   of which ts -> result produced: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+                 result produced -> seen: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                ms(&l.to_produce, 0.50),
+                ms(&l.to_produce, 0.99),
+                l.to_produce.max() as f64 / 1e3,
+                ms(&l.to_seen, 0.50),
+                ms(&l.to_seen, 0.99),
+                l.to_seen.max() as f64 / 1e3
+            );
+            let cpu = l.cpu.map_or(String::new(), |c| {
+                format!(
+                    "; cores busy {:.0} % (stolen by the host {:.1} %)",
+                    c.busy * 100.0,
+                    c.steal * 100.0
+                )
+            });
             println!(
-            "{which:>13}   the machine meanwhile: 1 ms sleeps overran by p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
-            ms(&l.hiccups, 0.50),
-            ms(&l.hiccups, 0.99),
-            ms(&l.hiccups, 0.999),
-            l.hiccups.max() as f64 / 1e3
-        );
+                "{which:>13}   the machine meanwhile: 1 ms sleeps overran by p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms{cpu}",
+                ms(&l.hiccups, 0.50),
+                ms(&l.hiccups, 0.99),
+                ms(&l.hiccups, 0.999),
+                l.hiccups.max() as f64 / 1e3
+            );
         }
     }
     Ok(())
