@@ -97,7 +97,8 @@ const MOCK_PARTITIONS: i32 = 32;
 /// latency runs (the consumers keep up, so the 5 MiB cap only drops records
 /// already read). As on Apache Kafka: the mock looks a fetch's offset up by
 /// walking the partition's list of produced batches, so many partitions of
-/// small batches (a fixed rate, `linger.ms` 1) costs it much more per fetch.
+/// small batches (a fixed rate, a short `linger.ms`) cost it much more per
+/// fetch.
 const MOCK_LATENCY_PARTITIONS: i32 = 6;
 
 /// Partitions of the data and results topics on Apache Kafka (the tutorial's
@@ -315,7 +316,7 @@ fn cpu_ticks() -> Option<(u64, u64, u64)> {
     let total: u64 = t.iter().take(8).sum();
     let idle = t.get(3)? + t.get(4)?;
     let steal = *t.get(7)?;
-    Some((total - idle - steal, steal, total))
+    Some((total.saturating_sub(idle + steal), steal, total))
 }
 
 /// A baseline of the machine itself, measured while a latency run's records
