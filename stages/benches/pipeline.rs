@@ -37,8 +37,8 @@
 //!    records/s): as 2, with the low-latency settings for every client of
 //!    the run ([`Tuning::low_latency`], taken from `ServerConfig::low_latency`,
 //!    what `serve --low-latency` sets): one
-//!    partition, fetches answered at once, 0.2 ms batches, a commit every
-//!    10,000 records.
+//!    partition, fetches answered at once, 0.2 ms batches (and the server's
+//!    default commit every 10,000 records).
 //!
 //! On Apache Kafka every run, throughput and latency, is first made once,
 //! shorter and unmeasured, to warm the broker up: a JVM that has just started
@@ -576,8 +576,7 @@ impl Tuning {
     /// (`fetch.min.bytes` 1: affordable with one partition, with six the
     /// broker spends a core on fetches); batches of 0.2 ms (`linger.ms` 0
     /// makes a request per record, more than the broker takes at 50,000/s);
-    /// a commit every 10,000 records rather than 1,000 (50 commit requests a
-    /// second add to the broker's load and the tail).
+    /// the server's commit batch (10,000 records), printed with the rest.
     fn low_latency() -> Self {
         let server = ServerConfig::new("").low_latency();
         Tuning {
