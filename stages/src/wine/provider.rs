@@ -349,7 +349,7 @@ struct Encoded {
 fn producer_settings(config: &ProviderConfig) -> ProducerSettings {
     let mut settings = ProducerSettings::new(config.brokers.clone())
         .max_in_flight(config.max_in_flight)
-        .set("linger.ms", "5");
+        .set("linger.ms", super::server::DEFAULT_LINGER_MS);
     settings.properties.extend(
         config
             .kafka_properties

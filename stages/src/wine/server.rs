@@ -298,6 +298,11 @@ impl std::fmt::Debug for ServerConfig {
 /// [`ProviderConfig::low_latency`](super::provider::ProviderConfig::low_latency), ms.
 pub(crate) const LOW_LATENCY_LINGER_MS: &str = "0.2";
 
+/// The producers' batching otherwise, the server's and the provider's
+/// (`linger.ms`, ms): librdkafka's default, and Kafka's Java producer's since
+/// 4.0. Why not less: [`producer_settings`] here, and the provider's.
+pub(crate) const DEFAULT_LINGER_MS: &str = "5";
+
 /// The server's commit batch: offsets are committed after this many
 /// processed records (or at least every second while records flow). A commit
 /// is a request the broker writes to its offsets topic, so with a batch of
@@ -324,7 +329,7 @@ pub const DEFAULT_COMMIT_BATCH: usize = 10_000;
 fn producer_settings(config: &ServerConfig) -> ProducerSettings {
     let mut ps = ProducerSettings::new(&config.brokers)
         .max_in_flight(config.max_in_flight)
-        .set("linger.ms", "5");
+        .set("linger.ms", DEFAULT_LINGER_MS);
     for (k, v) in &config.producer_properties {
         ps = ps.set(k, v);
     }
