@@ -10,7 +10,7 @@ use crate::error::{BoxError, Item, StreamError};
 use crate::fanin::{Concat, Merge, ZipWith};
 use crate::flow::Flow;
 use crate::ops::*;
-use crate::queue::{self, BatchStream, OverflowStrategy, QueueStream};
+use crate::queue::{self, BatchStream, OverflowStrategy, QueueStream, Runner};
 use crate::source::Source;
 use crate::supervision::Supervisor;
 
@@ -223,7 +223,7 @@ pub trait FlowOps: Sized {
         capacity: usize,
         overflow: OverflowStrategy,
     ) -> Self::Repr<Self::Out, QueueStream<Self::Out>> {
-        self.via_stream(move |s| queue::spawn_buffered(s, capacity, overflow))
+        self.via_stream(move |s| queue::spawn_buffered(s, capacity, overflow, Runner::Task))
     }
 
     /// An asynchronous boundary: upstream runs on its own tokio task, handing
@@ -235,6 +235,49 @@ pub trait FlowOps: Sized {
     /// [`async_boundary`](FlowOps::async_boundary) with a buffer of `capacity`.
     fn async_boundary_with(self, capacity: usize) -> Self::Repr<Self::Out, QueueStream<Self::Out>> {
         self.buffer(capacity, OverflowStrategy::Backpressure)
+    }
+
+    /// An asynchronous boundary whose upstream runs on an OS thread of its
+    /// own, named `thread_name`, instead of a tokio task: Akka's stage on a
+    /// pinned dispatcher. Otherwise as
+    /// [`async_boundary_with`](FlowOps::async_boundary_with).
+    ///
+    /// Use it where upstream is busy enough to need a core of its own. Two
+    /// tasks that hand elements to each other tend to share one worker thread
+    /// of tokio's multi-threaded runtime, because a task woken by a task runs
+    /// next on the waker's worker. So an ordinary boundary between two busy
+    /// halves may still leave them taking turns on one thread. A pinned
+    /// upstream runs in parallel with downstream on any runtime.
+    ///
+    /// The thread starts when the stream is first polled. It drives upstream
+    /// with that runtime's handle, so timers, I/O and `tokio::spawn` work
+    /// there as on a task; outside a runtime it uses a plain executor. It
+    /// ends when upstream ends or downstream cancels. If the thread cannot be
+    /// started, the stream fails.
+    ///
+    /// ```
+    /// use flowstage::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() {
+    /// let sum = Source::from_iter(1..=1000u64)
+    ///     .map(|x| x * x) // runs on the thread "squares"
+    ///     .async_boundary_pinned(256, "squares")
+    ///     .run_with(Sink::fold(0u64, |a, x| a + x))
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(sum, (1..=1000u64).map(|x| x * x).sum::<u64>());
+    /// # }
+    /// ```
+    fn async_boundary_pinned(
+        self,
+        capacity: usize,
+        thread_name: impl Into<String>,
+    ) -> Self::Repr<Self::Out, QueueStream<Self::Out>> {
+        let runner = Runner::Thread(thread_name.into());
+        self.via_stream(move |s| {
+            queue::spawn_buffered(s, capacity, OverflowStrategy::Backpressure, runner)
+        })
     }
 
     /// While downstream is slower, combines elements with `f` instead of

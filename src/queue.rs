@@ -8,6 +8,7 @@
 //! batch rather than once per element.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -347,6 +348,8 @@ where
     S: Stream<Item = Item<T>>,
 {
     const MAX_BATCH: usize = 4096;
+    // Declared before `upstream`, so dropped after it (a panic unwinds here too).
+    let _end = EndOnDrop(|| shared.finish(End::Failed(StreamError::Abrupt(PUMP_STOPPED))));
     let mut upstream = std::pin::pin!(upstream);
     let backpressure = shared.strategy == OverflowStrategy::Backpressure;
     let mut batch: Vec<T> = Vec::new();
@@ -436,12 +439,65 @@ where
     }
 }
 
-/// Runs `upstream` on its own tokio task behind a buffer of `capacity`
-/// elements with the given overflow strategy. The task is spawned on first poll.
+/// Where the producing side of a buffer runs.
+pub(crate) enum Runner {
+    /// A tokio task of its own.
+    Task,
+    /// An OS thread of its own with this name, driving upstream with the
+    /// handle of the runtime that first polled the buffer (or, outside a
+    /// runtime, with a plain executor).
+    Thread(String),
+}
+
+impl Runner {
+    /// Starts `pump`; `fail` ends the stream when it cannot be started.
+    fn start<F>(self, pump: F, fail: impl FnOnce(StreamError))
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self {
+            Runner::Task => {
+                tokio::spawn(pump);
+            }
+            Runner::Thread(name) => {
+                let handle = tokio::runtime::Handle::try_current().ok();
+                let spawned = std::thread::Builder::new()
+                    .name(name.clone())
+                    .spawn(move || match handle {
+                        Some(h) => h.block_on(pump),
+                        None => futures::executor::block_on(pump),
+                    });
+                if let Err(e) = spawned {
+                    fail(StreamError::msg(format!(
+                        "cannot start the thread {name:?} of an async boundary: {e}"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Ends the stream as [`StreamError::Abrupt`] when a pump stops without
+/// having ended it: upstream panicked, or the runtime dropped the task.
+struct EndOnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> std::ops::Drop for EndOnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+const PUMP_STOPPED: &str =
+    "the upstream of a buffer or async boundary stopped (it panicked, or its runtime shut down)";
+
+/// Runs `upstream` behind a buffer of `capacity` elements with the given
+/// overflow strategy, on its own tokio task or thread (`runner`), started on
+/// first poll.
 pub(crate) fn spawn_buffered<S, T>(
     upstream: S,
     capacity: usize,
     strategy: OverflowStrategy,
+    runner: Runner,
 ) -> QueueStream<T>
 where
     S: Stream<Item = Item<T>> + Send + 'static,
@@ -450,7 +506,10 @@ where
     let shared = Shared::new(capacity, strategy);
     let mut stream = QueueStream::new(shared.clone());
     stream.starter = Some(Box::new(move || {
-        tokio::spawn(pump(upstream, shared));
+        let failed = shared.clone();
+        runner.start(pump(upstream, shared), move |e| {
+            failed.finish(End::Failed(e))
+        });
     }));
     stream
 }
@@ -697,6 +756,16 @@ where
     let pump_shared = shared.clone();
     let task = async move {
         let shared = pump_shared;
+        // Declared before `upstream`, so dropped after it (a panic unwinds here too).
+        let _end = EndOnDrop(|| {
+            let mut st = shared.lock();
+            if st.end.is_none() {
+                st.end = Some(End::Failed(StreamError::Abrupt(PUMP_STOPPED)));
+            }
+            if let Some(w) = st.consumer_waker.take() {
+                w.wake();
+            }
+        });
         let mut upstream = std::pin::pin!(upstream);
         let mut since_yield = 0u32;
         loop {

@@ -547,7 +547,12 @@ where
         S: Stream<Item = Item<T>> + Send + 'static,
         T: Send + 'static,
     {
-        queue::spawn_buffered(self.stream, capacity, OverflowStrategy::Backpressure)
+        queue::spawn_buffered(
+            self.stream,
+            capacity,
+            OverflowStrategy::Backpressure,
+            queue::Runner::Task,
+        )
     }
 }
 

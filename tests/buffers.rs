@@ -601,3 +601,111 @@ async fn into_buffered_stream_delivers_everything() {
     let v: Vec<u32> = s.map(|r| r.unwrap()).collect().await;
     assert_eq!(v, (0..500).collect::<Vec<_>>());
 }
+
+#[tokio::test(start_paused = true)]
+async fn async_boundary_fails_the_stream_when_upstream_panics() {
+    let src = Source::from_iter(0..10u32).map(|x| {
+        assert!(x != 3, "element 3 is poison");
+        x
+    });
+    let done = src.async_boundary_with(2).run_with(Sink::collect());
+    let result = tokio::time::timeout(Duration::from_secs(60), done)
+        .await
+        .expect("downstream waited forever for an upstream that had panicked");
+    let err = result.expect_err("a panicked upstream must fail the stream");
+    assert!(matches!(err, StreamError::Abrupt(_)), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn conflate_fails_the_stream_when_upstream_panics() {
+    let src = Source::from_iter(0..10u32).map(|x| {
+        assert!(x != 3, "element 3 is poison");
+        x
+    });
+    let done = src.conflate(|a, b| a + b).run_with(Sink::collect());
+    let result = tokio::time::timeout(Duration::from_secs(60), done)
+        .await
+        .expect("downstream waited forever for an upstream that had panicked");
+    let err = result.expect_err("a panicked upstream must fail the stream");
+    assert!(matches!(err, StreamError::Abrupt(_)), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Pinned async boundaries: upstream on a thread of its own.
+
+#[tokio::test]
+async fn pinned_boundary_runs_upstream_on_its_named_thread() {
+    let names = Source::from_iter(0..100u32)
+        .map(|_| std::thread::current().name().map(str::to_owned))
+        .async_boundary_pinned(8, "flowstage-test-up")
+        .run_with(Sink::collect())
+        .await
+        .unwrap();
+    assert_eq!(names.len(), 100);
+    assert!(
+        names
+            .iter()
+            .all(|n| n.as_deref() == Some("flowstage-test-up")),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn pinned_boundary_pulls_at_most_capacity_ahead() {
+    let (counter, src) = TestSource::counting(0..10_000u64);
+    let mut sub = src
+        .async_boundary_pinned(16, "flowstage-test-lead")
+        .run_with(TestSink::probe());
+    for i in 0..100u64 {
+        assert_eq!(sub.expect_next().await, i);
+        // The thread runs on its own: whatever it pulled, never more than 16 ahead.
+        let lead = counter.get() - (i + 1);
+        assert!(lead <= 16, "{lead} ahead after {i}");
+    }
+}
+
+#[tokio::test]
+async fn pinned_boundary_propagates_failure_and_cancellation() {
+    let (publisher, src) = TestSource::probe::<u32>();
+    let mut sub = src
+        .async_boundary_pinned(4, "flowstage-test-fail")
+        .run_with(TestSink::probe());
+    publisher.send_next(1);
+    publisher.send_error(StreamError::msg("upstream broke"));
+    assert_eq!(sub.expect_next().await, 1);
+    assert_eq!(sub.expect_error().await.to_string(), "upstream broke");
+
+    let (publisher, src) = TestSource::probe::<u32>();
+    let mut sub = src
+        .async_boundary_pinned(4, "flowstage-test-cancel")
+        .run_with(TestSink::probe());
+    publisher.send_next(1);
+    assert_eq!(sub.expect_next().await, 1);
+    sub.cancel();
+    publisher.expect_cancellation().await;
+}
+
+#[tokio::test]
+async fn pinned_boundary_fails_the_stream_when_upstream_panics() {
+    let src = Source::from_iter(0..10u32).map(|x| {
+        assert!(x != 3, "element 3 is poison");
+        x
+    });
+    let err = src
+        .async_boundary_pinned(2, "flowstage-test-panic")
+        .run_with(Sink::collect())
+        .await
+        .expect_err("a panicked upstream must fail the stream");
+    assert!(matches!(err, StreamError::Abrupt(_)), "{err}");
+}
+
+#[test]
+fn pinned_boundary_works_outside_a_runtime() {
+    // Polled as a plain stream: `run_with` itself needs a runtime.
+    let source = Source::from_iter(0..1000u32).async_boundary_pinned(16, "flowstage-test-no-rt");
+    let got: Vec<u32> = futures::executor::block_on(futures::StreamExt::collect::<Vec<_>>(source))
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(got, (0..1000u32).collect::<Vec<_>>());
+}

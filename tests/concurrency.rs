@@ -32,6 +32,21 @@ async fn async_boundaries_keep_order_and_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_boundaries_keep_order_and_everything() {
+    let got = guarded(
+        Source::from_iter(0..N)
+            .async_boundary_pinned(16, "flowstage-test-a")
+            .map(|x| x * 2)
+            .async_boundary_pinned(1, "flowstage-test-b")
+            .async_boundary_with(3)
+            .run_with(Sink::collect()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, (0..N).map(|x| x * 2).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn balance_across_tasks_delivers_each_element_once() {
     let outs = Source::from_iter(0..N).async_boundary_with(64).balance(4);
     let dones: Vec<_> = outs

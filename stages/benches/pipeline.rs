@@ -57,7 +57,8 @@
 //! server's defaults, extra librdkafka properties `k=v,k=v` of the consumers
 //! (server, plain loop, results), the producers (server, plain loop) and the
 //! provider: `BENCH_CONSUMER_PROPERTIES`, `BENCH_PRODUCER_PROPERTIES`,
-//! `BENCH_PROVIDER_PROPERTIES`, and `BENCH_PARTITIONS`, `BENCH_COMMIT_BATCH`
+//! `BENCH_PROVIDER_PROPERTIES`, and `BENCH_PARTITIONS`, `BENCH_COMMIT_BATCH`,
+//! `BENCH_MAX_IN_FLIGHT` (the server's bound on unacknowledged results)
 //! (to compare settings with the same command); `BENCH_LATENCY_TRACE=FILE`
 //! writes each measured result (arrival ms, latency ms, `ts` → produced ms,
 //! partition) to `FILE.<results topic>`, to see the shape of a tail.
@@ -512,6 +513,9 @@ fn server_config(bootstrap: &str, topics: &Topics, tag: &str, tuning: &Tuning) -
     c.producer_properties = tuning.producer.clone();
     if let Some(n) = tuning.commit_batch {
         c.commit = c.commit.max_batch(n);
+    }
+    if let Some(n) = env_parse::<usize>("BENCH_MAX_IN_FLIGHT") {
+        c.max_in_flight = n;
     }
     c
 }
