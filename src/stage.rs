@@ -22,6 +22,8 @@
 //! an error** ([`StreamError::Protocol`]) — never a hidden buffer — so a stage
 //! cannot break backpressure by accident. Returning an `Err` from any handler
 //! fails the stage: every outlet emits that error and every inlet is cancelled.
+//! A handler that panics fails it the same way, with [`StreamError::Abrupt`]
+//! (the logic is not called again, not even `post_stop`).
 //!
 //! A stage runs wherever its outlets are polled ("passive"), or, built with
 //! [`build_active`](GraphStageBuilder::build_active), also on a task of its
@@ -962,6 +964,30 @@ trait ErasedStage: Send {
     ) -> Poll<Option<Result<&mut Slot, StreamError>>>;
     fn cancel_outlet(&mut self, k: usize);
     fn poll_driver(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+    /// Fails the stage after one of its handlers panicked, without calling
+    /// the logic again.
+    fn abort(&mut self, err: StreamError);
+}
+
+const HANDLER_PANICKED: &str = "a handler of a custom stage panicked";
+
+/// Runs `poll` on the stage; if a handler panics, fails the stage with
+/// [`StreamError::Abrupt`] (every outlet gets it, every inlet is cancelled)
+/// and gives `None`, instead of leaving the stage half-updated and its other
+/// outlets waiting.
+fn guarded<R>(stage: &SharedStage, poll: impl FnOnce(&mut dyn ErasedStage) -> R) -> Option<R> {
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut guard = lock(stage);
+        poll(&mut *guard)
+    }));
+    match polled {
+        Ok(r) => Some(r),
+        Err(_) => {
+            tracing::error!("{HANDLER_PANICKED}: the stage failed");
+            lock(stage).abort(StreamError::Abrupt(HANDLER_PANICKED));
+            None
+        }
+    }
 }
 
 impl<L: GraphStageLogic> ErasedStage for Core<L> {
@@ -1033,6 +1059,18 @@ impl<L: GraphStageLogic> ErasedStage for Core<L> {
         self.ports.wake_dirty();
     }
 
+    fn abort(&mut self, err: StreamError) {
+        self.ports.stop(OutletEnd::Failed(err));
+        if !self.post_stopped {
+            self.post_stopped = true;
+            self.events_rx.close();
+            if let Some(d) = self.driver_slot {
+                self.ports.signal.wake_slot(d);
+            }
+        }
+        self.ports.wake_dirty();
+    }
+
     fn poll_driver(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if let Some(d) = self.driver_slot {
             self.register(d, cx.waker());
@@ -1085,7 +1123,8 @@ impl<T: Send + 'static> Stream for StageOutlet<T> {
                 tokio::spawn(StageDriver { stage });
             }
         }
-        match lock(&self.stage).poll_outlet(self.id, cx) {
+        let id = self.id;
+        let mut take = |stage: &mut dyn ErasedStage| match stage.poll_outlet(id, cx) {
             Poll::Ready(Some(Ok(slot))) => match slot.get::<T>().and_then(Option::take) {
                 Some(x) => Poll::Ready(Some(Ok(x))),
                 None => Poll::Ready(Some(Err(protocol("outlet slot type mismatch")))),
@@ -1093,6 +1132,11 @@ impl<T: Send + 'static> Stream for StageOutlet<T> {
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
+        };
+        match guarded(&self.stage, &mut take) {
+            Some(p) => p,
+            // The stage failed: this outlet now reports it (once) and ends.
+            None => take(&mut *lock(&self.stage)),
         }
     }
 }
@@ -1111,7 +1155,7 @@ struct StageDriver {
 impl Future for StageDriver {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        lock(&self.stage).poll_driver(cx)
+        guarded(&self.stage, |stage| stage.poll_driver(cx)).unwrap_or(Poll::Ready(()))
     }
 }
 

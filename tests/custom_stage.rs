@@ -926,3 +926,102 @@ async fn active_stage_starts_from_whichever_outlet_is_polled_first() {
     );
     assert_eq!(sub.expect_next_n(2).await, [11, 12]);
 }
+
+// ---------------------------------------------------------------------------
+// A handler that panics fails the stage (Abrupt), wherever it ran.
+
+/// Passes its input on; panics on `poison`, in `on_push` or (events) `on_event`.
+struct Poisoned {
+    inp: Inlet<u32>,
+    out: Outlet<u32>,
+    poison: u32,
+    callback: Shared<Option<AsyncCallback<u32>>>,
+}
+
+impl GraphStageLogic for Poisoned {
+    type Event = u32;
+    fn pre_start(&mut self, ctx: &mut StageContext<'_, u32>) -> Result<(), StreamError> {
+        *self.callback.lock().unwrap() = Some(ctx.async_callback());
+        Ok(())
+    }
+    fn on_push(
+        &mut self,
+        ctx: &mut StageContext<'_, u32>,
+        _inlet: InletId,
+    ) -> Result<(), StreamError> {
+        let x = ctx.grab(self.inp)?;
+        assert!(x != self.poison, "poisoned element {x}");
+        ctx.push(self.out, x)
+    }
+    fn on_pull(
+        &mut self,
+        ctx: &mut StageContext<'_, u32>,
+        _outlet: OutletId,
+    ) -> Result<(), StreamError> {
+        ctx.pull(self.inp)
+    }
+    fn on_event(
+        &mut self,
+        _ctx: &mut StageContext<'_, u32>,
+        event: u32,
+    ) -> Result<(), StreamError> {
+        assert!(event != self.poison, "poisoned event {event}");
+        Ok(())
+    }
+}
+
+fn poisoned_stage<S>(
+    src: Source<S>,
+    poison: u32,
+    active: bool,
+) -> (Source<StageOutlet<u32>>, Shared<Option<AsyncCallback<u32>>>)
+where
+    S: futures::Stream<Item = Item<u32>> + Send + 'static,
+{
+    let mut b = GraphStageBuilder::new();
+    let inp = b.add_inlet(src);
+    let out = b.add_outlet();
+    let callback = Arc::new(Mutex::new(None));
+    let logic = Poisoned {
+        inp,
+        out,
+        poison,
+        callback: callback.clone(),
+    };
+    let mut outlets = if active {
+        b.build_active(logic)
+    } else {
+        b.build(logic)
+    };
+    (outlets.source(out).unwrap(), callback)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_fails_the_stage_where_downstream_polls() {
+    let (publisher, src) = TestSource::probe::<u32>();
+    let (stage, _) = poisoned_stage(src, 3, false);
+    let mut sub = stage.run_with(TestSink::probe());
+    for x in 1..=4 {
+        publisher.send_next(x);
+    }
+    assert_eq!(sub.expect_next_n(2).await, [1, 2]);
+    let err = sub.expect_error().await;
+    assert!(matches!(err, StreamError::Abrupt(_)), "{err}");
+    publisher.expect_cancellation().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_fails_an_active_stage_on_its_own_task() {
+    let (publisher, src) = TestSource::probe::<u32>();
+    let (stage, callback) = poisoned_stage(src, 99, true);
+    let mut sub = stage.run_with(TestSink::probe());
+    publisher.send_next(1);
+    assert_eq!(sub.expect_next().await, 1);
+    // Nobody asks: only the stage's own task handles the event, and panics.
+    let cb = callback.lock().unwrap().clone().expect("pre_start ran");
+    cb.invoke(99).unwrap();
+    settle().await;
+    let err = sub.expect_error().await;
+    assert!(matches!(err, StreamError::Abrupt(_)), "{err}");
+    publisher.expect_cancellation().await;
+}
