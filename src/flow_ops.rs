@@ -228,6 +228,8 @@ pub trait FlowOps: Sized {
 
     /// An asynchronous boundary: upstream runs on its own tokio task, handing
     /// elements over in batches through a backpressured buffer of 1,024.
+    /// For an upstream busy enough to need a core of its own, see
+    /// [`async_boundary_pinned`](FlowOps::async_boundary_pinned).
     fn async_boundary(self) -> Self::Repr<Self::Out, QueueStream<Self::Out>> {
         self.async_boundary_with(1024)
     }

@@ -943,13 +943,18 @@ impl<L: GraphStageLogic> Core<L> {
 
     fn finish_if_stopped(&mut self) {
         if !self.ports.running() && !self.post_stopped {
-            self.post_stopped = true;
-            self.events_rx.close();
+            self.close();
             self.logic.post_stop();
-            // An active stage's driver ends now, not at runtime shutdown.
-            if let Some(d) = self.driver_slot {
-                self.ports.signal.wake_slot(d);
-            }
+        }
+    }
+
+    /// The bookkeeping of a stopped stage: no more events, and an active
+    /// stage's driver ends now, not at runtime shutdown.
+    fn close(&mut self) {
+        self.post_stopped = true;
+        self.events_rx.close();
+        if let Some(d) = self.driver_slot {
+            self.ports.signal.wake_slot(d);
         }
     }
 }
@@ -1062,11 +1067,7 @@ impl<L: GraphStageLogic> ErasedStage for Core<L> {
     fn abort(&mut self, err: StreamError) {
         self.ports.stop(OutletEnd::Failed(err));
         if !self.post_stopped {
-            self.post_stopped = true;
-            self.events_rx.close();
-            if let Some(d) = self.driver_slot {
-                self.ports.signal.wake_slot(d);
-            }
+            self.close();
         }
         self.ports.wake_dirty();
     }
