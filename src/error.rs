@@ -48,6 +48,17 @@ pub enum StreamError {
     /// A stage or the task that ran it stopped abnormally (panicked or was dropped before completing).
     #[error("stream terminated abruptly: {0}")]
     Abrupt(&'static str),
+    /// An operator that runs part of the stream on a task of its own
+    /// ([`buffer`](crate::FlowOps::buffer),
+    /// [`async_boundary`](crate::FlowOps::async_boundary),
+    /// [`conflate`](crate::FlowOps::conflate), [`batch`](crate::FlowOps::batch),
+    /// an active custom stage) was polled outside a tokio runtime, so it
+    /// could not start that task. The operator is named.
+    #[error(
+        "{0} was polled outside a tokio runtime and cannot start its task \
+         (run the stream inside a runtime, or use async_boundary_pinned)"
+    )]
+    NoRuntime(&'static str),
     /// A failure from user code (a fallible operator, a failed source, a stage handler).
     #[error("{0}")]
     User(Arc<dyn std::error::Error + Send + Sync + 'static>),

@@ -223,7 +223,9 @@ pub trait FlowOps: Sized {
         capacity: usize,
         overflow: OverflowStrategy,
     ) -> Self::Repr<Self::Out, QueueStream<Self::Out>> {
-        self.via_stream(move |s| queue::spawn_buffered(s, capacity, overflow, Runner::Task))
+        self.via_stream(move |s| {
+            queue::spawn_buffered(s, capacity, overflow, Runner::Task("buffer"))
+        })
     }
 
     /// An asynchronous boundary: upstream runs on its own tokio task, handing
@@ -236,7 +238,10 @@ pub trait FlowOps: Sized {
 
     /// [`async_boundary`](FlowOps::async_boundary) with a buffer of `capacity`.
     fn async_boundary_with(self, capacity: usize) -> Self::Repr<Self::Out, QueueStream<Self::Out>> {
-        self.buffer(capacity, OverflowStrategy::Backpressure)
+        self.via_stream(move |s| {
+            let runner = Runner::Task("async_boundary");
+            queue::spawn_buffered(s, capacity, OverflowStrategy::Backpressure, runner)
+        })
     }
 
     /// An asynchronous boundary whose upstream runs on an OS thread of its
@@ -303,7 +308,9 @@ pub trait FlowOps: Sized {
         Seed: FnMut(Self::Out) -> A + Send + 'static,
         Agg: FnMut(A, Self::Out) -> A + Send + 'static,
     {
-        self.via_stream(move |s| queue::spawn_batch(s, u64::MAX, |_| 0, seed, aggregate))
+        self.via_stream(move |s| {
+            queue::spawn_batch("conflate", s, u64::MAX, |_| 0, seed, aggregate)
+        })
     }
 
     /// Like `conflate_with_seed`, but backpressures once `max` elements are
@@ -332,7 +339,7 @@ pub trait FlowOps: Sized {
         Seed: FnMut(Self::Out) -> A + Send + 'static,
         Agg: FnMut(A, Self::Out) -> A + Send + 'static,
     {
-        self.via_stream(move |s| queue::spawn_batch(s, max, |_| 1, seed, aggregate))
+        self.via_stream(move |s| queue::spawn_batch("batch", s, max, |_| 1, seed, aggregate))
     }
 
     /// While downstream is faster, extrapolates: `f(element)` gives an

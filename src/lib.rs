@@ -61,6 +61,17 @@
 //! rules of their own, implement [`GraphStageLogic`](stage::GraphStageLogic):
 //! explicit pull/push handlers, timers and async callbacks ([`stage`]).
 //!
+//! **Runtime.** Running a graph ([`RunnableGraph::run`], `run_with`) spawns
+//! it on the current tokio runtime. A stream can also be polled by hand, on
+//! any executor, except for the parts that run on a task of their own:
+//! [`buffer`](FlowOps::buffer), [`async_boundary`](FlowOps::async_boundary),
+//! [`conflate`](FlowOps::conflate), [`batch`](FlowOps::batch) and active
+//! custom stages. Outside a runtime they fail the stream with
+//! [`StreamError::NoRuntime`] instead of panicking;
+//! [`async_boundary_pinned`](FlowOps::async_boundary_pinned) runs anywhere.
+//! Time-based operators (`throttle`, timeouts, ticks, stage timers) use
+//! tokio's timer and need a runtime.
+//!
 //! **Testing.** [`testkit`] has probes to drive and observe a stream step by step.
 
 #![warn(missing_docs)]

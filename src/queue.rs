@@ -441,8 +441,9 @@ where
 
 /// Where the producing side of a buffer runs.
 pub(crate) enum Runner {
-    /// A tokio task of its own.
-    Task,
+    /// A tokio task of its own; the operator's name, for the error outside
+    /// a runtime.
+    Task(&'static str),
     /// An OS thread of its own with this name, driving upstream with the
     /// handle of the runtime that first polled the buffer (or, outside a
     /// runtime, with a plain executor).
@@ -456,8 +457,10 @@ impl Runner {
         F: Future<Output = ()> + Send + 'static,
     {
         match self {
-            Runner::Task => {
-                tokio::spawn(pump);
+            Runner::Task(what) => {
+                if let Err(e) = spawn(what, pump) {
+                    fail(e);
+                }
             }
             Runner::Thread(name) => {
                 let handle = tokio::runtime::Handle::try_current().ok();
@@ -475,6 +478,18 @@ impl Runner {
             }
         }
     }
+}
+
+/// Spawns `task` on the current tokio runtime, or fails with
+/// [`StreamError::NoRuntime`] naming `what` where `tokio::spawn` would panic:
+/// polled outside a runtime.
+pub(crate) fn spawn<F>(what: &'static str, task: F) -> Result<(), StreamError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| StreamError::NoRuntime(what))?;
+    handle.spawn(task);
+    Ok(())
 }
 
 /// Ends the stream as [`StreamError::Abrupt`] when a pump stops without
@@ -727,6 +742,7 @@ impl<A> std::ops::Drop for BatchStream<A> {
 }
 
 pub(crate) fn spawn_batch<S, T, A, Cost, Seed, Agg>(
+    what: &'static str,
     upstream: S,
     max: u64,
     mut cost: Cost,
@@ -754,6 +770,7 @@ where
         max: max.max(1),
     });
     let pump_shared = shared.clone();
+    let failed = shared.clone();
     let task = async move {
         let shared = pump_shared;
         // Declared before `upstream`, so dropped after it (a panic unwinds here too).
@@ -833,7 +850,9 @@ where
     BatchStream {
         shared,
         starter: Some(Box::new(move || {
-            tokio::spawn(task);
+            if let Err(e) = spawn(what, task) {
+                failed.lock().end = Some(End::Failed(e));
+            }
         })),
         finished: false,
     }

@@ -551,7 +551,7 @@ where
             self.stream,
             capacity,
             OverflowStrategy::Backpressure,
-            queue::Runner::Task,
+            queue::Runner::Task("into_buffered_stream"),
         )
     }
 }

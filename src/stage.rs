@@ -1121,7 +1121,11 @@ impl<T: Send + 'static> Stream for StageOutlet<T> {
         if let Some(slot) = self.driver.take() {
             let stage = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(stage) = stage {
-                tokio::spawn(StageDriver { stage });
+                let driven = stage.clone();
+                if let Err(e) = crate::queue::spawn("an active custom stage", StageDriver { stage })
+                {
+                    lock(&driven).abort(e);
+                }
             }
         }
         let id = self.id;

@@ -700,6 +700,34 @@ async fn pinned_boundary_fails_the_stream_when_upstream_panics() {
 }
 
 #[test]
+fn operators_with_a_task_of_their_own_fail_outside_a_runtime_instead_of_panicking() {
+    // Polled as plain streams, where `tokio::spawn` would panic.
+    fn outcome<S: futures::Stream<Item = Item<u32>> + Unpin>(s: S) -> Vec<Item<u32>> {
+        futures::executor::block_on(futures::StreamExt::collect::<Vec<_>>(s))
+    }
+    let src = || Source::from_iter(0..10u32);
+    let cases = [
+        (
+            "buffer",
+            outcome(src().buffer(4, OverflowStrategy::Backpressure)),
+        ),
+        ("async_boundary", outcome(src().async_boundary())),
+        ("conflate", outcome(src().conflate(|a, b| a + b))),
+        ("batch", outcome(src().batch(4, |x| x, |a, b| a + b))),
+    ];
+    for (name, got) in cases {
+        assert_eq!(got.len(), 1, "{name}: {got:?}");
+        match &got[0] {
+            Err(e @ StreamError::NoRuntime(what)) => {
+                assert_eq!(*what, name);
+                assert!(e.to_string().contains("outside a tokio runtime"), "{e}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn pinned_boundary_works_outside_a_runtime() {
     // Polled as a plain stream: `run_with` itself needs a runtime.
     let source = Source::from_iter(0..1000u32).async_boundary_pinned(16, "flowstage-test-no-rt");

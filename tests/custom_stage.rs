@@ -1025,3 +1025,23 @@ async fn a_panicking_handler_fails_an_active_stage_on_its_own_task() {
     assert!(matches!(err, StreamError::Abrupt(_)), "{err}");
     publisher.expect_cancellation().await;
 }
+
+// ---------------------------------------------------------------------------
+// Outside a tokio runtime: a passive stage runs where it is polled, an active
+// one cannot start its task and says so instead of panicking.
+
+#[test]
+fn outside_a_runtime_a_passive_stage_runs_and_an_active_one_fails_with_no_runtime() {
+    let collect = |active: bool| {
+        let (source, _) = poisoned_stage(Source::from_iter(1..=3u32), u32::MAX, active);
+        futures::executor::block_on(futures::StreamExt::collect::<Vec<_>>(source))
+    };
+    let passive: Vec<u32> = collect(false).into_iter().map(Result::unwrap).collect();
+    assert_eq!(passive, [1, 2, 3]);
+    let active = collect(true);
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert!(
+        matches!(active[0], Err(StreamError::NoRuntime(_))),
+        "{active:?}"
+    );
+}
