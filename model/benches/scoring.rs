@@ -3,7 +3,14 @@
 //! Each model also scores the batch with `score_columnar` (columns, no per-record `Score`).
 //! `scripts/models/bench.sh` runs this and onnxruntime on the same ONNX model in one go.
 //!
+//! Then the seven tutorial PMML models as the server scores them: a `WineRecord` to a `Record`,
+//! scored through the wine field mapping, the `ServingResult` built and encoded; against the
+//! evaluator alone on the same rows, prepared once (the baseline, measured in the same run).
+//! The ratio is what the model adapter and the result cost on top of the evaluation.
+//!
 //! Run: `cargo bench -p flowstage-model --bench scoring` (needs ../shared for the wine data).
+//! `BENCH_PMML_ONLY=1` runs the PMML part alone; `BENCH_PMML_MODEL=text`, only the PMML files
+//! whose path contains `text`.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -132,12 +139,122 @@ fn bench_raw_tract(model_path: &Path, recs: &[Record]) {
     );
 }
 
+/// The best of 25 samples of about 40 ms each, as time per call: on a shared
+/// machine, the samples that were not preempted.
+fn best_per_call(mut f: impl FnMut()) -> Duration {
+    (0..25)
+        .map(|_| time_per_call(Duration::from_millis(40), &mut f))
+        .min()
+        .unwrap_or_default()
+}
+
+/// The PMML models through the adapter, per record, against the evaluator alone.
+fn bench_pmml_adapter(wine: &Path, recs: &[Record]) {
+    use flowstage_model::pb::WineRecord;
+    use flowstage_model::{FieldMapping, MappedModel};
+    use prost::Message;
+    let wines: Vec<WineRecord> = recs
+        .iter()
+        .map(|r| {
+            let v: Vec<f64> = r.values().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect();
+            let at = |i: usize| v.get(i).copied().unwrap_or(f64::NAN);
+            WineRecord {
+                fixed_acidity: at(0),
+                volatile_acidity: at(1),
+                citric_acid: at(2),
+                residual_sugar: at(3),
+                chlorides: at(4),
+                free_sulfur_dioxide: at(5),
+                total_sulfur_dioxide: at(6),
+                density: at(7),
+                p_h: at(8),
+                sulphates: at(9),
+                alcohol: at(10),
+                data_type: "wine".into(),
+                ts: 1,
+            }
+        })
+        .collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(wine)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    let only = std::env::var("BENCH_PMML_MODEL").unwrap_or_default();
+    files.retain(|p| {
+        p.extension().is_some_and(|e| e == "pmml") && p.to_string_lossy().contains(&only)
+    });
+    files.sort();
+    println!("PMML, per record: the evaluator alone, then record -> score -> ServingResult bytes");
+    for path in files {
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let stem = stem.unwrap_or_default();
+        let loaded = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                flowstage_model::pmml::PmmlModel::from_bytes(b).map_err(|e| e.to_string())
+            });
+        let model = match loaded {
+            Ok(m) => m,
+            Err(e) => {
+                println!("{stem}: cannot load: {e}");
+                continue;
+            }
+        };
+        // The baseline: each row's inputs in the evaluator's order, prepared once.
+        let mapping = FieldMapping::wine();
+        let evaluator = model.evaluator();
+        let rows: Vec<Vec<flowstage_pmml::Value>> = wines
+            .iter()
+            .map(|w| {
+                let r = mapping.apply(&Record::from(w));
+                evaluator
+                    .input_fields()
+                    .iter()
+                    .map(|f| {
+                        r.get(&f.name).and_then(Value::as_f64).map_or(
+                            flowstage_pmml::Value::Missing,
+                            flowstage_pmml::Value::Double,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut out = flowstage_pmml::Outputs::default();
+        let mut i = 0usize;
+        let alone = best_per_call(|| {
+            let r = evaluator.evaluate_into(&rows[i % rows.len()], &mut out);
+            black_box(r.is_ok());
+            i += 1;
+        });
+        let served = MappedModel::new(model, mapping);
+        let mut i = 0usize;
+        let adapted = best_per_call(|| {
+            let w = &wines[i % wines.len()];
+            let bytes = served.score(&Record::from(w)).map(|s| {
+                s.to_serving_result_for("m", "wine", Duration::from_nanos(1), w.ts, Vec::new())
+                    .encode_to_vec()
+            });
+            black_box(bytes.map_or(0, |b| b.len()));
+            i += 1;
+        });
+        println!(
+            "  {stem:<50} evaluator {:>7.0} ns   served {:>7.0} ns   ratio {:>5.2}x",
+            alone.as_secs_f64() * 1e9,
+            adapted.as_secs_f64() * 1e9,
+            adapted.as_secs_f64() / alone.as_secs_f64()
+        );
+    }
+}
+
 fn main() {
     let Some(wine) = wine_dir() else {
         println!("SKIPPED: ../shared/data/wine is absent");
         return;
     };
     let recs = records(&wine);
+    if std::env::var_os("BENCH_PMML_ONLY").is_some() {
+        bench_pmml_adapter(&wine, &recs);
+        return;
+    }
     let registry = ModelRegistry::with_defaults();
     let opts = LoadOptions::default();
     let onnx =
@@ -167,4 +284,5 @@ fn main() {
         }
     }
     bench_raw_tract(&onnx, &recs);
+    bench_pmml_adapter(&wine, &recs);
 }

@@ -23,6 +23,17 @@ impl Name {
 }
 
 impl Name {
+    /// For a `'static` name, its address and length: equal keys are the same
+    /// text for good (a `'static` string is never freed or changed), unlike
+    /// the address of a shared name, which a later name may reuse.
+    #[inline]
+    pub(crate) fn static_key(&self) -> Option<(usize, usize)> {
+        match self {
+            Name::Static(s) => Some((s.as_ptr() as usize, s.len())),
+            Name::Shared(_) => None,
+        }
+    }
+
     /// The same name: the same `'static` string (a pointer compare, as for
     /// records made from [`WINE_FIELDS`] and the wine mapping) or equal text.
     #[inline]
@@ -131,6 +142,16 @@ impl Record {
         match self.fields.iter_mut().find(|(n, _)| n.as_str() == name) {
             Some(slot) => slot.1 = value,
             None => self.fields.push((Name::from(name), value)),
+        }
+    }
+
+    /// [`Record::insert`] under a `'static` name, as records of known types
+    /// have them (for tests of what keys on such names).
+    #[cfg(test)]
+    pub(crate) fn insert_static(&mut self, name: &'static str, value: Value) {
+        match self.fields.iter_mut().find(|(n, _)| n.as_str() == name) {
+            Some(slot) => slot.1 = value,
+            None => self.fields.push((Name::Static(name), value)),
         }
     }
 
@@ -243,18 +264,53 @@ impl From<&WineRecord> for Record {
 
 /// Renames a record type's fields to a model's input names. Fields without a mapping keep
 /// their name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct FieldMapping {
     pairs: Vec<(Name, Name)>,
     /// No two pairs map to the same name and no pair maps to another pair's
     /// source: renaming records whose fields are all mapped keeps names distinct.
     injective: bool,
+    /// Unique to these pairs: a new mapping, or one changed by
+    /// [`FieldMapping::map`], gets a new id; a clone keeps it. Models key what
+    /// they worked out for a mapping by it (never 0, which stands for no
+    /// mapping).
+    id: u64,
 }
+
+/// The next [`FieldMapping`] id.
+fn next_mapping_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Default for FieldMapping {
+    fn default() -> Self {
+        FieldMapping {
+            pairs: Vec::new(),
+            injective: true,
+            id: next_mapping_id(),
+        }
+    }
+}
+
+/// Mappings are equal when they rename alike (whatever their ids).
+impl PartialEq for FieldMapping {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs == other.pairs
+    }
+}
+
+impl Eq for FieldMapping {}
 
 impl FieldMapping {
     /// The identity mapping.
     pub fn new() -> Self {
         FieldMapping::default()
+    }
+
+    /// This mapping's id (see the field).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// Maps record field `from` to model input `to` (replacing an earlier mapping of `from`).
@@ -266,6 +322,7 @@ impl FieldMapping {
             None => self.pairs.push((Name::from(from), to)),
         }
         self.injective = injective(&self.pairs);
+        self.id = next_mapping_id();
         self
     }
 
@@ -280,6 +337,7 @@ impl FieldMapping {
         FieldMapping {
             injective: injective(&pairs),
             pairs,
+            id: next_mapping_id(),
         }
     }
 
