@@ -482,7 +482,10 @@ mod tests {
         let model = PmmlModel::from_bytes(SUM.as_bytes().to_vec()).unwrap();
         let value = |r: &Record| model.score(r).unwrap().value.as_f64();
         // "A_B" stands for "a b".
-        let first = Record::new().with("c_d", 0.0).with("E", 0.0).with("A_B", 2.0);
+        let first = Record::new()
+            .with("c_d", 0.0)
+            .with("E", 0.0)
+            .with("A_B", 2.0);
         assert_eq!(value(&first), Some(2.0));
         let second = Record::new()
             .with("a b", 1.0)
