@@ -207,17 +207,18 @@ impl PmmlModel {
             let fields = record.fields();
             let mapping_id = mapping.map_or(0, FieldMapping::id);
             let binding = self.binding.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(b) = binding.as_ref().filter(|b| b.fits(fields, mapping_id)) {
+            let args_at = |args: &mut Vec<PValue>, positions: &[Option<usize>]| {
                 let at = |p: Option<usize>| p.and_then(|p| fields.get(p)).map(|(_, v)| v);
-                args.extend(b.positions.iter().map(|&p| to_arg(at(p))));
-                return;
+                args.extend(positions.iter().map(|&p| to_arg(at(p))));
+            };
+            if let Some(b) = binding.as_ref().filter(|b| b.fits(fields, mapping_id)) {
+                return args_at(args, &b.positions);
             }
             drop(binding);
             let positions: Vec<Option<usize>> = (0..self.inputs.len())
                 .map(|i| self.position(i, fields, mapping))
                 .collect();
-            let at = |p: Option<usize>| p.and_then(|p| fields.get(p)).map(|(_, v)| v);
-            args.extend(positions.iter().map(|&p| to_arg(at(p))));
+            args_at(args, &positions);
             self.bind(fields, mapping_id, positions);
         };
         let evaluated = ARGS.with(|cell| match cell.try_borrow_mut() {

@@ -137,21 +137,25 @@ impl Record {
 
     /// Sets `name` to `value` (replacing an earlier value of the same name in place).
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Value>) {
-        let name: String = name.into();
-        let value = value.into();
-        match self.fields.iter_mut().find(|(n, _)| n.as_str() == name) {
-            Some(slot) => slot.1 = value,
-            None => self.fields.push((Name::from(name), value)),
-        }
+        self.put(Name::from(name.into()), value.into());
     }
 
     /// [`Record::insert`] under a `'static` name, as records of known types
     /// have them (for tests of what keys on such names).
     #[cfg(test)]
     pub(crate) fn insert_static(&mut self, name: &'static str, value: Value) {
-        match self.fields.iter_mut().find(|(n, _)| n.as_str() == name) {
+        self.put(Name::Static(name), value);
+    }
+
+    /// Sets the field `name` to `value`, in place when it is there.
+    fn put(&mut self, name: Name, value: Value) {
+        match self
+            .fields
+            .iter_mut()
+            .find(|(n, _)| n.as_str() == name.as_str())
+        {
             Some(slot) => slot.1 = value,
-            None => self.fields.push((Name::Static(name), value)),
+            None => self.fields.push((name, value)),
         }
     }
 
