@@ -23,6 +23,7 @@ impl Name {
 }
 
 impl Name {
+    #[cfg(feature = "pmml")]
     /// For a `'static` name, its address and length: equal keys are the same
     /// text for good (a `'static` string is never freed or changed), unlike
     /// the address of a shared name, which a later name may reuse.
@@ -178,6 +179,7 @@ impl Record {
         self.fields.iter().map(|(n, v)| (n.as_str(), v))
     }
 
+    #[cfg(feature = "pmml")]
     /// Fields in order, names as stored (for lookups by position in this crate).
     pub(crate) fn fields(&self) -> &[(Name, Value)] {
         &self.fields
@@ -312,6 +314,7 @@ impl FieldMapping {
         FieldMapping::default()
     }
 
+    #[cfg(feature = "pmml")]
     /// This mapping's id (see the field).
     pub(crate) fn id(&self) -> u64 {
         self.id
@@ -372,6 +375,7 @@ impl FieldMapping {
         }
     }
 
+    #[cfg(feature = "pmml")]
     /// The name field `i` of a record, named `name`, has after renaming.
     #[inline]
     pub(crate) fn renamed<'a>(&'a self, i: usize, name: &'a Name) -> &'a str {
@@ -379,6 +383,7 @@ impl FieldMapping {
             .map_or(name.as_str(), |(_, t)| t.as_str())
     }
 
+    #[cfg(feature = "pmml")]
     /// Whether [`FieldMapping::apply`] renames `record` field by field, each
     /// field keeping its position and value (the name of field `i` becomes
     /// [`FieldMapping::renamed`]): the identity, or an injective mapping with

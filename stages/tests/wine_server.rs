@@ -62,13 +62,13 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
-fn consumer(bootstrap: &str, topic: &str) -> StreamConsumer {
-    let c: StreamConsumer = ClientConfig::new()
+fn consumer(bootstrap: &str, topic: &str) -> StreamConsumer<ClientLog> {
+    let c: StreamConsumer<ClientLog> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("check-{topic}"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .create()
+        .create_with_context(ClientLog)
         .expect("consumer");
     c.subscribe(&[topic]).expect("subscribe");
     c

@@ -103,7 +103,19 @@ impl rdkafka::ClientContext for ClientLog {
     forward_client_log!();
 }
 
-impl rdkafka::consumer::ConsumerContext for ClientLog {}
+/// A group consumer with this context answers its rebalance events as
+/// rdkafka's default does, with calls that cannot hang its close (see the
+/// consumer source's notes).
+impl rdkafka::consumer::ConsumerContext for ClientLog {
+    fn rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut rdkafka::TopicPartitionList,
+    ) {
+        super::rebalance::rebalance(self, consumer, err, tpl);
+    }
+}
 
 #[cfg(test)]
 mod tests {

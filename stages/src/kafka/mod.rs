@@ -57,6 +57,7 @@ mod error;
 pub(crate) mod keeper;
 mod partitioned;
 mod producer;
+mod rebalance;
 mod shutdown;
 mod tracker;
 pub mod transactional;

@@ -251,12 +251,12 @@ pub async fn collect_results(
     topic: &str,
     expected: usize,
 ) -> HashMap<String, usize> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let consumer: StreamConsumer<ClientLog> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("verifier-{}", unique()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .create()
+        .create_with_context(ClientLog)
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -278,11 +278,11 @@ pub fn committed_and_end(
     topic: &str,
     partitions: i32,
 ) -> Vec<(i32, i64, i64)> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let consumer: StreamConsumer<ClientLog> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
-        .create()
+        .create_with_context(ClientLog)
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
