@@ -104,8 +104,10 @@ impl rdkafka::ClientContext for ClientLog {
 }
 
 /// A group consumer with this context answers its rebalance events as
-/// rdkafka's default does, with calls that cannot hang its close (see the
-/// consumer source's notes).
+/// rdkafka's default does, except that its (un)assign call cannot hang the
+/// consumer's close: librdkafka never answers a call made as the group
+/// terminates (confluentinc/librdkafka#4884), so the call runs on a thread of
+/// its own and the close goes on 2 s after the group terminated.
 impl rdkafka::consumer::ConsumerContext for ClientLog {
     fn rebalance(
         &self,
