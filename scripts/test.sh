@@ -51,8 +51,8 @@ if command -v timeout >/dev/null; then
     timeout --kill-after=30 "${FLOWSTAGE_TEST_TIMEOUT:-3600}" cargo test --workspace --locked ||
         status=$?
     if [[ $status == 124 || $status == 137 ]]; then
-        echo "== the tests did not finish in ${FLOWSTAGE_TEST_TIMEOUT:-3600} s: one hangs" \
-            "(see 'has been running for over 60 seconds' above)" >&2
+        echo "== the tests (with their build) did not finish in ${FLOWSTAGE_TEST_TIMEOUT:-3600} s;" \
+            "a hung test says 'has been running for over 60 seconds' above" >&2
     fi
     exit "$status"
 fi
