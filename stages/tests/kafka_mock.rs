@@ -604,3 +604,98 @@ async fn dropping_a_consumer_while_it_joins_never_hangs() {
         }
     }
 }
+
+/// The messages of the events emitted on the threads it is the default
+/// subscriber of (`tracing::subscriber::set_default` is per thread).
+#[derive(Clone, Default)]
+struct ThreadEvents(Arc<Mutex<Vec<String>>>);
+
+impl ThreadEvents {
+    fn count(&self, starting: &str) -> usize {
+        let events = self.0.lock().unwrap();
+        events.iter().filter(|m| m.starts_with(starting)).count()
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+struct MessageOf<'a>(&'a mut String);
+
+impl tracing::field::Visit for MessageOf<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            *self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl tracing::Subscriber for ThreadEvents {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut message = String::new();
+        event.record(&mut MessageOf(&mut message));
+        self.0.lock().unwrap().push(message);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// A consumer of `topic` in `group` that has read one record (so it has its
+/// assignment); its stream is gone, the control is its last handle.
+async fn assigned_consumer(bootstrap: &str, group: &str, topic: &str) -> ConsumerControl {
+    let (control, source) = committable_source(ConsumerSettings::new(bootstrap, group, [topic]))
+        .unwrap()
+        .pre_materialize();
+    let first = guard("a record", source.take(1).run_with(Sink::collect())).await;
+    assert_eq!(first.unwrap().len(), 1);
+    assert!(!control.assignment().is_empty());
+    control
+}
+
+#[test]
+fn a_consumer_closes_off_the_async_threads_and_its_close_can_be_awaited() {
+    // librdkafka's client logs this (through `tracing`, at trace level) on
+    // the thread that closes the consumer, when the close is over.
+    const DESTROYED: &str = "Consumer destroyed";
+    let events = ThreadEvents::default();
+    let _on_this_thread = tracing::subscriber::set_default(events.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let b = broker(&[("close", 1)]);
+    let bootstrap = b.bootstrap_servers().to_string();
+    rt.block_on(produce_inputs(&bootstrap, "close", 1, 0..1));
+
+    // Dropped outside a runtime, the consumer closes on the dropping thread
+    // (which shows that the event is seen here when the close runs here).
+    let outside = rt.block_on(assigned_consumer(&bootstrap, "g-close-outside", "close"));
+    events.clear();
+    drop(outside);
+    assert_eq!(events.count(DESTROYED), 1, "closed elsewhere");
+
+    // Dropped inside the runtime, on its only thread, it closes elsewhere, and
+    // `closed` resolves once it has.
+    let inside = rt.block_on(assigned_consumer(&bootstrap, "g-close-inside", "close"));
+    events.clear();
+    rt.block_on(async move {
+        let other = inside.clone();
+        let mut closed = std::pin::pin!(inside.closed());
+        drop(inside);
+        // Never while a handle is left.
+        assert!(futures::poll!(&mut closed).is_pending());
+        // `shutdown` stops the source, drops its handle and waits for the close.
+        guard("the consumer's shutdown", other.shutdown()).await;
+        assert!(futures::poll!(&mut closed).is_ready());
+    });
+    assert_eq!(events.count(DESTROYED), 0, "closed on the runtime's thread");
+}

@@ -282,7 +282,7 @@ async fn commit(inner: &Inner) -> Result<(), KafkaStageError> {
     inner.since_commit.store(0, Ordering::Release);
     let consumer = inner.control.consumer.clone();
     let shared = inner.control.shared.clone();
-    let r = tokio::task::spawn_blocking(move || shared.commit_pending(consumer.as_ref()))
+    let r = tokio::task::spawn_blocking(move || shared.commit_pending(&**consumer))
         .await
         .map_err(|e| KafkaStageError::Task(e.to_string()))?;
     let mut s = inner.stats.lock().unwrap_or_else(PoisonError::into_inner);

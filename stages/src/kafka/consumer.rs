@@ -445,11 +445,92 @@ impl ConsumerContext for SourceContext {
 /// The librdkafka consumer behind a source.
 pub type SourceConsumer = StreamConsumer<SourceContext>;
 
+/// A source's consumer, shared by its handles; closed where it cannot hold up
+/// the async threads.
+///
+/// Closing a group consumer is blocking work: librdkafka revokes the
+/// assignment (the revocation commits what was processed, for up to the
+/// [`commit_timeout`](ConsumerSettings::commit_timeout)) and leaves the group.
+/// It happens when the last handle is dropped, which is often inside a tokio
+/// task. So inside a runtime the close moves to the runtime's blocking pool
+/// (whose threads a runtime waits for when it is dropped, so a program that
+/// ends by dropping its runtime still closes the consumer first); outside one
+/// it runs on the dropping thread. [`ConsumerControl::closed`] resolves when
+/// it is done.
+pub(crate) struct OwnedConsumer {
+    /// `Some` until dropped.
+    inner: Option<Closing>,
+    /// Becomes `true` (or its sender goes) once the consumer has closed.
+    closed: watch::Receiver<bool>,
+}
+
+/// The consumer and the signal sent after it has closed: fields are dropped
+/// in declaration order, so the consumer's close is over before the signal.
+struct Closing {
+    consumer: SourceConsumer,
+    _signal: ClosedSignal,
+}
+
+/// Sends `true` when dropped.
+struct ClosedSignal(watch::Sender<bool>);
+
+impl Drop for ClosedSignal {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl OwnedConsumer {
+    fn new(consumer: SourceConsumer) -> Self {
+        let (tx, closed) = watch::channel(false);
+        OwnedConsumer {
+            inner: Some(Closing {
+                consumer,
+                _signal: ClosedSignal(tx),
+            }),
+            closed,
+        }
+    }
+}
+
+impl std::ops::Deref for OwnedConsumer {
+    type Target = SourceConsumer;
+
+    fn deref(&self) -> &SourceConsumer {
+        match &self.inner {
+            Some(c) => &c.consumer,
+            // Taken only by `drop`, after which nothing can deref.
+            None => unreachable!("the consumer is taken only when dropped"),
+        }
+    }
+}
+
+impl Drop for OwnedConsumer {
+    fn drop(&mut self) {
+        let Some(closing) = self.inner.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            // A runtime shutting down drops the task unrun, and with it the
+            // consumer: closed on whichever thread that happens.
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(closing))),
+            Err(_) => drop(closing),
+        }
+    }
+}
+
+impl super::keeper::NativeHandle for OwnedConsumer {
+    fn native_ptr(&self) -> *mut rdkafka::bindings::rd_kafka_t {
+        self.client().native_ptr()
+    }
+}
+
 /// The materialized value of a consumer source: stop it, watch its
-/// assignment, commit, and make a [`Committer`](super::Committer) for it.
+/// assignment, commit, make a [`Committer`](super::Committer) for it, and
+/// wait for its close ([`shutdown`](Self::shutdown)).
 #[derive(Clone)]
 pub struct ConsumerControl {
-    pub(crate) consumer: Arc<SourceConsumer>,
+    pub(crate) consumer: Arc<OwnedConsumer>,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -504,7 +585,7 @@ impl ConsumerControl {
     pub async fn commit_now(&self) -> Result<usize, KafkaStageError> {
         let consumer = self.consumer.clone();
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.commit_pending(consumer.as_ref()))
+        tokio::task::spawn_blocking(move || shared.commit_pending(&**consumer))
             .await
             .map_err(|e| KafkaStageError::Task(e.to_string()))?
             .map_err(KafkaStageError::Commit)
@@ -513,6 +594,47 @@ impl ConsumerControl {
     /// Starts an offset committer for this consumer.
     pub fn committer(&self, settings: super::CommitterSettings) -> super::Committer {
         super::Committer::start(self.clone(), settings)
+    }
+
+    /// Resolves once the consumer has closed (Alpakka Kafka's
+    /// `Control.isShutdown`): its partitions revoked (committing what was
+    /// processed), the group left, the client destroyed. The future holds no
+    /// handle on the consumer, so it can be awaited after dropping them all.
+    ///
+    /// The consumer closes when its last handle is dropped: every
+    /// `ConsumerControl` clone, the source's stream, and what holds one (a
+    /// [`Committer`](super::Committer), a transactional sink). The close
+    /// itself runs off the async threads (on the runtime's blocking pool).
+    ///
+    /// ```no_run
+    /// # async fn run(control: flowstage_stages::kafka::ConsumerControl) {
+    /// let closed = control.closed();
+    /// drop(control); // and the source's other handles
+    /// closed.await; // the group is left: the broker can go now
+    /// # }
+    /// ```
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closed = self.consumer.closed.clone();
+        async move {
+            // An error: the signal's sender is gone, which happens only after
+            // the close too.
+            let _ = closed.wait_for(|c| *c).await;
+        }
+    }
+
+    /// Stops the source, drops this handle and waits until the consumer has
+    /// closed (Alpakka Kafka's `Control.shutdown()`; see [`closed`](Self::closed)).
+    /// It waits for the source's other handles as well: the stream (it
+    /// completes once stopped, and goes when whatever runs it finishes), a
+    /// [`Committer`](super::Committer) (close it first: its
+    /// [`close`](super::Committer::close) makes the last commit), other
+    /// clones. To finish the records already consumed first, use
+    /// [`drain_and_shutdown`](super::drain_and_shutdown) before it.
+    pub async fn shutdown(self) {
+        self.stop();
+        let closed = self.closed();
+        drop(self);
+        closed.await;
     }
 }
 
@@ -543,7 +665,7 @@ pub(crate) fn create_consumer(
             })?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    let consumer = Arc::new(consumer);
+    let consumer = Arc::new(OwnedConsumer::new(consumer));
     super::keeper::watch(&consumer, &settings.bootstrap_servers);
     Ok(ConsumerControl { consumer, shared })
 }

@@ -22,6 +22,8 @@
 //!     .run_with(committer.sink());
 //! // Ctrl-C / SIGTERM: stop consuming, finish in-flight records, commit.
 //! run_until(&control, done, shutdown_signal()).await?;
+//! committer.close().await; // its last commit
+//! control.shutdown().await; // the group left, the consumer closed
 //! # Ok(()) }
 //! ```
 //!
@@ -45,6 +47,11 @@
 //!   `max.poll.interval.ms` (5 min), the consumer leaves the group.
 //! - Sync commits run on tokio's blocking pool; a revocation callback that
 //!   finds a commit in progress waits for it.
+//! - A consumer closes (its processed prefix committed, the group left) when
+//!   its last handle is dropped, on tokio's blocking pool, so no async thread
+//!   waits for the broker meanwhile. [`ConsumerControl::shutdown`] and
+//!   [`ConsumerControl::closed`] wait for it, for example before stopping a
+//!   broker.
 
 pub(crate) mod client_log;
 mod commit;

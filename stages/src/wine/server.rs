@@ -1262,7 +1262,7 @@ impl Server {
         }
         let mut commits = CommitStats::default();
         if let Some(c) = committer {
-            // Its last commit, and the data consumer closed before returning.
+            // Its last commit, and its hold on the data consumer released.
             commits = c.stats();
             match tokio::time::timeout_at(deadline, c.close()).await {
                 Ok(last) => commits = last,
@@ -1285,6 +1285,14 @@ impl Server {
                 return Err(e.into());
             }
         };
+        // The data consumer closes (revocation, group leave) off the async
+        // threads once its last handle goes; waited for, so a caller can stop
+        // the broker once `run` returns.
+        let closed = control.closed();
+        drop(control);
+        if tokio::time::timeout_at(deadline, closed).await.is_err() {
+            late("the data consumer's close");
+        }
         Ok(ServerSummary {
             records: counters.records.load(Ordering::Relaxed),
             results: counters.results.load(Ordering::Relaxed),
