@@ -12,6 +12,10 @@ use super::error::KafkaStageError;
 /// already consumed flow to the end, and a committer sink
 /// ([`Committer::sink`](super::Committer::sink)) commits them before its
 /// completion (`done`) resolves. Returns that completion's result.
+///
+/// The consumer itself closes when its last handle goes: close the committer
+/// ([`Committer::close`](super::Committer::close)), then
+/// [`ConsumerControl::shutdown`] waits until the group is left.
 pub async fn drain_and_shutdown<T>(
     control: &ConsumerControl,
     done: impl Future<Output = Result<T, StreamError>>,
