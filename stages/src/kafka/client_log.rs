@@ -103,6 +103,13 @@ impl rdkafka::ClientContext for ClientLog {
     forward_client_log!();
 }
 
+/// A producer with this context ignores its delivery reports (for one that
+/// sends none, or reads only metadata).
+impl rdkafka::producer::ProducerContext for ClientLog {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
 /// A group consumer with this context answers its rebalance events as
 /// rdkafka's default does, except that its (un)assign call cannot hang the
 /// consumer's close: librdkafka never answers a call made as the group

@@ -20,6 +20,43 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr, RDKafkaType};
 use super::client_log::ClientLog;
 use super::error::KafkaStageError;
 
+/// Whether `cluster_id` is that of librdkafka's mock cluster (the embedded
+/// broker, `flowstage broker`): its ids start with `mockCluster`.
+pub(crate) fn is_mock_cluster_id(cluster_id: &str) -> bool {
+    cluster_id.starts_with("mockCluster")
+}
+
+/// Creates `topics` on librdkafka's mock cluster, which answers no
+/// CreateTopics request (an admin client waits out its timeout): a
+/// producer's metadata request for a topic it does not know makes the mock
+/// create it, with its default partition count (4). Returns each topic's
+/// partition count. Blocking. `config` connects to the cluster.
+pub(crate) fn mock_auto_create(
+    config: &rdkafka::ClientConfig,
+    topics: &[&str],
+) -> Result<Vec<usize>, rdkafka::error::KafkaError> {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::{BaseProducer, Producer as _};
+    let producer: BaseProducer<ClientLog> = config.create_with_context(ClientLog)?;
+    topics
+        .iter()
+        .map(|&name| {
+            let md = producer
+                .client()
+                .fetch_metadata(Some(name), Duration::from_secs(10))?;
+            match md.topics().iter().find(|t| t.name() == name) {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    Ok(t.partitions().len())
+                }
+                t => Err(KafkaError::MetadataFetch(
+                    t.and_then(|t| t.error())
+                        .map_or(RDKafkaErrorCode::UnknownTopicOrPartition, Into::into),
+                )),
+            }
+        })
+        .collect()
+}
+
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {

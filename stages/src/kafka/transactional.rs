@@ -337,7 +337,7 @@ fn new_producer(
 /// accepts transactions without their semantics. Blocking.
 fn check_cluster(producer: &TxnProducer, timeout: Duration) -> Result<(), KafkaStageError> {
     match producer.client().fetch_cluster_id(Timeout::After(timeout)) {
-        Some(id) if id.starts_with("mockCluster") => Err(KafkaStageError::Unsupported(format!(
+        Some(id) if super::is_mock_cluster_id(&id) => Err(KafkaStageError::Unsupported(format!(
             "the broker is librdkafka's mock cluster ({id}), which accepts transactions but \
              neither hides aborted records from read_committed readers nor stores offsets \
              sent to a transaction; use Apache Kafka (or another real broker) for exactly-once"

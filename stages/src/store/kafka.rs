@@ -55,7 +55,10 @@ impl KafkaStore {
     /// [`KafkaConnection`] with the client properties of a secured cluster,
     /// which every client of the store gets), creating `topic` (1 partition,
     /// `cleanup.policy=compact`, `max.message.bytes` = `max_message_bytes`)
-    /// when it is missing and the cluster has the admin API.
+    /// when it is missing and the cluster has the admin API. On librdkafka's
+    /// mock cluster (the embedded broker), which has none, a missing topic
+    /// is made by the mock's auto-creation (it neither compacts nor limits
+    /// record sizes).
     pub async fn open(
         kafka: impl Into<KafkaConnection>,
         topic: &str,
@@ -97,20 +100,39 @@ async fn create_topic(
     max_bytes: usize,
 ) -> Result<(), StoreError> {
     let (mut config, t) = (kafka.client_config(), topic.to_string());
-    let exists = tokio::task::spawn_blocking(move || {
+    let (exists, mock) = tokio::task::spawn_blocking(move || {
         let c: BaseConsumer<ClientLog> = config
             .set("allow.auto.create.topics", "false")
             .create_with_context(ClientLog)?;
         let md = c.fetch_metadata(Some(&t), Duration::from_secs(10))?;
-        Ok::<_, StoreError>(
-            md.topics()
-                .iter()
-                .any(|mt| mt.name() == t && mt.error().is_none() && !mt.partitions().is_empty()),
-        )
+        let exists = md
+            .topics()
+            .iter()
+            .any(|mt| mt.name() == t && mt.error().is_none() && !mt.partitions().is_empty());
+        // The metadata just answered carries the cluster id: no wait.
+        let mock = c
+            .client()
+            .fetch_cluster_id(Duration::from_secs(1))
+            .is_some_and(|id| crate::kafka::is_mock_cluster_id(&id));
+        Ok::<_, StoreError>((exists, mock))
     })
     .await
     .map_err(|e| StoreError::Task(e.to_string()))??;
     if exists {
+        return Ok(());
+    }
+    if mock {
+        // The mock has no topic configuration to set (it neither compacts
+        // nor checks record sizes).
+        let config = kafka.client_config();
+        let t = topic.to_string();
+        tokio::task::spawn_blocking(move || crate::kafka::mock_auto_create(&config, &[&t]))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        tracing::info!(
+            topic,
+            "model store topic created (by the embedded broker's auto-creation)"
+        );
         return Ok(());
     }
     let admin: AdminClient<ClientLog> = kafka.client_config().create_with_context(ClientLog)?;
@@ -118,8 +140,8 @@ async fn create_topic(
     let t = NewTopic::new(topic, 1, TopicReplication::Fixed(1))
         .set("cleanup.policy", "compact")
         .set("max.message.bytes", &max);
-    // Short: a cluster without a controller (the embedded mock) answers only
-    // with this timeout; a real one creates a topic in well under a second.
+    // Short: a cluster without the admin API answers only with this
+    // timeout; a real one creates a topic in well under a second.
     let opts = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(5)))
         .request_timeout(Some(Duration::from_secs(5)));

@@ -129,9 +129,13 @@ impl rdkafka::consumer::ConsumerContext for ClientReasons {}
 
 /// Creates the topics of `layout` that do not exist yet (a real cluster with
 /// the admin API; compacted topics get `cleanup.policy=compact`). Existing
-/// topics are left as they are. A cluster without the admin API (the embedded
-/// mock broker, which creates topics itself) is not an error: that is logged
-/// and the topics are left to the broker.
+/// topics are left as they are. librdkafka's mock cluster (the embedded
+/// broker, `flowstage broker`) has no admin API: there a missing topic is
+/// created by the broker's auto-creation, which a producer's metadata request
+/// triggers, with the broker's default partition count (logged), not
+/// `layout`'s. Another cluster without the admin API is not an error either:
+/// that is logged (after the request's 10 s timeout) and the topics are left
+/// to the broker.
 ///
 /// `kafka` is the cluster's bootstrap servers, or a [`KafkaConnection`] with
 /// the client properties a secured cluster needs. A cluster that does not
@@ -151,13 +155,13 @@ pub async fn ensure_topics(
         .map_err(KafkaStageError::Client)?;
     // Only the missing ones: listing is cheap everywhere, creating is not
     // supported by every broker.
-    let existing: std::collections::HashSet<String> = {
+    let (existing, mock): (std::collections::HashSet<String>, bool) = {
         let config = kafka.client_config();
         tokio::task::spawn_blocking(move || {
             let client: rdkafka::consumer::BaseConsumer<ClientReasons> = config
                 .create_with_context(ClientReasons::default())
                 .map_err(|e| (e, String::new()))?;
-            client
+            let names = client
                 .fetch_metadata(None, std::time::Duration::from_secs(10))
                 .map(|md| md.topics().iter().map(|t| t.name().to_string()).collect())
                 .map_err(|source| {
@@ -165,7 +169,13 @@ pub async fn ensure_topics(
                     // handshake, a failed SASL authentication): serve it.
                     let _ = client.poll(std::time::Duration::from_millis(100));
                     (source, client.context().summary())
-                })
+                })?;
+            // The metadata just answered carries the cluster id: no wait.
+            let mock = client
+                .client()
+                .fetch_cluster_id(std::time::Duration::from_secs(1))
+                .is_some_and(|id| crate::kafka::is_mock_cluster_id(&id));
+            Ok((names, mock))
         })
         .await
         .map_err(|e| KafkaStageError::Task(e.to_string()))?
@@ -189,6 +199,29 @@ pub async fn ensure_topics(
         .collect();
     if topics.is_empty() {
         return Ok(());
+    }
+    if mock {
+        let config = kafka.client_config();
+        let names: Vec<String> = topics.iter().map(|t| t.name.to_string()).collect();
+        return tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let counts = crate::kafka::mock_auto_create(&config, &refs).map_err(|e| {
+                WineError::Config {
+                    name: "topics",
+                    reason: format!("cannot create topics {}: {e}", names.join(", ")),
+                }
+            })?;
+            for (topic, partitions) in names.iter().zip(counts) {
+                tracing::info!(
+                    topic,
+                    partitions,
+                    "topic created (by the embedded broker's auto-creation, with its partition count)"
+                );
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| KafkaStageError::Task(e.to_string()))?;
     }
     let opts = AdminOptions::new()
         .operation_timeout(Some(std::time::Duration::from_secs(10)))
@@ -279,4 +312,53 @@ pub enum WineError {
     /// The stream failed.
     #[error("stream failed: {0}")]
     Stream(#[from] flowstage::StreamError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::{EmbeddedBroker, EmbeddedBrokerConfig};
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+
+    /// The partition count of each topic the cluster at `bootstrap` knows,
+    /// from a consumer's metadata request (which creates nothing).
+    fn partitions(bootstrap: &str) -> std::collections::HashMap<String, usize> {
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .expect("consumer");
+        let md = c
+            .fetch_metadata(None, std::time::Duration::from_secs(10))
+            .expect("metadata");
+        md.topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| (t.name().to_string(), t.partitions().len()))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn missing_topics_are_created_on_the_embedded_broker_and_existing_ones_left() {
+        let broker = EmbeddedBroker::start(EmbeddedBrokerConfig::new(1).topic("there", 2))
+            .expect("embedded broker");
+        let b = broker.bootstrap_servers().to_string();
+        let before = partitions(&b);
+        assert!(!before.contains_key("new-data"), "{before:?}");
+        let layout = [
+            ("there", 6, false),
+            ("new-data", 6, false),
+            ("new-models", 1, true),
+        ];
+        ensure_topics(b.as_str(), &layout).await.expect("topics");
+        let after = partitions(&b);
+        assert_eq!(after.get("there"), Some(&2), "left as it was: {after:?}");
+        for t in ["new-data", "new-models"] {
+            assert!(after.get(t).is_some_and(|&n| n > 0), "{t}: {after:?}");
+        }
+        // A second call finds them all and creates nothing.
+        ensure_topics(b.as_str(), &layout)
+            .await
+            .expect("topics again");
+        assert_eq!(partitions(&b), after);
+    }
 }

@@ -346,7 +346,7 @@ async fn is_mock_cluster(producer: &KafkaProducer) -> bool {
         .await
         .ok()
         .flatten()
-        .is_some_and(|id| id.starts_with("mockCluster"))
+        .is_some_and(|id| crate::kafka::is_mock_cluster_id(&id))
 }
 
 /// `host-pid` (the host name from `HOSTNAME`, else `localhost`).
