@@ -336,6 +336,14 @@ fn producer_settings(config: &ServerConfig) -> ProducerSettings {
     ps
 }
 
+/// The data consumer's `session.timeout.ms` on librdkafka's mock cluster,
+/// where a rebalance takes one second less than it (see [`Server::run`]).
+const MOCK_SESSION_TIMEOUT_MS: &str = "6000";
+
+/// The data consumer's `heartbeat.interval.ms` on the mock cluster, a third
+/// of [`MOCK_SESSION_TIMEOUT_MS`] as librdkafka's defaults have it.
+const MOCK_HEARTBEAT_INTERVAL_MS: &str = "2000";
+
 /// Whether `producer`'s cluster is librdkafka's mock cluster (the embedded
 /// broker, `flowstage broker`): its cluster id starts with `mockCluster`.
 /// `false` when the id cannot be read within 5 s.
@@ -982,7 +990,17 @@ impl Server {
         .set("fetch.wait.max.ms", "2")
         // The server reads a record's key and payload, never its headers.
         .read_headers(false);
-        if !is_mock_cluster(&producer).await {
+        if is_mock_cluster(&producer).await {
+            // The mock completes a rebalance of a group that has members only
+            // when its timer runs out, one second short of the members'
+            // session timeout (librdkafka's default 45 s): with that, a
+            // second server joining, or one leaving, stopped consumption in
+            // the whole group for 44 s. With 6 s it is 5 s. (Apache Kafka
+            // completes it once every member has rejoined.)
+            cs = cs
+                .set("session.timeout.ms", MOCK_SESSION_TIMEOUT_MS)
+                .set("heartbeat.interval.ms", MOCK_HEARTBEAT_INTERVAL_MS);
+        } else {
             cs = cs.set("fetch.min.bytes", "65536");
         }
         cs = cs
@@ -1405,11 +1423,15 @@ async fn publish_instance(
             r = assignment.changed() => r.is_err(),
             _ = stop.wait_for(|s| *s) => true,
         };
-        info.partitions = assignment
+        let partitions: Vec<String> = assignment
             .borrow()
             .iter()
             .map(|tp| format!("{}-{}", tp.topic, tp.partition))
             .collect();
+        if partitions != info.partitions {
+            tracing::info!(partitions = ?partitions, "partitions of the data topic assigned to this instance");
+        }
+        info.partitions = partitions;
         let snap = state.snapshot();
         info.models = snap
             .data_types
