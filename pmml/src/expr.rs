@@ -775,7 +775,7 @@ fn apply(func: Func, a: &[Value]) -> Result<Value, EvalError> {
                 ),
                 _ => {
                     let mut s = xs;
-                    s.sort_by(|p, q| p.partial_cmp(q).unwrap_or(Ordering::Equal));
+                    s.sort_by(|p, q| crate::value::java_cmp(*p, *q));
                     let n = s.len();
                     let m = if n % 2 == 1 {
                         s[n / 2]

@@ -120,6 +120,18 @@ impl Value {
     }
 }
 
+/// Java's `Double.compare` order, a total one: `-0.0 < 0.0`, and every NaN equal and above
+/// all numbers. Sorting with a partial order panics (Rust 1.81+) when a NaN meets numbers, and
+/// JPMML sorts by this one.
+pub(crate) fn java_cmp(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        (false, false) => a.total_cmp(&b),
+    }
+}
+
 /// `x.powi(e)`, out of line: next to an `e == 1` shortcut, an inlined `powi` lets the optimiser
 /// fold the shortcut away (`powi(x, 1) == x`) and call `powi` for every term.
 #[inline(never)]

@@ -334,3 +334,19 @@ fn input_text_is_parsed_as_java_does() {
         Value::Missing
     );
 }
+
+#[test]
+fn a_general_regression_parameter_named_twice_is_a_load_error() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/conformance/hw_grm_glm_power/model.pmml");
+    let doc = std::fs::read_to_string(path).expect("fixture");
+    let once = r#"<Parameter name="p6" label="x1^2"/>"#;
+    assert!(doc.contains(once));
+    let twice = doc.replacen(
+        once,
+        &format!(r#"{once}<Parameter name="p6" label="again"/>"#),
+        1,
+    );
+    let err = Pmml::from_str(&twice).expect_err("a duplicate parameter");
+    assert!(err.to_string().contains("second Parameter"), "{err}");
+}

@@ -140,7 +140,12 @@ pub(crate) fn compile(
     let plist = m.req_kid("ParameterList")?;
     for p in plist.kids_named("Parameter") {
         let n = param_index.len();
-        param_index.insert(p.req_attr("name")?.to_string(), n);
+        if param_index
+            .insert(p.req_attr("name")?.to_string(), n)
+            .is_some()
+        {
+            return Err(p.bad_attr("name", "a second Parameter of this name"));
+        }
     }
     let mut params: Vec<Vec<Term>> = (0..param_index.len()).map(|_| Vec::new()).collect();
     let mut factors = Vec::new();

@@ -8,7 +8,7 @@ use crate::model::{Model, ModelKind, Prediction, TargetInfo};
 use crate::models::clustering::{
     adjustment, compare_function, comparison_measure, distance, Compare, Measure,
 };
-use crate::value::{parse_as, Value};
+use crate::value::{java_cmp, parse_as, Value};
 use crate::xml::El;
 use roxmltree::Node;
 
@@ -172,12 +172,14 @@ impl Knn {
         for (i, r) in self.rows.iter().enumerate() {
             dists.push((i, distance(self.measure, &self.compare, &values, r, adj)?));
         }
-        // Stable: ties keep training order.
+        // Stable: ties keep training order. A NaN (from a NaN in the training data or a
+        // negative field weight) counts as the farthest.
         let similar = matches!(self.measure, Measure::Similarity(..));
         if similar {
-            dists.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+            let key = |v: f64| if v.is_nan() { f64::NEG_INFINITY } else { v };
+            dists.sort_by(|a, b| java_cmp(key(b.1), key(a.1)));
         } else {
-            dists.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal));
+            dists.sort_by(|a, b| java_cmp(a.1, b.1));
         }
         if similar
             && matches!(

@@ -5,7 +5,7 @@ use crate::error::{EvalError, LoadError};
 use crate::expr::Predicate;
 use crate::fields::Ctx;
 use crate::model::{Model, ModelKind, Prediction, TargetInfo};
-use crate::value::Value;
+use crate::value::{java_cmp, Value};
 use crate::xml::El;
 use roxmltree::Node;
 
@@ -260,7 +260,7 @@ impl Mining {
 /// count, `lower + 0.5 * (upper - lower)`, which can differ from `(lower + upper) / 2` in the last
 /// bit — and JPMML's tie-breaking depends on that bit.
 pub(crate) fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    values.sort_by(|a, b| java_cmp(*a, *b));
     let n = values.len();
     if n == 0 {
         return f64::NAN;
@@ -279,7 +279,7 @@ pub(crate) fn median(values: &mut [f64]) -> f64 {
 }
 
 fn weighted_median(pairs: &mut [(f64, f64)]) -> f64 {
-    pairs.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    pairs.sort_by(|a, b| java_cmp(a.0, b.0));
     let half = 0.5 * pairs.iter().map(|p| p.1).sum::<f64>();
     let mut acc = 0.0;
     for (v, w) in pairs.iter() {
