@@ -16,6 +16,7 @@ mod serve;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use flowstage_stages::wine::with_causes;
 
 /// The tool's allocator. `serve` allocates a few small buffers per record
 /// (payloads, keys, results), freed on other threads than the one that
@@ -59,9 +60,71 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (`flowstage score … | head`): stop quietly, as Unix tools do.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("flowstage: error: {e:#}");
+            eprintln!("flowstage: error: {}", report(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes, `: `-separated, each cause once (see [`with_causes`]).
+fn report(e: &anyhow::Error) -> String {
+    with_causes(e.as_ref())
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As a `thiserror` variant with `#[error("{path}: {source}")]` and `#[source]`.
+    #[derive(Debug)]
+    struct ShowsItsSource {
+        path: String,
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for ShowsItsSource {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}: {}", self.path, self.source)
+        }
+    }
+
+    impl std::error::Error for ShowsItsSource {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn a_cause_shown_already_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(ShowsItsSource {
+            path: "/nope.csv".into(),
+            source: io,
+        })
+        .context("cannot read the records");
+        assert_eq!(
+            report(&e),
+            "cannot read the records: /nope.csv: no such file"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(report(&plain), "outer: inner");
+    }
+
+    #[test]
+    fn a_closed_pipe_is_recognised_through_context() {
+        let e = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("cannot write the output");
+        assert!(is_broken_pipe(&e));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
     }
 }

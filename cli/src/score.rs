@@ -1,7 +1,12 @@
 //! `flowstage score`: CSV in, JSON Lines out.
 //!
 //! The CSV's first row is the header; header names are the input field names; an empty cell is
-//! a missing value, a number is a number, anything else a string. For ONNX and TensorFlow the
+//! a missing value, a number is a number, anything else a string. A file whose first row is all
+//! numbers, with 11 or 12 columns, is read as the UCI wine format (the provider's input): the
+//! columns are the eleven measurements (`fixed acidity` … `alcohol`) and the quality, which a
+//! tensor model does not take. The
+//! delimiter is `;` when the first line has one, else `,` (or `--delimiter`). A PMML model none
+//! of whose inputs is a column is an error; inputs that are missing are named on stderr. For ONNX and TensorFlow the
 //! columns, in order, form the model's one input tensor (float32 `[rows, columns]`, missing →
 //! NaN). Each output line has one key per model output: a rank-1 tensor's element as a scalar,
 //! a rank-2 tensor's row as a list, a ZipMap as an object with string keys; numbers as JSON
@@ -20,6 +25,7 @@ use flowstage_model::{
     detect_type, DataKind, LoadOptions, Model, ModelError, ModelRegistry, ModelType, OutputValue,
     Record, Score, Value,
 };
+use flowstage_stages::wine::files::WINE_COLUMNS;
 use serde_json::{Map, Number, Value as Json};
 
 /// Model types on the command line.
@@ -49,22 +55,25 @@ impl From<TypeArg> for ModelType {
 /// Arguments of `flowstage score`.
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
-    /// The model: a file, or a SavedModel directory.
+    /// The model: a file, or a SavedModel directory (or one holding numbered versions of it:
+    /// the latest is scored).
     #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
     /// The model type (default: from the extension; a directory with saved_model.pb is a
     /// SavedModel).
     #[arg(long = "type", value_enum, value_name = "TYPE")]
     pub model_type: Option<TypeArg>,
-    /// The CSV to score (first row: header).
+    /// The CSV to score (first row: header naming the inputs; or the UCI wine format: no
+    /// header, 11 or 12 numeric columns).
     #[arg(long, value_name = "CSV")]
     pub input: PathBuf,
     /// Where to write the JSON Lines (default: standard output).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// The CSV field delimiter (one ASCII character).
-    #[arg(long, default_value_t = ',', value_name = "C")]
-    pub delimiter: char,
+    /// The CSV field delimiter, one ASCII character (default: `;` when the first line has
+    /// one, else `,`).
+    #[arg(long, value_name = "C")]
+    pub delimiter: Option<char>,
     /// SavedModel signature (default: the only one, or serving_default).
     #[arg(long)]
     pub signature: Option<String>,
@@ -75,18 +84,28 @@ pub struct ScoreArgs {
 
 /// Runs `flowstage score`.
 pub fn run(args: &ScoreArgs) -> Result<()> {
-    let delimiter = u8::try_from(args.delimiter)
-        .ok()
-        .filter(|d| d.is_ascii())
-        .with_context(|| {
-            format!(
-                "the delimiter must be one ASCII character, not {:?}",
-                args.delimiter
-            )
-        })?;
+    let delimiter =
+        match args.delimiter {
+            Some(d) => Some(u8::try_from(d).ok().filter(u8::is_ascii).with_context(|| {
+                format!("the delimiter must be one ASCII character, not {d:?}")
+            })?),
+            None => None,
+        };
+    // A versioned SavedModel given by its parent (`saved` for `saved/1`).
+    let model_path = match latest_saved_model_version(&args.model) {
+        Some(version) => {
+            eprintln!(
+                "flowstage score: {} holds SavedModel versions: scoring the latest, {}",
+                args.model.display(),
+                version.display()
+            );
+            version
+        }
+        None => args.model.clone(),
+    };
     let model_type = match args.model_type {
         Some(t) => t.into(),
-        None => match detect_type(&args.model) {
+        None => match detect_type(&model_path) {
             Some(t) => t,
             None => bail!(
                 "cannot tell the type of model {} from its name; use --type",
@@ -99,25 +118,59 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         ..LoadOptions::default()
     };
     let model = ModelRegistry::with_defaults()
-        .load_path(model_type, &args.model, &options)
-        .with_context(|| format!("cannot load {model_type} model {}", args.model.display()))?;
+        .load_path(model_type, &model_path, &options)
+        .with_context(|| format!("cannot load {model_type} model {}", model_path.display()))?;
 
     let input = File::open(&args.input)
         .with_context(|| format!("cannot open input {}", args.input.display()))?;
+    let mut input = io::BufReader::new(input);
+    let delimiter = match delimiter {
+        Some(d) => d,
+        None => sniff_delimiter(&mut input)
+            .with_context(|| format!("cannot read {}", args.input.display()))?,
+    };
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(true)
         .flexible(true)
-        .from_reader(io::BufReader::new(input));
-    let header: Vec<String> = reader
+        .from_reader(input);
+    let first: Vec<String> = reader
         .byte_headers()
         .with_context(|| format!("cannot read the header of {}", args.input.display()))?
         .iter()
         .map(|h| String::from_utf8_lossy(h).trim().to_string())
         .collect();
-    if header.is_empty() || header.iter().all(String::is_empty) {
+    if first.is_empty() || first.iter().all(String::is_empty) {
         bail!("{} has no header row", args.input.display());
     }
+    // A first row of numbers is data: the UCI wine format has no header.
+    let headerless = first.iter().all(|c| c.parse::<f64>().is_ok());
+    let header = if headerless {
+        let Some(names) = wine_header(first.len()) else {
+            bail!(
+                "{}: the first row is numbers, not a header; add a header row naming the \
+                 model's inputs (or use the UCI wine format: 11 or 12 columns)",
+                args.input.display()
+            );
+        };
+        // A tensor model takes the columns in order: the eleven measurements, not the quality.
+        let names = if model.model_type() == ModelType::Pmml {
+            names
+        } else {
+            names[..WINE_COLUMNS.len()].to_vec()
+        };
+        eprintln!(
+            "flowstage score: {} has no header: reading it as the UCI wine format ({})",
+            args.input.display(),
+            names.join(", ")
+        );
+        names
+    } else {
+        first.clone()
+    };
+    // Columns beyond the header's (the UCI quality, for a tensor model) are left out.
+    let width = if headerless { Some(header.len()) } else { None };
+    check_inputs(model.as_ref(), &header, &args.input)?;
 
     let mut out: Box<dyn Write> = match &args.output {
         Some(p) => Box::new(BufWriter::new(
@@ -127,20 +180,132 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     };
     let writer = JsonWriter::new(model.as_ref());
     let batch_size = args.batch_size as usize;
-    let mut batch: Vec<Result<Record, String>> = Vec::with_capacity(batch_size);
-    for (i, row) in reader.byte_records().enumerate() {
-        let line = i + 2;
-        batch.push(match row {
-            Ok(row) => to_record(&header, &row).map_err(|e| format!("line {line}: {e}")),
-            Err(e) => Err(format!("line {line}: {e}")),
-        });
+    let mut batch: Vec<(usize, Result<Record, String>)> = Vec::with_capacity(batch_size);
+    let mut tally = Tally::default();
+    // The header row, read as data when there is none.
+    let first_row = headerless.then(|| csv::ByteRecord::from(first));
+    let rows = first_row.into_iter().map(Ok).chain(reader.byte_records());
+    for (i, row) in rows.enumerate() {
+        let line = if headerless { i + 1 } else { i + 2 };
+        batch.push((
+            line,
+            match row {
+                Ok(mut row) => {
+                    if let Some(w) = width.filter(|w| row.len() > *w) {
+                        row.truncate(w);
+                    }
+                    to_record(&header, &row)
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        ));
         if batch.len() == batch_size {
-            score_batch(model.as_ref(), &writer, &mut batch, &mut out)?;
+            score_batch(model.as_ref(), &writer, &mut batch, &mut out, &mut tally)?;
         }
     }
-    score_batch(model.as_ref(), &writer, &mut batch, &mut out)?;
+    score_batch(model.as_ref(), &writer, &mut batch, &mut out, &mut tally)?;
     out.flush().context("cannot write the output")?;
+    if let Some(first) = &tally.first_error {
+        eprintln!(
+            "flowstage score: {} of {} rows could not be scored (first: {first})",
+            tally.failed,
+            tally.failed + tally.scored
+        );
+        if tally.scored == 0 {
+            bail!("no row of {} could be scored", args.input.display());
+        }
+    }
     Ok(())
+}
+
+/// The highest numbered subdirectory of `dir` holding `saved_model.pb`, as TensorFlow Serving
+/// picks a version, when `dir` is a directory without one of its own; `None` otherwise.
+fn latest_saved_model_version(dir: &std::path::Path) -> Option<PathBuf> {
+    if !dir.is_dir() || dir.join("saved_model.pb").is_file() {
+        return None;
+    }
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let version: u64 = e.file_name().to_str()?.parse().ok()?;
+            e.path()
+                .join("saved_model.pb")
+                .is_file()
+                .then(|| (version, e.path()))
+        })
+        .max_by_key(|(v, _)| *v)
+        .map(|(_, p)| p)
+}
+
+/// `;` when the first line has one, else `,` (as `flowstage provide` reads wine CSVs), without
+/// consuming anything.
+fn sniff_delimiter(input: &mut impl io::BufRead) -> io::Result<u8> {
+    let buf = input.fill_buf()?;
+    let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+    Ok(if line.contains(&b';') { b';' } else { b',' })
+}
+
+/// The columns of the UCI wine format with `n` columns: the eleven measurements, then the
+/// quality; `None` for another width.
+fn wine_header(n: usize) -> Option<Vec<String>> {
+    let mut names: Vec<String> = WINE_COLUMNS.iter().map(|c| c.to_string()).collect();
+    match n {
+        11 => Some(names),
+        12 => {
+            names.push("quality".into());
+            Some(names)
+        }
+        _ => None,
+    }
+}
+
+/// A PMML model's inputs (its active fields) against the columns: none of them a column is an
+/// error (every score would be of missing values); the missing ones are named on stderr. Tensor
+/// models take the columns in order, by position.
+fn check_inputs(model: &dyn Model, header: &[String], input: &std::path::Path) -> Result<()> {
+    if model.model_type() != ModelType::Pmml || model.inputs().is_empty() {
+        return Ok(());
+    }
+    let columns: HashSet<&str> = header.iter().map(String::as_str).collect();
+    let missing: Vec<&str> = model
+        .inputs()
+        .iter()
+        .map(|f| f.name.as_str())
+        .filter(|n| !columns.contains(n))
+        .collect();
+    if missing.len() == model.inputs().len() {
+        bail!(
+            "none of the model's inputs ({}) is a column of {} (its columns: {}); is the \
+             delimiter right (--delimiter)?",
+            missing.join(", "),
+            input.display(),
+            header.join(", ")
+        );
+    }
+    if !missing.is_empty() {
+        eprintln!(
+            "flowstage score: not columns of {}, so scored as missing: {}",
+            input.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Rows scored and rows that failed, with the first failure.
+#[derive(Default)]
+struct Tally {
+    scored: u64,
+    failed: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn failed(&mut self, why: &str) {
+        self.failed += 1;
+        self.first_error.get_or_insert_with(|| why.to_string());
+    }
 }
 
 /// A CSV row as a record.
@@ -173,23 +338,33 @@ fn to_record(header: &[String], row: &csv::ByteRecord) -> Result<Record, String>
 fn score_batch(
     model: &dyn Model,
     writer: &JsonWriter,
-    batch: &mut Vec<Result<Record, String>>,
+    batch: &mut Vec<(usize, Result<Record, String>)>,
     out: &mut dyn Write,
+    tally: &mut Tally,
 ) -> Result<()> {
     let records: Vec<Record> = batch
         .iter()
-        .filter_map(|r| r.as_ref().ok().cloned())
+        .filter_map(|(_, r)| r.as_ref().ok().cloned())
         .collect();
     let mut scores = model.score_batch(&records).into_iter();
-    for row in batch.drain(..) {
-        let line = match row {
+    for (n, row) in batch.drain(..) {
+        let why = match row {
             Ok(_) => match scores.next() {
-                Some(Ok(score)) => writer.score(&score),
-                Some(Err(e)) => error_line(&e.to_string()),
-                None => error_line(&ModelError::Scoring("no result".into()).to_string()),
+                Some(Ok(score)) => {
+                    tally.scored += 1;
+                    let line = writer.score(&score);
+                    serde_json::to_writer(&mut *out, &line).context("cannot write the output")?;
+                    out.write_all(b"\n").context("cannot write the output")?;
+                    continue;
+                }
+                Some(Err(e)) => e.to_string(),
+                None => ModelError::Scoring("no result".into()).to_string(),
             },
-            Err(e) => error_line(&e),
+            Err(e) => e,
         };
+        let why = format!("line {n}: {why}");
+        tally.failed(&why);
+        let line = error_line(&why);
         serde_json::to_writer(&mut *out, &line).context("cannot write the output")?;
         out.write_all(b"\n").context("cannot write the output")?;
     }

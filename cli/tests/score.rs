@@ -353,3 +353,81 @@ fn pmml_models_score_like_jpmml() {
         }
     }
 }
+
+/// quality = 1 + alcohol / 2.
+const ALCOHOL_PMML: &str = r#"<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
+  <DataDictionary>
+    <DataField name="alcohol" optype="continuous" dataType="double"/>
+    <DataField name="quality" optype="continuous" dataType="double"/>
+  </DataDictionary>
+  <RegressionModel functionName="regression">
+    <MiningSchema><MiningField name="quality" usageType="target"/><MiningField name="alcohol"/></MiningSchema>
+    <RegressionTable intercept="1"><NumericPredictor name="alcohol" coefficient="0.5"/></RegressionTable>
+  </RegressionModel>
+</PMML>"#;
+
+/// `ALCOHOL_PMML` and `csv` written to a fresh directory: (directory, model, input).
+fn alcohol_case(csv: &str) -> (tempfile::TempDir, String, String) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model = tmp.path().join("alcohol.pmml");
+    let input = tmp.path().join("in.csv");
+    std::fs::write(&model, ALCOHOL_PMML).expect("write model");
+    std::fs::write(&input, csv).expect("write input");
+    let s = |p: &Path| p.to_str().expect("path").to_string();
+    let (m, i) = (s(&model), s(&input));
+    (tmp, m, i)
+}
+
+#[test]
+fn the_uci_wine_format_is_read_without_a_header() {
+    // Two UCI rows (`;`, no header, 12 columns): alcohol, the 11th, is 10 and 12.
+    let (_tmp, model, input) = alcohol_case(
+        "7.4;0.7;0;1.9;0.076;11;34;0.9978;3.51;0.56;10;5\n\
+         7.8;0.88;0;2.6;0.098;25;67;0.9968;3.2;0.68;12;5\n",
+    );
+    let (ok, lines, stderr) = score(&["--model", &model, "--input", &input]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("UCI wine format"), "{stderr}");
+    let got: Vec<f64> = lines.iter().map(|l| as_f64(&l["quality"])).collect();
+    assert_eq!(got, vec![6.0, 7.0]);
+}
+
+#[test]
+fn a_header_naming_none_of_the_inputs_is_an_error() {
+    let (_tmp, model, input) = alcohol_case("a,b\n1,2\n");
+    let (ok, lines, stderr) = score(&["--model", &model, "--input", &input]);
+    assert!(!ok, "{stderr}");
+    assert!(lines.is_empty());
+    assert!(
+        stderr.contains("none of the model's inputs (alcohol)"),
+        "{stderr}"
+    );
+    // Numbers in the first row that are not the UCI format's 11 or 12 columns.
+    let (_tmp, model, input) = alcohol_case("1,2\n3,4\n");
+    let (ok, _, stderr) = score(&["--model", &model, "--input", &input]);
+    assert!(!ok && stderr.contains("not a header"), "{stderr}");
+}
+
+#[test]
+fn no_row_scored_is_a_failure_and_failures_are_counted() {
+    let (_tmp, model, input) = alcohol_case("alcohol\n1,2\n3,4\n");
+    let (ok, lines, stderr) = score(&["--model", &model, "--input", &input]);
+    assert!(!ok, "{stderr}");
+    assert_eq!(lines.len(), 2, "an error object per row");
+    assert!(lines.iter().all(|l| l["__error__"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("line "))));
+    assert!(
+        stderr.contains("2 of 2 rows could not be scored"),
+        "{stderr}"
+    );
+    // One good row: a success, with the failure counted.
+    let (_tmp, model, input) = alcohol_case("alcohol\n1,2\n4\n");
+    let (ok, lines, stderr) = score(&["--model", &model, "--input", &input]);
+    assert!(ok, "{stderr}");
+    assert_eq!(as_f64(&lines[1]["quality"]), 3.0);
+    assert!(
+        stderr.contains("1 of 2 rows could not be scored (first: line 2:"),
+        "{stderr}"
+    );
+}
