@@ -48,7 +48,7 @@ pub struct ProvideArgs {
     pub model_interval: Duration,
     /// A model every N records instead of by time (deterministic interleaving).
     #[arg(long, env = "FLOWSTAGE_MODEL_EVERY", value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "model_interval")]
     pub model_every: Option<u64>,
     /// The dataType of the records, and of the models.
     #[arg(long, env = "FLOWSTAGE_DATA_TYPE", default_value = "wine")]
@@ -208,6 +208,7 @@ pub fn run(args: ProvideArgs) -> Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     let brokers = config.brokers.clone();
+    let offered = models.len() as u64;
     let summary = runtime
         .block_on(provide(
             config,
@@ -222,6 +223,20 @@ pub fn run(args: ProvideArgs) -> Result<()> {
     }
     let summary = summary?;
     println!("{summary}");
+    if !summary.interrupted && summary.records > 0 && summary.models < offered {
+        eprintln!(
+            "note: {} of the {offered} models were published: models go out between records, \
+             and the records ended first (add --loop, raise --count, or shorten \
+             --model-interval / use --model-every)",
+            summary.models
+        );
+    }
+    if summary.unacknowledged > 0 {
+        bail!(
+            "{} records were sent but not acknowledged by the broker: they may be lost",
+            summary.unacknowledged
+        );
+    }
     Ok(())
 }
 

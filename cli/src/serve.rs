@@ -299,8 +299,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         Ok(())
     });
     // Tasks still running now hold Kafka clients whose close waits for a
-    // broker that may be away: the stop is bounded, so do not wait for them.
-    rt.shutdown_timeout(Duration::from_secs(2));
+    // broker that may be away: the stop is bounded, so do not wait for them
+    // after a failed stop (the broker is probably away; what they would have
+    // committed is consumed again), and briefly after a clean one (the
+    // server waited for its consumer's close already).
+    if result.is_err() {
+        rt.shutdown_background();
+    } else {
+        rt.shutdown_timeout(Duration::from_secs(2));
+    }
     result
 }
 

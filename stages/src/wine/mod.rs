@@ -249,6 +249,29 @@ pub async fn ensure_topics(
     }
 }
 
+/// `e` and its causes, `: `-separated, each once: a cause whose text is shown already (an
+/// error whose message includes its `#[source]`) is left out.
+///
+/// ```
+/// use flowstage_stages::wine::with_causes;
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+/// assert_eq!(with_causes(&io), "no such file");
+/// ```
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    msg
+}
+
 /// The key of the `seq`-th record a provider publishes: its decimal text.
 pub fn record_key(seq: u64) -> Vec<u8> {
     seq.to_string().into_bytes()
@@ -312,6 +335,9 @@ pub enum WineError {
     /// The stream failed.
     #[error("stream failed: {0}")]
     Stream(#[from] flowstage::StreamError),
+    /// The HTTP state server could not start (its address is taken, say).
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 #[cfg(test)]

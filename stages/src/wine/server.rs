@@ -115,8 +115,9 @@ pub struct ServerConfig {
     pub processing: Processing,
     /// How often the instance record is refreshed.
     pub heartbeat: Duration,
-    /// How long a stop may take (default 30 s): the drain of the records in
-    /// flight, then the last writes. A pipeline that cannot finish by then
+    /// How long a stop may take (default 30 s), from the stop signal: the
+    /// drain of the records in flight, then the last writes (given at least
+    /// a second when the drain used it all). A pipeline that cannot finish by then
     /// (the broker is away) stops anyway with
     /// [`KafkaStageError::DrainTimeout`]; its uncommitted records are
     /// consumed again.
@@ -335,6 +336,10 @@ fn producer_settings(config: &ServerConfig) -> ProducerSettings {
     }
     ps
 }
+
+/// The time the last writes of a stop get (the final commit, the instance's
+/// last record) when the drain used up the shutdown timeout.
+const LAST_WRITES_GRACE: Duration = Duration::from_secs(1);
 
 /// The data consumer's `session.timeout.ms` on librdkafka's mock cluster,
 /// where a rebalance takes one second less than it (see [`Server::run`]).
@@ -827,7 +832,7 @@ async fn models_ready(mut caught_up: watch::Receiver<Option<u64>>, state: Servin
             })
             .await;
     }
-    tracing::info!(models = n, "models ready; consuming records");
+    tracing::info!(descriptors = n, "models ready; consuming records");
 }
 
 /// Reads the instances topic into `directory` until the task is aborted.
@@ -904,14 +909,7 @@ impl Server {
                     .route("/state/instances", get(instances))
                     .with_state(directory.clone());
                 let app = http::router(state.clone()).merge(extra);
-                Some(
-                    http::serve_router(app, addr)
-                        .await
-                        .map_err(|e| WineError::Config {
-                            name: "http",
-                            reason: e.to_string(),
-                        })?,
-                )
+                Some(http::serve_router(app, addr).await?)
             }
             None => None,
         };
@@ -959,7 +957,7 @@ impl Server {
         if let Some(dir) = &config.models_dir {
             let dir = ModelsDir::new(dir).map_err(|e| WineError::Config {
                 name: "models_dir",
-                reason: e.to_string(),
+                reason: super::with_causes(&e),
             })?;
             registry = registry.with_models_dir(dir);
         }
@@ -1239,13 +1237,26 @@ impl Server {
             control.clone(),
             committer.clone(),
         ));
+        // When the stop was asked for: the whole stop, drain and last writes,
+        // is bounded by one shutdown timeout from then.
+        let mut stop_asked = None;
+        let shutdown = async {
+            shutdown.await;
+            stop_asked = Some(tokio::time::Instant::now());
+        };
         let outcome = run_until_within(&control, done, shutdown, config.shutdown_timeout).await;
         progress.abort();
         // Awaited, so its committer handle is gone before the committer closes.
         let _ = progress.await;
-        // The rest of the stop is bounded as well: when the drain ran out of
-        // time the broker is probably away, and these steps talk to it too.
-        let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+        // The last writes are bounded by what is left of the timeout (at
+        // least a short grace, for the final commit after a drain that used
+        // it all): when the drain ran out of time the broker is probably
+        // away, and these steps talk to it too.
+        let now = tokio::time::Instant::now();
+        let deadline = match stop_asked {
+            Some(asked) => (asked + config.shutdown_timeout).max(now + LAST_WRITES_GRACE),
+            None => now + config.shutdown_timeout,
+        };
         let late = |what: &str| tracing::warn!("{what} did not finish before the shutdown timeout");
         // The stage stopped (its last snapshot is published): store it.
         if let Some(w) = store_writer {
@@ -1333,7 +1344,7 @@ async fn restore_models(
 ) -> Result<(RestoredModels, Option<StoreWriter>), WineError> {
     let store_err = |e: crate::store::StoreError| WineError::Config {
         name: "store",
-        reason: e.to_string(),
+        reason: super::with_causes(&e),
     };
     let started = Instant::now();
     let store = config
