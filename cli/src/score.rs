@@ -77,8 +77,8 @@ pub struct ScoreArgs {
     /// SavedModel signature (default: the only one, or serving_default).
     #[arg(long)]
     pub signature: Option<String>,
-    /// Rows scored per batch.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Rows scored per batch (at most 1,000,000).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_size: u32,
 }
 

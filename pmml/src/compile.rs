@@ -47,6 +47,8 @@ pub(crate) struct Compiler {
     pub opts: LoadOptions,
     /// Current recursion depth of expression/predicate/model compilation.
     nesting: usize,
+    /// The deepest chain of user functions called by the expression being compiled.
+    call_depth: usize,
 }
 
 /// Known PMML model elements.
@@ -83,6 +85,7 @@ impl Compiler {
             inputs: Vec::new(),
             opts,
             nesting: 0,
+            call_depth: 0,
         }
     }
 
@@ -253,13 +256,25 @@ impl Compiler {
             .find(|k| k.name() != "ParameterField")
             .ok_or_else(|| f.invalid("DefineFunction has no expression"))?;
         let saved = self.params.replace(params.clone());
+        let outer_calls = std::mem::take(&mut self.call_depth);
         let body = self.expression(body_node);
         self.params = saved;
+        let depth = std::mem::replace(&mut self.call_depth, outer_calls) + 1;
         let body = body?;
+        // Each call is a level of evaluation: a chain deeper than scoring allows could never
+        // be scored, and dropping a very long one would recurse as deep.
+        if depth > crate::fields::MAX_EVAL_DEPTH {
+            return Err(f.invalid(format!(
+                "function {name:?} starts a chain of {depth} functions calling each other, more \
+                 than the {} levels scoring allows",
+                crate::fields::MAX_EVAL_DEPTH
+            )));
+        }
         let uf = UserFunction {
             params: params.iter().map(|p| p.1).collect(),
             data_type: dt.unwrap_or(DataType::Double),
             body,
+            depth,
         };
         self.functions.insert(name.to_string(), Arc::new(uf));
         Ok(())
@@ -507,6 +522,7 @@ impl Compiler {
                             body.params.len()
                         )));
                     }
+                    self.call_depth = self.call_depth.max(body.depth);
                     return Ok(Expr::Call {
                         body: body.clone(),
                         args,

@@ -95,6 +95,8 @@ pub(crate) struct UserFunction {
     pub params: Vec<DataType>,
     pub data_type: DataType,
     pub body: Expr,
+    /// The longest chain of user-function calls a call of it makes, itself included.
+    pub depth: usize,
 }
 
 /// Built-in functions.

@@ -350,3 +350,43 @@ fn a_general_regression_parameter_named_twice_is_a_load_error() {
     let err = Pmml::from_str(&twice).expect_err("a duplicate parameter");
     assert!(err.to_string().contains("second Parameter"), "{err}");
 }
+
+/// `n` DefineFunctions, `f1(x) = x + 1` and `fk(x) = f(k-1)(x) + 1`, and a regression on `fn`.
+fn function_chain(n: usize) -> String {
+    let mut fs = String::from(
+        r#"<DefineFunction name="f1" optype="continuous" dataType="double"><ParameterField name="x"/><Apply function="+"><FieldRef field="x"/><Constant>1</Constant></Apply></DefineFunction>"#,
+    );
+    for k in 2..=n {
+        fs += &format!(
+            r#"<DefineFunction name="f{k}" optype="continuous" dataType="double"><ParameterField name="x"/><Apply function="+"><Apply function="f{p}"><FieldRef field="x"/></Apply><Constant>1</Constant></Apply></DefineFunction>"#,
+            p = k - 1
+        );
+    }
+    format!(
+        r#"<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
+  <DataDictionary>
+    <DataField name="x" optype="continuous" dataType="double"/>
+    <DataField name="y" optype="continuous" dataType="double"/>
+  </DataDictionary>
+  <TransformationDictionary>{fs}
+    <DerivedField name="fx" optype="continuous" dataType="double"><Apply function="f{n}"><FieldRef field="x"/></Apply></DerivedField>
+  </TransformationDictionary>
+  <RegressionModel functionName="regression">
+    <MiningSchema><MiningField name="y" usageType="target"/><MiningField name="x"/></MiningSchema>
+    <RegressionTable intercept="0"><NumericPredictor name="fx" coefficient="1"/></RegressionTable>
+  </RegressionModel>
+</PMML>"#
+    )
+}
+
+#[test]
+fn a_chain_of_functions_scoring_cannot_follow_is_a_load_error() {
+    // 100 levels score: x + 100.
+    let m = Pmml::from_str(&function_chain(100)).expect("loads");
+    let out = m.evaluate(&[Value::Double(1.0)]).expect("scores");
+    assert_eq!(out.get("y"), Some(&Value::Double(101.0)));
+    // 1,000 levels: refused at load. Scoring cannot follow more than 256, and a chain of
+    // 100,000 used to load and then overflow the stack when the model was dropped.
+    let err = Pmml::from_str(&function_chain(1_000)).expect_err("too deep");
+    assert!(err.to_string().contains("chain of 257 functions"), "{err}");
+}
