@@ -186,6 +186,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     let first_row = headerless.then(|| csv::ByteRecord::from(first));
     let rows = first_row.into_iter().map(Ok).chain(reader.byte_records());
     for (i, row) in rows.enumerate() {
+        // Blank lines and quoted line breaks are not counted.
         let line = if headerless { i + 1 } else { i + 2 };
         batch.push((
             line,

@@ -221,17 +221,29 @@ impl PmmlModel {
             args_at(args, &positions);
             self.bind(fields, mapping_id, positions);
         };
+        // A panic of the evaluator (a bug) fails this record only: left to unwind, it would
+        // fail the stream, and a restarted server would meet the same record again.
+        let guarded = |args: &[PValue]| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.evaluator.evaluate(args)
+            }))
+            .unwrap_or_else(|_| {
+                Err(flowstage_pmml::EvalError::InvalidResult(
+                    "the PMML evaluator panicked on this record (a bug of flowstage's)".into(),
+                ))
+            })
+        };
         let evaluated = ARGS.with(|cell| match cell.try_borrow_mut() {
             Ok(mut args) => {
                 fill(&mut args);
-                let out = self.evaluator.evaluate(&args);
+                let out = guarded(&args);
                 args.clear();
                 out
             }
             Err(_) => {
                 let mut args = Vec::new();
                 fill(&mut args);
-                self.evaluator.evaluate(&args)
+                guarded(&args)
             }
         });
         let out = evaluated.map_err(|e| ModelError::Scoring(e.to_string()))?;
