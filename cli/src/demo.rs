@@ -76,7 +76,7 @@ fn material(dir: &Path) -> Result<(Vec<WineRecord>, Vec<ModelDescriptor>, String
         return Ok((
             files::generated_wine_records(1_599, 42),
             files::generated_models(),
-            "generated".into(),
+            "flowstage's generator".into(),
         ));
     }
     let records = files::read_wine_csv(&csv)?;

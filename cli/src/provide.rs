@@ -209,14 +209,25 @@ pub fn run(args: ProvideArgs) -> Result<()> {
         .context("cannot start the tokio runtime")?;
     let brokers = config.brokers.clone();
     let offered = models.len() as u64;
+    // The first signal stops after the records in flight are acknowledged (or
+    // their wait times out); a second one stops at once.
+    let stop = async {
+        shutdown_signal().await;
+        eprintln!(
+            "flowstage provide: stopping: waiting for the records in flight to be acknowledged \
+             (Ctrl-C again to stop at once)"
+        );
+        tokio::spawn(async {
+            shutdown_signal().await;
+            eprintln!(
+                "flowstage provide: stopped at once; records in flight may not have reached \
+                 the broker"
+            );
+            std::process::exit(130);
+        });
+    };
     let summary = runtime
-        .block_on(provide(
-            config,
-            records,
-            models,
-            on_progress,
-            shutdown_signal(),
-        ))
+        .block_on(provide(config, records, models, on_progress, stop))
         .with_context(|| format!("publishing to {brokers} failed"));
     if let Some(pb) = &pb {
         pb.finish_and_clear();
