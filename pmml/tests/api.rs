@@ -1,6 +1,8 @@
 //! Public API behaviour on small documents written here: field lists, the slice and map entry
 //! points, input errors, float (32-bit) semantics, lazy input validation.
 
+mod common;
+
 use flowstage_pmml::{DataType, EvalError, OpType, Pmml, Value};
 use std::collections::HashMap;
 
@@ -159,13 +161,8 @@ fn load_from_bytes_and_path() {
 }
 
 fn verified_doc(expected_y: &str) -> String {
-    format!(
-        r#"<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
-  <DataDictionary>
-    <DataField name="x" optype="continuous" dataType="double"/>
-    <DataField name="y" optype="continuous" dataType="double"/>
-  </DataDictionary>
-  <RegressionModel functionName="regression">
+    common::xy_document(&format!(
+        r#"<RegressionModel functionName="regression">
     <MiningSchema><MiningField name="x"/><MiningField name="y" usageType="target"/></MiningSchema>
     <RegressionTable intercept="1"><NumericPredictor name="x" coefficient="0.5"/></RegressionTable>
     <ModelVerification recordCount="2">
@@ -178,9 +175,8 @@ fn verified_doc(expected_y: &str) -> String {
         <row><data:x>3</data:x><data:y>{expected_y}</data:y></row>
       </InlineTable>
     </ModelVerification>
-  </RegressionModel>
-</PMML>"#
-    )
+  </RegressionModel>"#
+    ))
 }
 
 #[test]
@@ -232,15 +228,7 @@ fn select_all_doc(nested: bool) -> String {
             r#"<MiningModel functionName="regression"><MiningSchema><MiningField name="y" usageType="target"/><MiningField name="x"/></MiningSchema>{segmentation}</MiningModel>"#
         )
     };
-    format!(
-        r#"<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
-  <DataDictionary>
-    <DataField name="x" optype="continuous" dataType="double"/>
-    <DataField name="y" optype="continuous" dataType="double"/>
-  </DataDictionary>
-  {model}
-</PMML>"#
-    )
+    common::xy_document(&model)
 }
 
 #[test]
@@ -362,21 +350,15 @@ fn function_chain(n: usize) -> String {
             p = k - 1
         );
     }
-    format!(
-        r#"<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
-  <DataDictionary>
-    <DataField name="x" optype="continuous" dataType="double"/>
-    <DataField name="y" optype="continuous" dataType="double"/>
-  </DataDictionary>
-  <TransformationDictionary>{fs}
+    common::xy_document(&format!(
+        r#"<TransformationDictionary>{fs}
     <DerivedField name="fx" optype="continuous" dataType="double"><Apply function="f{n}"><FieldRef field="x"/></Apply></DerivedField>
   </TransformationDictionary>
   <RegressionModel functionName="regression">
     <MiningSchema><MiningField name="y" usageType="target"/><MiningField name="x"/></MiningSchema>
     <RegressionTable intercept="0"><NumericPredictor name="fx" coefficient="1"/></RegressionTable>
-  </RegressionModel>
-</PMML>"#
-    )
+  </RegressionModel>"#
+    ))
 }
 
 #[test]

@@ -1,21 +1,15 @@
 //! Hostile and broken documents: each must fail quickly with a clear typed error, never panic,
 //! never touch the network. Inputs are generated here (nothing large is committed).
 
+mod common;
+
 use flowstage_pmml::{LoadError, LoadOptions, Pmml};
 use std::time::{Duration, Instant};
 
 const HEADER: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
 
 fn valid_body(model: &str) -> String {
-    format!(
-        r#"<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
-  <DataDictionary>
-    <DataField name="x" optype="continuous" dataType="double"/>
-    <DataField name="y" optype="continuous" dataType="double"/>
-  </DataDictionary>
-  {model}
-</PMML>"#
-    )
+    common::xy_document(model)
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> T {

@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: comparing results with JPMML's recorded outputs.
+//! Helpers shared by the integration tests: comparing results with JPMML's recorded outputs, and
+//! small documents.
 
 #![allow(dead_code)]
 
@@ -61,4 +62,18 @@ pub fn compare(ours: &Value, expected: &Json) -> Result<(), String> {
         (Value::Boolean(b), Json::Bool(e)) if b == e => Ok(()),
         (o, e) => Err(format!("{o:?}, expected {e}")),
     }
+}
+
+/// A PMML 4.4 document with the continuous double fields `x` and `y`, and `body` (a
+/// TransformationDictionary, a model) after its DataDictionary.
+pub fn xy_document(body: &str) -> String {
+    format!(
+        r#"<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">
+  <DataDictionary>
+    <DataField name="x" optype="continuous" dataType="double"/>
+    <DataField name="y" optype="continuous" dataType="double"/>
+  </DataDictionary>
+  {body}
+</PMML>"#
+    )
 }
