@@ -4,10 +4,10 @@
 //! a missing value, a number is a number, anything else a string. A file whose first row is all
 //! numbers, with 11 or 12 columns, is read as the UCI wine format (the provider's input): the
 //! columns are the eleven measurements (`fixed acidity` … `alcohol`) and the quality, which a
-//! tensor model does not take. The
-//! delimiter is `;` when the first line has one, else `,` (or `--delimiter`). A PMML model none
-//! of whose inputs is a column is an error; inputs that are missing are named on stderr. For ONNX and TensorFlow the
-//! columns, in order, form the model's one input tensor (float32 `[rows, columns]`, missing →
+//! tensor model does not take. The delimiter is `;` when the first line has one, else `,` (or
+//! `--delimiter`). A PMML model none of whose inputs is a column is an error; the inputs that
+//! are missing are named on stderr. For ONNX and TensorFlow the columns, in order, form the
+//! model's one input tensor (float32 `[rows, columns]`, missing →
 //! NaN). Each output line has one key per model output: a rank-1 tensor's element as a scalar,
 //! a rank-2 tensor's row as a list, a ZipMap as an object with string keys; numbers as JSON
 //! numbers (integers for integer tensors), non-finite values as "NaN", "Infinity",
@@ -349,23 +349,25 @@ fn score_batch(
         .collect();
     let mut scores = model.score_batch(&records).into_iter();
     for (n, row) in batch.drain(..) {
-        let why = match row {
+        let scored = match row {
             Ok(_) => match scores.next() {
-                Some(Ok(score)) => {
-                    tally.scored += 1;
-                    let line = writer.score(&score);
-                    serde_json::to_writer(&mut *out, &line).context("cannot write the output")?;
-                    out.write_all(b"\n").context("cannot write the output")?;
-                    continue;
-                }
-                Some(Err(e)) => e.to_string(),
-                None => ModelError::Scoring("no result".into()).to_string(),
+                Some(Ok(score)) => Ok(score),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err(ModelError::Scoring("no result".into()).to_string()),
             },
-            Err(e) => e,
+            Err(e) => Err(e),
         };
-        let why = format!("line {n}: {why}");
-        tally.failed(&why);
-        let line = error_line(&why);
+        let line = match scored {
+            Ok(score) => {
+                tally.scored += 1;
+                writer.score(&score)
+            }
+            Err(why) => {
+                let why = format!("line {n}: {why}");
+                tally.failed(&why);
+                error_line(&why)
+            }
+        };
         serde_json::to_writer(&mut *out, &line).context("cannot write the output")?;
         out.write_all(b"\n").context("cannot write the output")?;
     }
