@@ -345,9 +345,10 @@ const LAST_WRITES_GRACE: Duration = Duration::from_secs(1);
 /// where a rebalance takes one second less than it (see [`Server::run`]).
 const MOCK_SESSION_TIMEOUT_MS: &str = "6000";
 
-/// The data consumer's `heartbeat.interval.ms` on the mock cluster, a third
-/// of [`MOCK_SESSION_TIMEOUT_MS`] as librdkafka's defaults have it.
-const MOCK_HEARTBEAT_INTERVAL_MS: &str = "2000";
+/// The data consumer's `heartbeat.interval.ms` on the mock cluster: six
+/// heartbeats a session, so a busy machine that delays a few does not cost
+/// the member its session.
+const MOCK_HEARTBEAT_INTERVAL_MS: &str = "1000";
 
 /// Whether `producer`'s cluster is librdkafka's mock cluster (the embedded
 /// broker, `flowstage broker`): its cluster id starts with `mockCluster`.
