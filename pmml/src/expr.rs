@@ -459,6 +459,13 @@ impl Expr {
                         "expressions are nested too deeply to evaluate".into(),
                     ));
                 }
+                ctx.applications += 1;
+                if ctx.applications > crate::fields::MAX_APPLICATIONS {
+                    return Err(EvalError::InvalidResult(format!(
+                        "more than {} function applications for one record",
+                        crate::fields::MAX_APPLICATIONS
+                    )));
+                }
                 ctx.depth += 1;
                 let r = self.eval_node(ctx);
                 ctx.depth -= 1;

@@ -288,6 +288,8 @@ pub(crate) struct Ctx<'e> {
     pub depth: usize,
     /// Current depth of derived fields computed from derived fields.
     pub field_depth: usize,
+    /// Function applications evaluated for this record so far (see [`MAX_APPLICATIONS`]).
+    pub applications: u32,
 }
 
 /// Maximum chain of derived fields computed from one another.
@@ -295,6 +297,12 @@ pub(crate) const MAX_FIELD_DEPTH: usize = 64;
 
 /// Maximum total recursion of scoring (derived fields plus nested function applications).
 pub(crate) const MAX_EVAL_DEPTH: usize = 256;
+
+/// Maximum function applications (built-in or user-defined) evaluated for one record. Depth is
+/// bounded, but functions that call others more than once multiply: 25 levels of `f(x) + f(x)`
+/// are 33 million calls, seconds a record. A million is far beyond any real transformation
+/// and a fraction of a second.
+pub(crate) const MAX_APPLICATIONS: u32 = 1_000_000;
 
 impl<'e> Ctx<'e> {
     /// A context for one record over a value cache of at least `fields.len()` slots, none of
@@ -322,6 +330,7 @@ impl<'e> Ctx<'e> {
             ranked_entities: Vec::new(),
             depth: 0,
             field_depth: 0,
+            applications: 0,
         }
     }
 
