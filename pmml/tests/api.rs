@@ -339,15 +339,16 @@ fn a_general_regression_parameter_named_twice_is_a_load_error() {
     assert!(err.to_string().contains("second Parameter"), "{err}");
 }
 
-/// `n` DefineFunctions, `f1(x) = x + 1` and `fk(x) = f(k-1)(x) + 1`, and a regression on `fn`.
-fn function_chain(n: usize) -> String {
+/// `n` DefineFunctions: `f1(x) = x + 1`, and `fk(x)` the expression `body(k - 1)`, which calls
+/// `f(k-1)`; a regression on `fn`.
+fn function_chain(n: usize, body: fn(usize) -> String) -> String {
     let mut fs = String::from(
         r#"<DefineFunction name="f1" optype="continuous" dataType="double"><ParameterField name="x"/><Apply function="+"><FieldRef field="x"/><Constant>1</Constant></Apply></DefineFunction>"#,
     );
     for k in 2..=n {
         fs += &format!(
-            r#"<DefineFunction name="f{k}" optype="continuous" dataType="double"><ParameterField name="x"/><Apply function="+"><Apply function="f{p}"><FieldRef field="x"/></Apply><Constant>1</Constant></Apply></DefineFunction>"#,
-            p = k - 1
+            r#"<DefineFunction name="f{k}" optype="continuous" dataType="double"><ParameterField name="x"/>{}</DefineFunction>"#,
+            body(k - 1)
         );
     }
     common::xy_document(&format!(
@@ -361,49 +362,40 @@ fn function_chain(n: usize) -> String {
     ))
 }
 
+/// `f(p)(x) + 1`: a chain of `n` makes `n` calls.
+fn plus_one(p: usize) -> String {
+    format!(
+        r#"<Apply function="+"><Apply function="f{p}"><FieldRef field="x"/></Apply><Constant>1</Constant></Apply>"#
+    )
+}
+
+/// `f(p)(x) + f(p)(x)`: a chain of `n` makes 2^n - 1 calls.
+fn doubled(p: usize) -> String {
+    format!(
+        r#"<Apply function="+"><Apply function="f{p}"><FieldRef field="x"/></Apply><Apply function="f{p}"><FieldRef field="x"/></Apply></Apply>"#
+    )
+}
+
 #[test]
 fn a_chain_of_functions_scoring_cannot_follow_is_a_load_error() {
     // 100 levels score: x + 100.
-    let m = Pmml::from_str(&function_chain(100)).expect("loads");
+    let m = Pmml::from_str(&function_chain(100, plus_one)).expect("loads");
     let out = m.evaluate(&[Value::Double(1.0)]).expect("scores");
     assert_eq!(out.get("y"), Some(&Value::Double(101.0)));
     // 1,000 levels: refused at load. Scoring cannot follow more than 256, and a chain of
     // 100,000 used to load and then overflow the stack when the model was dropped.
-    let err = Pmml::from_str(&function_chain(1_000)).expect_err("too deep");
+    let err = Pmml::from_str(&function_chain(1_000, plus_one)).expect_err("too deep");
     assert!(err.to_string().contains("chain of 257 functions"), "{err}");
-}
-
-/// `n` DefineFunctions, `g1(x) = x + 1` and `gk(x) = g(k-1)(x) + g(k-1)(x)`: `gn` makes 2^n - 1
-/// calls. A regression on `gn`.
-fn doubling_chain(n: usize) -> String {
-    let mut fs = String::from(
-        r#"<DefineFunction name="g1" optype="continuous" dataType="double"><ParameterField name="x"/><Apply function="+"><FieldRef field="x"/><Constant>1</Constant></Apply></DefineFunction>"#,
-    );
-    for k in 2..=n {
-        fs += &format!(
-            r#"<DefineFunction name="g{k}" optype="continuous" dataType="double"><ParameterField name="x"/><Apply function="+"><Apply function="g{p}"><FieldRef field="x"/></Apply><Apply function="g{p}"><FieldRef field="x"/></Apply></Apply></DefineFunction>"#,
-            p = k - 1
-        );
-    }
-    common::xy_document(&format!(
-        r#"<TransformationDictionary>{fs}
-    <DerivedField name="gx" optype="continuous" dataType="double"><Apply function="g{n}"><FieldRef field="x"/></Apply></DerivedField>
-  </TransformationDictionary>
-  <RegressionModel functionName="regression">
-    <MiningSchema><MiningField name="y" usageType="target"/><MiningField name="x"/></MiningSchema>
-    <RegressionTable intercept="0"><NumericPredictor name="gx" coefficient="1"/></RegressionTable>
-  </RegressionModel>"#
-    ))
 }
 
 #[test]
 fn a_record_needing_more_applications_than_the_budget_is_an_error() {
     // 10 levels: 2^9 (x + 1) = 1024 for x = 1, in a few thousand applications.
-    let m = Pmml::from_str(&doubling_chain(10)).expect("loads");
+    let m = Pmml::from_str(&function_chain(10, doubled)).expect("loads");
     let out = m.evaluate(&[Value::Double(1.0)]).expect("scores");
     assert_eq!(out.get("y"), Some(&Value::Double(1024.0)));
     // 40 levels: about 2^41 applications, hours a record; stopped at the budget.
-    let m = Pmml::from_str(&doubling_chain(40)).expect("loads");
+    let m = Pmml::from_str(&function_chain(40, doubled)).expect("loads");
     let err = m
         .evaluate(&[Value::Double(1.0)])
         .expect_err("over the budget");
