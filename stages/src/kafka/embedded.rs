@@ -26,6 +26,18 @@ pub(crate) fn is_mock_cluster_id(cluster_id: &str) -> bool {
     cluster_id.starts_with("mockCluster")
 }
 
+/// Whether `client`'s cluster is librdkafka's mock cluster, by its id; `false`
+/// when the id cannot be read within `timeout` (a client whose metadata
+/// request was just answered has it at once). Blocking.
+pub(crate) fn is_mock_cluster<C: rdkafka::ClientContext>(
+    client: &Client<C>,
+    timeout: Duration,
+) -> bool {
+    client
+        .fetch_cluster_id(timeout)
+        .is_some_and(|id| is_mock_cluster_id(&id))
+}
+
 /// Creates `topics` on librdkafka's mock cluster, which answers no
 /// CreateTopics request (an admin client waits out its timeout): a
 /// producer's metadata request for a topic it does not know makes the mock

@@ -120,7 +120,7 @@ pub use consumer::{
     CommittableSource, ConsumerControl, ConsumerRecord, ConsumerSettings, SourceConsumer,
     SourceContext,
 };
-pub(crate) use embedded::{is_mock_cluster_id, mock_auto_create};
+pub(crate) use embedded::{is_mock_cluster, is_mock_cluster_id, mock_auto_create};
 pub use embedded::{run_embedded_broker, EmbeddedBroker, EmbeddedBrokerConfig, TopicSpec};
 pub use error::KafkaStageError;
 pub use partitioned::{partitioned_source, PartitionSource};

@@ -267,17 +267,15 @@ impl<R: ServingRecord> ServingLogic<R> {
         let model = match loaded.result {
             Ok(m) => m,
             Err(e) => {
-                if ts.current.is_some() {
-                    tracing::warn!(
-                        model = %loaded.name, data_type = %loaded.data_type, error = %e,
-                        "model failed to load; the current model keeps serving"
-                    );
+                let meanwhile = if ts.current.is_some() {
+                    "the current model keeps serving"
                 } else {
-                    tracing::warn!(
-                        model = %loaded.name, data_type = %loaded.data_type, error = %e,
-                        "model failed to load; no model serves this dataType yet"
-                    );
-                }
+                    "no model serves this dataType yet"
+                };
+                tracing::warn!(
+                    model = %loaded.name, data_type = %loaded.data_type, error = %e,
+                    "model failed to load; {meanwhile}"
+                );
                 ts.counters.load_failures += 1;
                 self.totals.load_failures += 1;
                 ts.counters.last_error = Some(LoadFailure {

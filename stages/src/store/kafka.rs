@@ -110,10 +110,7 @@ async fn create_topic(
             .iter()
             .any(|mt| mt.name() == t && mt.error().is_none() && !mt.partitions().is_empty());
         // The metadata just answered carries the cluster id: no wait.
-        let mock = c
-            .client()
-            .fetch_cluster_id(Duration::from_secs(1))
-            .is_some_and(|id| crate::kafka::is_mock_cluster_id(&id));
+        let mock = crate::kafka::is_mock_cluster(c.client(), Duration::from_secs(1));
         Ok::<_, StoreError>((exists, mock))
     })
     .await

@@ -171,10 +171,8 @@ pub async fn ensure_topics(
                     (source, client.context().summary())
                 })?;
             // The metadata just answered carries the cluster id: no wait.
-            let mock = client
-                .client()
-                .fetch_cluster_id(std::time::Duration::from_secs(1))
-                .is_some_and(|id| crate::kafka::is_mock_cluster_id(&id));
+            let mock =
+                crate::kafka::is_mock_cluster(client.client(), std::time::Duration::from_secs(1));
             Ok((names, mock))
         })
         .await

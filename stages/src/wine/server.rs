@@ -356,11 +356,11 @@ const MOCK_HEARTBEAT_INTERVAL_MS: &str = "1000";
 async fn is_mock_cluster(producer: &KafkaProducer) -> bool {
     use rdkafka::producer::Producer as _;
     let client = producer.client().clone();
-    tokio::task::spawn_blocking(move || client.client().fetch_cluster_id(Duration::from_secs(5)))
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|id| crate::kafka::is_mock_cluster_id(&id))
+    tokio::task::spawn_blocking(move || {
+        crate::kafka::is_mock_cluster(client.client(), Duration::from_secs(5))
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// `host-pid` (the host name from `HOSTNAME`, else `localhost`).
