@@ -362,7 +362,7 @@ impl Compiler {
                     }
                 };
                 let v = parse_as(&text, dt)
-                    .ok_or_else(|| e.invalid(format!("constant {text:?} is not a valid {dt:?}")))?;
+                    .ok_or_else(|| e.invalid(format!("constant {text:?} is not a valid {dt}")))?;
                 Ok(Expr::Const(v))
             }
             "FieldRef" => {

@@ -50,7 +50,7 @@ pub enum LoadError {
         message: String,
     },
     /// The root element is not a PMML element in a known namespace.
-    #[error("not a PMML document: root element is <{element}> in namespace {namespace:?}")]
+    #[error("not a PMML document: root element is <{element}> {}", in_namespace(.namespace.as_deref()))]
     NotPmml {
         /// The root element.
         element: String,
@@ -164,4 +164,12 @@ pub enum EvalError {
     /// A computation produced an invalid result (e.g. no category, NaN where forbidden).
     #[error("invalid result: {0}")]
     InvalidResult(String),
+}
+
+/// `in namespace "…"`, or `in no namespace`.
+fn in_namespace(ns: Option<&str>) -> String {
+    match ns {
+        Some(ns) => format!("in namespace {ns:?}"),
+        None => "in no namespace".to_string(),
+    }
 }

@@ -84,9 +84,7 @@ enum MissingPolicy {
 }
 
 fn missing_arg(func: Func) -> EvalError {
-    EvalError::Type(format!(
-        "function {func:?} cannot accept a missing argument"
-    ))
+    EvalError::Type(format!("function {func} cannot accept a missing argument"))
 }
 
 /// A DefineFunction, compiled.
@@ -168,76 +166,107 @@ pub(crate) enum Func {
     NormalCdf,
 }
 
+/// The built-in functions by PMML name, each function's own name first (then
+/// the `x-` names of JPMML's extensions).
+const FUNCTIONS: &[(&str, Func)] = {
+    use Func::*;
+    &[
+        ("+", Add),
+        ("-", Sub),
+        ("*", Mul),
+        ("/", Div),
+        ("modulo", Modulo),
+        ("min", Min),
+        ("max", Max),
+        ("sum", Sum),
+        ("avg", Avg),
+        ("median", Median),
+        ("product", Product),
+        ("log10", Log10),
+        ("ln", Ln),
+        ("sqrt", Sqrt),
+        ("abs", Abs),
+        ("exp", Exp),
+        ("pow", Pow),
+        ("threshold", Threshold),
+        ("floor", Floor),
+        ("ceil", Ceil),
+        ("round", Round),
+        ("rint", Rint),
+        ("x-rint", Rint),
+        ("ln1p", Ln1p),
+        ("x-ln1p", Ln1p),
+        ("expm1", Expm1),
+        ("x-expm1", Expm1),
+        ("sin", Sin),
+        ("x-sin", Sin),
+        ("cos", Cos),
+        ("x-cos", Cos),
+        ("tan", Tan),
+        ("x-tan", Tan),
+        ("asin", Asin),
+        ("x-asin", Asin),
+        ("acos", Acos),
+        ("x-acos", Acos),
+        ("atan", Atan),
+        ("x-atan", Atan),
+        ("atan2", Atan2),
+        ("x-atan2", Atan2),
+        ("sinh", Sinh),
+        ("x-sinh", Sinh),
+        ("cosh", Cosh),
+        ("x-cosh", Cosh),
+        ("tanh", Tanh),
+        ("x-tanh", Tanh),
+        ("hypot", Hypot),
+        ("x-hypot", Hypot),
+        ("isMissing", IsMissing),
+        ("isNotMissing", IsNotMissing),
+        ("isValid", IsValid),
+        ("isNotValid", IsNotValid),
+        ("equal", Equal),
+        ("notEqual", NotEqual),
+        ("lessThan", LessThan),
+        ("lessOrEqual", LessOrEqual),
+        ("greaterThan", GreaterThan),
+        ("greaterOrEqual", GreaterOrEqual),
+        ("and", And),
+        ("or", Or),
+        ("not", Not),
+        ("isIn", IsIn),
+        ("isNotIn", IsNotIn),
+        ("if", If),
+        ("uppercase", Uppercase),
+        ("lowercase", Lowercase),
+        ("substring", Substring),
+        ("trimBlanks", TrimBlanks),
+        ("concat", Concat),
+        ("stringLength", StringLength),
+        ("replace", Replace),
+        ("matches", Matches),
+        ("formatNumber", FormatNumber),
+        ("coalesce", Coalesce),
+        ("x-coalesce", Coalesce),
+        ("logit", Logit),
+        ("x-logit", Logit),
+        ("sigmoid", Sigmoid),
+        ("x-sigmoid", Sigmoid),
+        ("normalCDF", NormalCdf),
+        ("x-normalCDF", NormalCdf),
+    ]
+};
+
 impl Func {
     pub fn by_name(name: &str) -> Option<Func> {
-        use Func::*;
-        Some(match name {
-            "+" => Add,
-            "-" => Sub,
-            "*" => Mul,
-            "/" => Div,
-            "modulo" => Modulo,
-            "min" => Min,
-            "max" => Max,
-            "sum" => Sum,
-            "avg" => Avg,
-            "median" => Median,
-            "product" => Product,
-            "log10" => Log10,
-            "ln" => Ln,
-            "sqrt" => Sqrt,
-            "abs" => Abs,
-            "exp" => Exp,
-            "pow" => Pow,
-            "threshold" => Threshold,
-            "floor" => Floor,
-            "ceil" => Ceil,
-            "round" => Round,
-            "x-rint" | "rint" => Rint,
-            "x-ln1p" | "ln1p" => Ln1p,
-            "x-expm1" | "expm1" => Expm1,
-            "x-sin" | "sin" => Sin,
-            "x-cos" | "cos" => Cos,
-            "x-tan" | "tan" => Tan,
-            "x-asin" | "asin" => Asin,
-            "x-acos" | "acos" => Acos,
-            "x-atan" | "atan" => Atan,
-            "x-atan2" | "atan2" => Atan2,
-            "x-sinh" | "sinh" => Sinh,
-            "x-cosh" | "cosh" => Cosh,
-            "x-tanh" | "tanh" => Tanh,
-            "x-hypot" | "hypot" => Hypot,
-            "isMissing" => IsMissing,
-            "isNotMissing" => IsNotMissing,
-            "isValid" => IsValid,
-            "isNotValid" => IsNotValid,
-            "equal" => Equal,
-            "notEqual" => NotEqual,
-            "lessThan" => LessThan,
-            "lessOrEqual" => LessOrEqual,
-            "greaterThan" => GreaterThan,
-            "greaterOrEqual" => GreaterOrEqual,
-            "and" => And,
-            "or" => Or,
-            "not" => Not,
-            "isIn" => IsIn,
-            "isNotIn" => IsNotIn,
-            "if" => If,
-            "uppercase" => Uppercase,
-            "lowercase" => Lowercase,
-            "substring" => Substring,
-            "trimBlanks" => TrimBlanks,
-            "concat" => Concat,
-            "stringLength" => StringLength,
-            "replace" => Replace,
-            "matches" => Matches,
-            "formatNumber" => FormatNumber,
-            "x-coalesce" | "coalesce" => Coalesce,
-            "x-logit" | "logit" => Logit,
-            "x-sigmoid" | "sigmoid" => Sigmoid,
-            "x-normalCDF" | "normalCDF" => NormalCdf,
-            _ => return None,
-        })
+        FUNCTIONS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    /// The function's PMML name.
+    pub fn name(self) -> &'static str {
+        FUNCTIONS
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map_or("?", |(n, _)| n)
     }
 
     fn missing_policy(self) -> MissingPolicy {
@@ -252,8 +281,18 @@ impl Func {
     }
 }
 
+/// The function's PMML name, quoted, as messages show it.
+impl std::fmt::Display for Func {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.name())
+    }
+}
+
 fn type_err(func: Func, v: &Value) -> EvalError {
-    EvalError::Type(format!("function {func:?}: unexpected argument {v:?}"))
+    EvalError::Type(format!(
+        "function {func}: unexpected argument {}",
+        v.shown()
+    ))
 }
 
 fn num(func: Func, v: &Value) -> Result<f64, EvalError> {
@@ -625,7 +664,7 @@ impl Expr {
                 if is_invalid {
                     return match invalid {
                         ApplyInvalid::ReturnInvalid => Err(EvalError::InvalidResult(format!(
-                            "function {func:?} returned an invalid value"
+                            "function {func} returned an invalid value"
                         ))),
                         ApplyInvalid::AsIs => Ok(out),
                         ApplyInvalid::AsMissing => Ok(default.clone().unwrap_or(Value::Missing)),
@@ -729,7 +768,7 @@ fn apply(func: Func, a: &[Value]) -> Result<Value, EvalError> {
             Ok(())
         } else {
             Err(EvalError::Type(format!(
-                "function {func:?} expects {n} arguments, got {}",
+                "function {func} expects {n} arguments, got {}",
                 a.len()
             )))
         }
@@ -760,9 +799,7 @@ fn apply(func: Func, a: &[Value]) -> Result<Value, EvalError> {
         }
         Min | Max | Sum | Avg | Median | Product => {
             if a.is_empty() {
-                return Err(EvalError::Type(format!(
-                    "function {func:?} needs arguments"
-                )));
+                return Err(EvalError::Type(format!("function {func} needs arguments")));
             }
             let xs = a
                 .iter()
@@ -899,7 +936,7 @@ fn apply(func: Func, a: &[Value]) -> Result<Value, EvalError> {
         And | Or => {
             if a.len() < 2 {
                 return Err(EvalError::Type(format!(
-                    "function {func:?} needs at least 2 arguments"
+                    "function {func} needs at least 2 arguments"
                 )));
             }
             // Three-valued logic.
@@ -926,9 +963,7 @@ fn apply(func: Func, a: &[Value]) -> Result<Value, EvalError> {
         }
         IsIn | IsNotIn => {
             if a.is_empty() {
-                return Err(EvalError::Type(format!(
-                    "function {func:?} needs arguments"
-                )));
+                return Err(EvalError::Type(format!("function {func} needs arguments")));
             }
             let found = a[1..].iter().any(|v| values_equal(&a[0], v));
             Value::Boolean(if func == IsIn { found } else { !found })
@@ -1087,7 +1122,8 @@ fn format_number(x: f64, pattern: &str, original: &Value) -> Result<String, Eval
                 Value::Integer(i) => out.push_str(&i.to_string()),
                 _ => {
                     return Err(EvalError::Type(format!(
-                        "formatNumber: %d needs an integer, got {original:?}"
+                        "formatNumber: %d needs an integer, got {}",
+                        original.shown()
                     )))
                 }
             },
@@ -1208,7 +1244,11 @@ impl Predicate {
                     SimpleOp::NotEqual => Some(!values_equal(&v, value)),
                     _ => {
                         let o = compare_values(&v, value).ok_or_else(|| {
-                            EvalError::Type(format!("cannot compare {v:?} with {value:?}"))
+                            EvalError::Type(format!(
+                                "cannot compare {} with {}",
+                                v.shown(),
+                                value.shown()
+                            ))
                         })?;
                         Some(match op {
                             SimpleOp::LessThan => o == Ordering::Less,

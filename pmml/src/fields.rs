@@ -457,8 +457,10 @@ impl<'e> Ctx<'e> {
                 let v = r?;
                 v.cast(def.data_type).ok_or_else(|| {
                     EvalError::Type(format!(
-                        "derived field {:?}: cannot convert {v:?} to {:?}",
-                        def.name, def.data_type
+                        "derived field {:?}: cannot convert {} to {}",
+                        def.name,
+                        v.shown(),
+                        def.data_type
                     ))
                 })?
             }

@@ -47,12 +47,13 @@ mod verify;
 mod xml;
 
 pub use error::{EvalError, LoadError};
-pub use value::{DataType, OpType, Value};
+pub use value::{DataType, OpType, Shown, Value};
 
 use compile::{Compiler, InputDef, MODEL_ELEMENTS};
 use fields::{Ctx, FieldDef, Slot, NOT_DIRECT};
 use model::Model;
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use xml::El;
@@ -187,7 +188,11 @@ impl Pmml {
                 limit: opts.max_bytes,
             });
         }
-        let bytes = std::fs::read(path)?;
+        // The size above is 0 for a device or a pipe: read at most one byte past the limit.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)?
+            .take(opts.max_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)?;
         Self::from_bytes_with(&bytes, opts)
     }
 }

@@ -25,6 +25,12 @@ pub enum Value {
 }
 
 impl Value {
+    /// This value for an error message: the value and its type
+    /// (`9.4E300 (double)`, `"abc" (string)`, `a missing value`).
+    pub fn shown(&self) -> Shown<'_> {
+        Shown(self)
+    }
+
     /// `true` for [`Value::Missing`].
     pub fn is_missing(&self) -> bool {
         matches!(self, Value::Missing)
@@ -319,6 +325,24 @@ fn java_double_string(v: f64) -> String {
     }
 }
 
+/// A [`Value`] as error messages show it: the value and its type
+/// (`9.4E300 (double)`, `"abc" (string)`, `a missing value`).
+#[derive(Debug, Clone, Copy)]
+pub struct Shown<'a>(&'a Value);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Value::Missing => f.write_str("a missing value"),
+            Value::String(s) => write!(f, "{s:?} (string)"),
+            v => match v.data_type() {
+                Some(t) => write!(f, "{v} ({t})"),
+                None => write!(f, "{v}"),
+            },
+        }
+    }
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -403,19 +427,32 @@ pub enum DataType {
 
 impl DataType {
     pub(crate) fn parse(s: &str) -> Option<DataType> {
-        Some(match s {
-            "string" => DataType::String,
-            "integer" => DataType::Integer,
-            "float" => DataType::Float,
-            "double" => DataType::Double,
-            "boolean" => DataType::Boolean,
-            _ => return None,
-        })
+        use DataType::*;
+        [String, Integer, Float, Double, Boolean]
+            .into_iter()
+            .find(|t| t.name() == s)
     }
 
     /// `true` for integer, float and double.
     pub fn is_numeric(self) -> bool {
         matches!(self, DataType::Integer | DataType::Float | DataType::Double)
+    }
+
+    /// The PMML name (`double`, `string`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            DataType::String => "string",
+            DataType::Integer => "integer",
+            DataType::Float => "float",
+            DataType::Double => "double",
+            DataType::Boolean => "boolean",
+        }
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -100,7 +100,7 @@ pub(crate) fn check(ev: &Evaluator, records: &Records) -> Result<(), LoadError> 
                     record: r,
                     field: f.name.clone(),
                     expected: cell.clone().unwrap_or_else(|| "missing".into()),
-                    actual: format!("{actual:?}"),
+                    actual: actual.shown().to_string(),
                 });
             }
         }

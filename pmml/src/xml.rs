@@ -29,6 +29,22 @@ pub(crate) fn parse_document<'a>(
     };
     let doc = Document::parse_with_options(text, options).map_err(|e| match e {
         roxmltree::Error::DtdDetected => LoadError::Dtd,
+        // The parser places these at line 1, column 1; they are about the end.
+        roxmltree::Error::UnclosedRootNode
+        | roxmltree::Error::UnexpectedEndOfStream
+        | roxmltree::Error::NoRootNode => {
+            let (line, column) = end_position(text);
+            LoadError::Xml {
+                line,
+                column,
+                message: if matches!(e, roxmltree::Error::NoRootNode) {
+                    "the document has no root element".to_string()
+                } else {
+                    "the document ends before its root element is closed (is it truncated?)"
+                        .to_string()
+                },
+            }
+        }
         other => {
             let pos = other.pos();
             LoadError::Xml {
@@ -39,6 +55,17 @@ pub(crate) fn parse_document<'a>(
         }
     })?;
     Ok(doc)
+}
+
+/// The line and column (1-based, in characters) just past the end of `text`.
+fn end_position(text: &str) -> (u32, u32) {
+    let line = text.matches('\n').count() + 1;
+    let last = text.rsplit('\n').next().unwrap_or("");
+    let column = last.chars().count() + 1;
+    (
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(column).unwrap_or(u32::MAX),
+    )
 }
 
 /// Scans the raw text for element nesting deeper than `max_depth` (comments, CDATA, processing

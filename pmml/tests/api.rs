@@ -401,3 +401,28 @@ fn a_record_needing_more_applications_than_the_budget_is_an_error() {
         .expect_err("over the budget");
     assert!(err.to_string().contains("function applications"), "{err}");
 }
+
+#[test]
+fn errors_show_values_and_functions_by_their_pmml_names() {
+    let doc = common::xy_document(
+        r#"<TransformationDictionary>
+    <DerivedField name="d" optype="continuous" dataType="double"><Apply function="formatNumber"><FieldRef field="x"/><Constant>%d</Constant></Apply></DerivedField>
+    <DerivedField name="s" optype="continuous" dataType="double"><Apply function="x-sin"><Constant dataType="string">abc</Constant></Apply></DerivedField>
+  </TransformationDictionary>
+  <RegressionModel functionName="regression">
+    <MiningSchema><MiningField name="y" usageType="target"/><MiningField name="x"/></MiningSchema>
+    <RegressionTable intercept="0"><NumericPredictor name="d" coefficient="1"/></RegressionTable>
+  </RegressionModel>"#,
+    );
+    let m = Pmml::from_str(&doc).expect("loads");
+    let err = m.evaluate(&[Value::Double(2.5)]).unwrap_err().to_string();
+    assert!(err.contains("got 2.5 (double)"), "{err}");
+    assert!(!err.contains("Double("), "{err}");
+    let sin = Pmml::from_str(&doc.replace(r#"name="d" coefficient"#, r#"name="s" coefficient"#))
+        .expect("loads");
+    let err = sin.evaluate(&[Value::Double(1.0)]).unwrap_err().to_string();
+    assert!(
+        err.contains(r#"function "sin": unexpected argument "abc" (string)"#),
+        "{err}"
+    );
+}

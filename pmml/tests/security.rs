@@ -41,6 +41,35 @@ fn malformed_xml_reports_line() {
 }
 
 #[test]
+fn a_truncated_document_is_reported_at_its_end() {
+    let whole = valid_body(
+        r#"<RegressionModel functionName="regression"><MiningSchema><MiningField name="x"/><MiningField name="y" usageType="target"/></MiningSchema><RegressionTable intercept="1"/></RegressionModel>"#,
+    );
+    let cut = &whole[..whole.len() - 20];
+    let lines = cut.lines().count() as u32;
+    match Pmml::from_str(cut) {
+        Err(LoadError::Xml { line, message, .. }) => {
+            assert_eq!(line, lines, "{message}");
+            assert!(message.contains("truncated"), "{message}");
+        }
+        other => panic!("expected an XML error, got {other:?}"),
+    }
+    let err = Pmml::from_str(HEADER).unwrap_err();
+    assert!(err.to_string().contains("no root element"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_device_without_end_is_read_only_up_to_the_size_limit() {
+    let opts = LoadOptions {
+        max_bytes: 1 << 20,
+        ..LoadOptions::default()
+    };
+    let err = Pmml::from_path_with("/dev/zero", &opts).unwrap_err();
+    assert!(matches!(err, LoadError::TooLarge { .. }), "{err}");
+}
+
+#[test]
 fn not_pmml_is_rejected() {
     let err = Pmml::from_str("<html><body/></html>").unwrap_err();
     assert!(
@@ -50,6 +79,11 @@ fn not_pmml_is_rejected() {
     let err = Pmml::from_str(r#"<PMML xmlns="http://example.com/other"><DataDictionary/></PMML>"#)
         .unwrap_err();
     assert!(matches!(err, LoadError::NotPmml { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with(r#"<PMML> in namespace "http://example.com/other""#),
+        "{err}"
+    );
 }
 
 #[test]

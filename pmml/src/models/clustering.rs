@@ -275,7 +275,8 @@ fn flag(v: &Value) -> Result<bool, EvalError> {
             Some(1.0) => Ok(true),
             Some(0.0) => Ok(false),
             _ => Err(EvalError::InvalidResult(format!(
-                "expected a binary value, got {other:?}"
+                "expected a binary value, got {}",
+                other.shown()
             ))),
         },
     }
@@ -336,7 +337,8 @@ pub(crate) fn distance(
             Compare::AbsDiff | Compare::GaussSim(_) => {
                 let (Some(a), Some(b)) = (num(v), num(c)) else {
                     return Err(EvalError::Type(format!(
-                        "comparison field value {v:?} is not a number"
+                        "comparison field value {} is not a number",
+                        v.shown()
                     )));
                 };
                 match compare {

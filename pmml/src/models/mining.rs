@@ -469,7 +469,9 @@ impl Mining {
                     Value::String(s) => crate::value::parse_f64(s),
                     other => other.as_f64(),
                 }
-                .ok_or_else(|| EvalError::Type(format!("segment result {v:?} is not a number")))?;
+                .ok_or_else(|| {
+                    EvalError::Type(format!("segment result {} is not a number", v.shown()))
+                })?;
                 vals.push((x, *w));
             }
             let y = match self.method {
