@@ -123,7 +123,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
 
     let input = File::open(&args.input)
         .with_context(|| format!("cannot open input {}", args.input.display()))?;
-    let mut input = io::BufReader::new(input);
+    let mut input = io::BufReader::new(LineCap::new(input, MAX_LINE_BYTES));
     let delimiter = match delimiter {
         Some(d) => d,
         None => sniff_delimiter(&mut input)
@@ -197,6 +197,14 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
                     }
                     to_record(&header, &row)
                 }
+                Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => {
+                    // Reading failed (not one row's content): score what was read, then stop.
+                    score_batch(model.as_ref(), &writer, &mut batch, &mut out, &mut tally)?;
+                    out.flush().context("cannot write the output")?;
+                    return Err(e).with_context(|| {
+                        format!("cannot read {} at line {line}", args.input.display())
+                    });
+                }
                 Err(e) => Err(e.to_string()),
             },
         ));
@@ -237,6 +245,54 @@ fn latest_saved_model_version(dir: &std::path::Path) -> Option<PathBuf> {
         })
         .max_by_key(|(v, _)| *v)
         .map(|(_, p)| p)
+}
+
+/// The longest line `score` reads: a file without line breaks (such as `/dev/zero`) would
+/// otherwise grow one row until memory runs out.
+const MAX_LINE_BYTES: u64 = 16 << 20;
+
+/// A reader that fails once a line grows longer than its cap.
+struct LineCap<R> {
+    inner: R,
+    /// Bytes of the current line read so far.
+    line: u64,
+    max: u64,
+}
+
+impl<R> LineCap<R> {
+    fn new(inner: R, max: u64) -> Self {
+        LineCap {
+            inner,
+            line: 0,
+            max,
+        }
+    }
+}
+
+impl<R: io::Read> io::Read for LineCap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let chunk = &buf[..n];
+        // The current line ends at the first line break; the new one starts after the last.
+        let (longest, rest) = match (
+            chunk.iter().position(|b| *b == b'\n'),
+            chunk.iter().rposition(|b| *b == b'\n'),
+        ) {
+            (Some(first), Some(last)) => (self.line + first as u64, (n - last - 1) as u64),
+            _ => (self.line + n as u64, self.line + n as u64),
+        };
+        if longest.max(rest) > self.max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a line longer than {} MiB (is this a CSV file?)",
+                    self.max >> 20
+                ),
+            ));
+        }
+        self.line = rest;
+        Ok(n)
+    }
 }
 
 /// `;` when the first line has one, else `,` (as `flowstage provide` reads wine CSVs), without

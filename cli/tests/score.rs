@@ -431,3 +431,16 @@ fn no_row_scored_is_a_failure_and_failures_are_counted() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_line_without_end_stops_the_read_after_scoring_the_rows_before_it() {
+    // Two rows, then 17 MiB without a line break (as `/dev/zero` gives, without end).
+    let mut csv = String::from("alcohol\n2\n4\n");
+    csv.push_str(&"9".repeat(17 << 20));
+    let (_tmp, model, input) = alcohol_case(&csv);
+    let (ok, lines, stderr) = score(&["--model", &model, "--input", &input]);
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("longer than 16 MiB"), "{stderr}");
+    let got: Vec<f64> = lines.iter().map(|l| as_f64(&l["quality"])).collect();
+    assert_eq!(got, vec![2.0, 3.0]);
+}

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -252,7 +253,8 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, ModelError> {
 }
 
 /// Reads a whole file of at most `limit` bytes: the size is checked before
-/// anything is read, so an oversized file costs no memory.
+/// anything is read, so an oversized file costs no memory, and a device or a
+/// pipe (whose size reads 0) is read at most one byte past the limit.
 pub(crate) fn read_file_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ModelError> {
     let size = std::fs::metadata(path)
         .map_err(|e| ModelError::io(path, e))?
@@ -264,7 +266,19 @@ pub(crate) fn read_file_limited(path: &Path, limit: u64) -> Result<Vec<u8>, Mode
             limit,
         });
     }
-    std::fs::read(path).map_err(|e| ModelError::io(path, e))
+    // The size above is 0 for a device or a pipe: read at most one byte past the limit.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit.saturating_add(1)).read_to_end(&mut bytes))
+        .map_err(|e| ModelError::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(ModelError::TooLarge {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -273,6 +287,13 @@ mod tests {
     use crate::model::FieldDesc;
     use crate::record::{Record, Value};
     use crate::score::Score;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_device_without_end_is_read_only_up_to_the_limit() {
+        let err = read_file_limited(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert!(matches!(err, ModelError::TooLarge { .. }), "{err}");
+    }
 
     #[derive(Debug)]
     struct Echo(Vec<u8>);

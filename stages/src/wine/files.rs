@@ -76,6 +76,11 @@ fn column_index(normalized: &str) -> Option<usize> {
     }
 }
 
+/// The largest wine CSV [`read_wine_csv`] reads: 2 GiB, about 20 million
+/// records, all held in memory (a device such as `/dev/zero` would otherwise
+/// be read until memory runs out).
+pub const MAX_CSV_BYTES: u64 = 2 << 30;
+
 /// Reads a wine CSV file into [`WineRecord`]s (dataType [`WINE`], `ts` 0).
 ///
 /// Two layouts are accepted, told apart by the first line:
@@ -92,18 +97,31 @@ fn column_index(normalized: &str) -> Option<usize> {
 ///
 /// Blank lines are skipped. A row with a missing or non-numeric value, or a
 /// wrong number of columns, is a [`WineError::Parse`] naming the file, the
-/// 1-based line and the column. An empty file gives no records.
+/// 1-based line and the column. An empty file gives no records; one longer
+/// than [`MAX_CSV_BYTES`] is refused.
 pub fn read_wine_csv(path: impl AsRef<Path>) -> Result<Vec<WineRecord>, WineError> {
     let path = path.as_ref();
+    parse_wine_csv(&read_at_most(path, MAX_CSV_BYTES)?, path)
+}
+
+/// The whole of `path`, refused when longer than `limit` bytes (read at most
+/// one byte past it).
+fn read_at_most(path: &Path, limit: u64) -> Result<Vec<u8>, WineError> {
     let io_err = |source| WineError::Io {
         path: path.to_path_buf(),
         source,
     };
     let mut text = Vec::new();
     File::open(path)
-        .and_then(|f| BufReader::new(f).read_to_end(&mut text))
+        .and_then(|f| BufReader::new(f).take(limit + 1).read_to_end(&mut text))
         .map_err(io_err)?;
-    parse_wine_csv(&text, path)
+    if text.len() as u64 > limit {
+        return Err(io_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("longer than {limit} bytes (the records are held in memory)"),
+        )));
+    }
+    Ok(text)
 }
 
 /// Parses wine CSV text (see [`read_wine_csv`]); `origin` names the source in
@@ -749,6 +767,16 @@ pub fn generated_models() -> Vec<ModelDescriptor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_device_without_end_is_read_only_up_to_the_limit() {
+        let err = read_at_most(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert!(
+            err.to_string().contains("longer than 1048576 bytes"),
+            "{err}"
+        );
+    }
 
     fn parse(text: &str) -> Result<Vec<WineRecord>, WineError> {
         parse_wine_csv(text.as_bytes(), Path::new("t.csv"))
