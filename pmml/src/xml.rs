@@ -21,8 +21,9 @@ pub(crate) fn parse_document<'a>(
     if contains_doctype(text) {
         return Err(LoadError::Dtd);
     }
-    // Depth check before building the DOM (the DOM builder must never see absurd nesting).
-    check_depth(text, opts.max_depth)?;
+    // Depth and attribute checks before building the DOM (the DOM builder must never see
+    // absurd nesting, nor an element with a quadratic number of attribute comparisons).
+    prescan(text, opts.max_depth)?;
     let options = ParsingOptions {
         allow_dtd: false,
         nodes_limit: opts.max_nodes,
@@ -68,9 +69,15 @@ fn end_position(text: &str) -> (u32, u32) {
     )
 }
 
-/// Scans the raw text for element nesting deeper than `max_depth` (comments, CDATA, processing
-/// instructions and quoted attribute values are skipped). Linear time, constant stack.
-fn check_depth(text: &str, max_depth: usize) -> Result<(), LoadError> {
+/// The most attributes an element may have. PMML's elements have a few; the
+/// XML parser checks each attribute against the ones before it, so an element
+/// with 100,000 of them took 23 s to load.
+const MAX_ATTRIBUTES: usize = 1_000;
+
+/// Scans the raw text for element nesting deeper than `max_depth` and for elements with more
+/// than [`MAX_ATTRIBUTES`] attributes (comments, CDATA, processing instructions and quoted
+/// attribute values are skipped). Linear time, constant stack.
+fn prescan(text: &str, max_depth: usize) -> Result<(), LoadError> {
     let b = text.as_bytes();
     let n = b.len();
     let find = |from: usize, pat: &[u8]| -> usize {
@@ -102,6 +109,7 @@ fn check_depth(text: &str, max_depth: usize) -> Result<(), LoadError> {
             let start = i;
             let mut j = i + 1;
             let mut quote = 0u8;
+            let mut attributes = 0usize;
             while j < n {
                 let c = b[j];
                 if quote != 0 {
@@ -110,20 +118,42 @@ fn check_depth(text: &str, max_depth: usize) -> Result<(), LoadError> {
                     }
                 } else if c == b'"' || c == b'\'' {
                     quote = c;
+                } else if c == b'=' {
+                    attributes += 1;
                 } else if c == b'>' {
                     break;
                 }
                 j += 1;
             }
+            // The element's name and line, for an error.
+            let locate = || {
+                let line = b[..start].iter().filter(|c| **c == b'\n').count() as u32 + 1;
+                let before = &text[..start];
+                let column = before[before.rfind('\n').map_or(0, |p| p + 1)..]
+                    .chars()
+                    .count() as u32
+                    + 1;
+                let name: String = text[start + 1..j.min(n)]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '/' && *c != '>')
+                    .take(100)
+                    .collect();
+                (name, line, column)
+            };
+            if attributes > MAX_ATTRIBUTES {
+                let (name, line, column) = locate();
+                return Err(LoadError::Xml {
+                    line,
+                    column,
+                    message: format!(
+                        "<{name}> has more than {MAX_ATTRIBUTES} attributes ({attributes})"
+                    ),
+                });
+            }
             if j < n && b[j - 1] != b'/' {
                 depth += 1;
                 if depth > max_depth {
-                    let line = b[..start].iter().filter(|c| **c == b'\n').count() as u32 + 1;
-                    let name: String = text[start + 1..j]
-                        .chars()
-                        .take_while(|c| !c.is_whitespace() && *c != '/' && *c != '>')
-                        .take(100)
-                        .collect();
+                    let (name, line, _) = locate();
                     return Err(LoadError::TooDeep {
                         element: name,
                         line,

@@ -70,6 +70,24 @@ fn a_device_without_end_is_read_only_up_to_the_size_limit() {
 }
 
 #[test]
+fn an_element_with_too_many_attributes_is_refused_before_parsing() {
+    let attrs: String = (0..100_000).map(|i| format!(" a{i}=\"{i}\"")).collect();
+    let doc = valid_body(&format!(
+        r#"<RegressionModel functionName="regression"{attrs}><MiningSchema><MiningField name="x"/><MiningField name="y" usageType="target"/></MiningSchema><RegressionTable intercept="1"/></RegressionModel>"#
+    ));
+    match Pmml::from_str(&doc) {
+        Err(LoadError::Xml { line, message, .. }) => {
+            assert_eq!(line, 6, "{message}");
+            assert!(
+                message.contains("<RegressionModel> has more than 1000 attributes (100001)"),
+                "{message}"
+            );
+        }
+        other => panic!("expected an XML error, got {other:?}"),
+    }
+}
+
+#[test]
 fn not_pmml_is_rejected() {
     let err = Pmml::from_str("<html><body/></html>").unwrap_err();
     assert!(
