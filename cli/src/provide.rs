@@ -11,7 +11,7 @@ use flowstage_stages::kafka::shutdown_signal;
 use flowstage_stages::wine::files::{model_descriptors, read_wine_csv};
 use flowstage_stages::wine::provider::{provide, ProviderConfig, ProviderProgress};
 use flowstage_stages::wine::Topics;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::config::{kafka_properties, kafka_properties_env, parse_property};
 
@@ -109,15 +109,19 @@ fn progress_bar(args: &ProvideArgs, total: Option<u64>) -> Option<ProgressBar> {
         Some(n) => (
             ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
             "{spinner} {elapsed_precise} [{bar:30}] {human_pos}/{human_len} records \
-             ({per_sec}) {msg}",
+             ({rate}) {msg}",
         ),
         None => (
             ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-            "{spinner} {elapsed_precise} {human_pos} records ({per_sec}) {msg}",
+            "{spinner} {elapsed_precise} {human_pos} records ({rate}) {msg}",
         ),
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
-        pb.set_style(style.progress_chars("=> "));
+        // Whole records a second (indicatif's `{per_sec}` shows a varying number of decimals).
+        let rate = |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{}/s", HumanCount(s.per_sec().round() as u64));
+        };
+        pb.set_style(style.progress_chars("=> ").with_key("rate", rate));
     }
     pb.enable_steady_tick(Duration::from_millis(200));
     Some(pb)
