@@ -36,8 +36,9 @@ pub(crate) fn log_level(level: RDKafkaLogLevel, fac: &str) -> Level {
 pub(crate) fn error_level(error: &KafkaError) -> Level {
     match error.rdkafka_error_code() {
         Some(RDKafkaErrorCode::Fatal) => Level::ERROR,
-        // Said by the `FAIL` log line of the same connection.
-        Some(RDKafkaErrorCode::BrokerTransportFailure) => Level::DEBUG,
+        // Said by the `FAIL` log line of the same connection (a failed
+        // connection, or a broker name that does not resolve).
+        Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::Resolve) => Level::DEBUG,
         _ => Level::WARN,
     }
 }
@@ -59,12 +60,12 @@ pub(crate) use at_level;
 
 /// Logs a librdkafka log line (target `librdkafka`).
 pub(crate) fn log(level: RDKafkaLogLevel, fac: &str, message: &str) {
-    at_level!(log_level(level, fac), target: "librdkafka", "librdkafka: {fac} {message}");
+    at_level!(log_level(level, fac), target: "librdkafka", "{fac} {message}");
 }
 
 /// Logs a librdkafka error event (target `librdkafka`).
 pub(crate) fn error(error: &KafkaError, reason: &str) {
-    at_level!(error_level(error), target: "librdkafka", "librdkafka: {error}: {reason}");
+    at_level!(error_level(error), target: "librdkafka", "{error}: {reason}");
 }
 
 /// Implements `ClientContext::log` and `ClientContext::error` with
@@ -137,6 +138,8 @@ mod tests {
         // Its error event: only at debug (the line said it).
         let transport = KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure);
         assert_eq!(error_level(&transport), Level::DEBUG);
+        let unresolved = KafkaError::Global(RDKafkaErrorCode::Resolve);
+        assert_eq!(error_level(&unresolved), Level::DEBUG);
         // Other error lines and events keep their weight.
         assert_eq!(log_level(RDKafkaLogLevel::Error, "TXNERR"), Level::ERROR);
         assert_eq!(
