@@ -14,10 +14,12 @@
 //! "-Infinity"; a missing output as null. A row that cannot be scored gives
 //! `{"__error__": "<why>"}` and scoring goes on; a model that cannot be loaded is an error.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -123,7 +125,8 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
 
     let input = File::open(&args.input)
         .with_context(|| format!("cannot open input {}", args.input.display()))?;
-    let mut input = io::BufReader::new(LineCap::new(input, MAX_LINE_BYTES));
+    let breaks = Rc::new(RefCell::new(LineBreaks::default()));
+    let mut input = io::BufReader::new(LineReader::new(input, MAX_LINE_BYTES, breaks.clone()));
     let delimiter = match delimiter {
         Some(d) => d,
         None => sniff_delimiter(&mut input)
@@ -134,9 +137,15 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         .has_headers(true)
         .flexible(true)
         .from_reader(input);
-    let first: Vec<String> = reader
+    let headers = reader
         .byte_headers()
         .with_context(|| format!("cannot read the header of {}", args.input.display()))?
+        .clone();
+    // The line of the first row (after any blank lines), should it be data.
+    let first_line = breaks
+        .borrow_mut()
+        .row_line(reader.position().byte(), &headers);
+    let first: Vec<String> = headers
         .iter()
         .map(|h| String::from_utf8_lossy(h).trim().to_string())
         .collect();
@@ -183,31 +192,32 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     let mut batch: Vec<(usize, Result<Record, String>)> = Vec::with_capacity(batch_size);
     let mut tally = Tally::default();
     // The header row, read as data when there is none.
-    let first_row = headerless.then(|| csv::ByteRecord::from(first));
-    let rows = first_row.into_iter().map(Ok).chain(reader.byte_records());
-    for (i, row) in rows.enumerate() {
-        // Blank lines and quoted line breaks are not counted.
-        let line = if headerless { i + 1 } else { i + 2 };
-        batch.push((
-            line,
-            match row {
-                Ok(mut row) => {
-                    if let Some(w) = width.filter(|w| row.len() > *w) {
-                        row.truncate(w);
-                    }
-                    to_record(&header, &row)
+    let mut pending = headerless.then(|| (first_line, csv::ByteRecord::from(first)));
+    let mut buf = csv::ByteRecord::new();
+    loop {
+        let (line, mut row) = match pending.take() {
+            Some(first) => first,
+            None => match reader.read_byte_record(&mut buf) {
+                Ok(true) => {
+                    let line = breaks.borrow_mut().row_line(reader.position().byte(), &buf);
+                    (line, buf.clone())
                 }
-                Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => {
+                Ok(false) => break,
+                Err(e) => {
                     // Reading failed (not one row's content): score what was read, then stop.
                     score_batch(model.as_ref(), &writer, &mut batch, &mut out, &mut tally)?;
                     out.flush().context("cannot write the output")?;
+                    let line = breaks.borrow_mut().row_line(reader.position().byte(), &buf);
                     return Err(e).with_context(|| {
-                        format!("cannot read {} at line {line}", args.input.display())
+                        format!("cannot read {} after line {line}", args.input.display())
                     });
                 }
-                Err(e) => Err(e.to_string()),
             },
-        ));
+        };
+        if let Some(w) = width.filter(|w| row.len() > *w) {
+            row.truncate(w);
+        }
+        batch.push((line, to_record(&header, &row)));
         if batch.len() == batch_size {
             score_batch(model.as_ref(), &writer, &mut batch, &mut out, &mut tally)?;
         }
@@ -251,37 +261,76 @@ fn latest_saved_model_version(dir: &std::path::Path) -> Option<PathBuf> {
 /// otherwise grow one row until memory runs out.
 const MAX_LINE_BYTES: u64 = 16 << 20;
 
-/// A reader that fails once a line grows longer than its cap.
-struct LineCap<R> {
+/// Where the line breaks read so far are, to give each row the line it starts on (blank lines
+/// and line breaks inside quoted fields counted).
+#[derive(Debug, Default)]
+struct LineBreaks {
+    /// Line breaks before the offsets asked about so far.
+    passed: usize,
+    /// Offsets of the line breaks read and not yet passed, in order.
+    ahead: VecDeque<u64>,
+}
+
+impl LineBreaks {
+    /// The 1-based line on which a row read up to byte `end` (its terminator included, if any)
+    /// starts. Rows are asked about in order.
+    fn row_line(&mut self, end: u64, row: &csv::ByteRecord) -> usize {
+        // The row's last byte: its terminator's line break is not one of its own.
+        let last = end.saturating_sub(1);
+        while self.ahead.front().is_some_and(|&b| b < last) {
+            self.ahead.pop_front();
+            self.passed += 1;
+        }
+        let inside = row
+            .iter()
+            .map(|f| f.iter().filter(|b| **b == b'\n').count())
+            .sum::<usize>();
+        (self.passed + 1).saturating_sub(inside).max(1)
+    }
+}
+
+/// A reader that notes where its line breaks are and fails once a line grows longer than its
+/// cap.
+struct LineReader<R> {
     inner: R,
+    /// Bytes read so far.
+    offset: u64,
     /// Bytes of the current line read so far.
     line: u64,
     max: u64,
+    breaks: Rc<RefCell<LineBreaks>>,
 }
 
-impl<R> LineCap<R> {
-    fn new(inner: R, max: u64) -> Self {
-        LineCap {
+impl<R> LineReader<R> {
+    fn new(inner: R, max: u64, breaks: Rc<RefCell<LineBreaks>>) -> Self {
+        LineReader {
             inner,
+            offset: 0,
             line: 0,
             max,
+            breaks,
         }
     }
 }
 
-impl<R: io::Read> io::Read for LineCap<R> {
+impl<R: io::Read> io::Read for LineReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let chunk = &buf[..n];
-        // The current line ends at the first line break; the new one starts after the last.
-        let (longest, rest) = match (
-            chunk.iter().position(|b| *b == b'\n'),
-            chunk.iter().rposition(|b| *b == b'\n'),
-        ) {
-            (Some(first), Some(last)) => (self.line + first as u64, (n - last - 1) as u64),
-            _ => (self.line + n as u64, self.line + n as u64),
-        };
-        if longest.max(rest) > self.max {
+        let mut breaks = self.breaks.borrow_mut();
+        let mut start = 0;
+        for (i, _) in buf[..n].iter().enumerate().filter(|(_, b)| **b == b'\n') {
+            self.line += (i - start) as u64;
+            if self.line > self.max {
+                break;
+            }
+            breaks.ahead.push_back(self.offset + i as u64);
+            self.line = 0;
+            start = i + 1;
+        }
+        if self.line <= self.max {
+            self.line += (n - start) as u64;
+        }
+        if self.line > self.max {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -290,16 +339,19 @@ impl<R: io::Read> io::Read for LineCap<R> {
                 ),
             ));
         }
-        self.line = rest;
+        self.offset += n as u64;
         Ok(n)
     }
 }
 
-/// `;` when the first line has one, else `,` (as `flowstage provide` reads wine CSVs), without
-/// consuming anything.
+/// `;` when the first line that is not blank has one, else `,` (as `flowstage provide` reads
+/// wine CSVs), without consuming anything.
 fn sniff_delimiter(input: &mut impl io::BufRead) -> io::Result<u8> {
     let buf = input.fill_buf()?;
-    let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = buf
+        .split(|b| *b == b'\n')
+        .find(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .unwrap_or_default();
     Ok(if line.contains(&b';') { b';' } else { b',' })
 }
 

@@ -444,3 +444,35 @@ fn a_line_without_end_stops_the_read_after_scoring_the_rows_before_it() {
     let got: Vec<f64> = lines.iter().map(|l| as_f64(&l["quality"])).collect();
     assert_eq!(got, vec![2.0, 3.0]);
 }
+
+#[test]
+fn error_lines_count_blank_lines_and_line_breaks_in_quoted_fields() {
+    // Line 1 the header, 2 a row, 3 blank, 4–5 one row whose note spans two lines, 6 blank,
+    // 7 a bad row, then CRLF line ends: 8 a row, 9 a bad row.
+    let (_tmp, model, input) =
+        alcohol_case("alcohol,note\n2,a\n\n4,\"two\nlines\"\n\nx,b\r\n6,c\r\ny,d\r\n");
+    let (ok, lines, stderr) = score(&["--model", &model, "--input", &input]);
+    assert!(ok, "{stderr}");
+    let errors: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["__error__"].as_str())
+        .collect();
+    assert_eq!(errors.len(), 2, "{lines:?}");
+    assert!(errors[0].starts_with("line 7:"), "{errors:?}");
+    assert!(errors[1].starts_with("line 9:"), "{errors:?}");
+    let scored: Vec<f64> = lines
+        .iter()
+        .filter(|l| l.get("__error__").is_none())
+        .map(|l| as_f64(&l["quality"]))
+        .collect();
+    assert_eq!(scored, vec![2.0, 3.0, 4.0]);
+    // Without a header (the UCI format), after a blank first line: the bad row is line 3.
+    let (_tmp, model, input) = alcohol_case(
+        "\n7.4;0.7;0;1.9;0.076;11;34;0.9978;3.51;0.56;10;5\n\
+         7.8;0.88;0;2.6;0.098;25;67;0.9968;3.2;0.68;x;5\n",
+    );
+    let (_, lines, stderr) = score(&["--model", &model, "--input", &input]);
+    assert_eq!(as_f64(&lines[0]["quality"]), 6.0, "{stderr}");
+    let error = lines[1]["__error__"].as_str().unwrap_or_default();
+    assert!(error.starts_with("line 3:"), "{error}");
+}
