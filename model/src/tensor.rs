@@ -101,6 +101,10 @@ pub(crate) fn tract_err(e: impl Into<TractError>) -> String {
     format!("{:#}", e.into())
 }
 
+/// The most values a row of a model's input may take (64 MiB of float32): records are
+/// fields, and a model declaring billions of columns would only make the batch allocation fail.
+const MAX_INPUT_WIDTH: usize = 1 << 24;
+
 /// Inputs needed to build a [`TensorModel`] from an inference model.
 pub(crate) struct TensorModelSpec {
     pub model_type: ModelType,
@@ -293,9 +297,15 @@ impl TensorModel {
                 )))
             }
         };
-        if matches!(rank, Some(r) if r != 2) {
+        if let Some(r) = rank.filter(|r| *r != 2) {
             return Err(invalid(format!(
-                "input {input_name} must be a matrix [batch, {width}], found rank {rank:?}"
+                "input {input_name} must be a matrix [batch, {width}], found rank {r}"
+            )));
+        }
+        if width > MAX_INPUT_WIDTH {
+            return Err(invalid(format!(
+                "input {input_name} takes {width} values a row, more than flowstage feeds a \
+                 model ({MAX_INPUT_WIDTH})"
             )));
         }
         model
@@ -633,7 +643,16 @@ impl TensorModel {
     /// Scores records into a columnar batch: rows that cannot be read fail alone, the others
     /// run together.
     fn columnar(&self, records: &[Record]) -> ScoreBatch {
-        let mut data = Vec::with_capacity(records.len() * self.width);
+        let mut data = Vec::new();
+        let wanted = records.len().saturating_mul(self.width);
+        if let Err(e) = data.try_reserve_exact(wanted) {
+            let msg = format!(
+                "{} rows of {} values do not fit in memory ({e}); score smaller batches",
+                records.len(),
+                self.width
+            );
+            return all_failed(records.len(), Vec::new(), &msg);
+        }
         let mut failed: Vec<(usize, ModelError)> = Vec::new();
         for (i, r) in records.iter().enumerate() {
             let start = data.len();
@@ -648,19 +667,22 @@ impl TensorModel {
         }
         match self.run(good, &data) {
             Ok(columns) => ScoreBatch::from_columns(records.len(), columns, failed),
-            Err(e) => {
-                let msg = e.to_string();
-                let mut failed = failed.into_iter().peekable();
-                let all = (0..records.len())
-                    .map(|i| match failed.next_if(|(j, _)| *j == i) {
-                        Some(f) => f,
-                        None => (i, ModelError::Scoring(msg.clone())),
-                    })
-                    .collect();
-                ScoreBatch::from_columns(records.len(), vec![], all)
-            }
+            Err(e) => all_failed(records.len(), failed, &e.to_string()),
         }
     }
+}
+
+/// A batch of `n` rows where every row failed: those of `failed` (in row order) with their own
+/// error, the others with `msg`.
+fn all_failed(n: usize, failed: Vec<(usize, ModelError)>, msg: &str) -> ScoreBatch {
+    let mut failed = failed.into_iter().peekable();
+    let all = (0..n)
+        .map(|i| match failed.next_if(|(j, _)| *j == i) {
+            Some(f) => f,
+            None => (i, ModelError::Scoring(msg.to_string())),
+        })
+        .collect();
+    ScoreBatch::from_columns(n, vec![], all)
 }
 
 /// Guesses the width of a rank-2 input from the constant operands of its consumers.

@@ -66,10 +66,58 @@ pub(crate) fn split_tensor_name(name: &str) -> (&str, usize) {
     }
 }
 
+/// The most elements a constant may declare without holding them (1 GiB of float32). A
+/// `TensorProto` with a shape and one value stands for that value repeated: tract builds the
+/// whole tensor while it reads the graph, so a file of a few hundred bytes declaring 88 GB
+/// aborted the process on the failed allocation.
+const MAX_REPEATED_ELEMENTS: u64 = 1 << 28;
+
+/// Refuses a graph with a constant that declares more than [`MAX_REPEATED_ELEMENTS`] elements
+/// without holding them (no `tensor_content`). A graph that does not decode is left to tract,
+/// which says why.
+fn check_constants(graph: &[u8], model_type: ModelType) -> Result<(), ModelError> {
+    use crate::pb::tensorflow::{attr_value, GraphDef, TensorProto};
+    use prost::Message;
+    let Ok(graph) = GraphDef::decode(graph) else {
+        return Ok(());
+    };
+    let elements = |t: &TensorProto| {
+        t.tensor_shape.as_ref().map_or(1, |s| {
+            s.dim.iter().fold(1u64, |n, d| {
+                n.saturating_mul(u64::try_from(d.size).unwrap_or(0))
+            })
+        })
+    };
+    for node in &graph.node {
+        for (attr, value) in &node.attr {
+            let tensors: Vec<&TensorProto> = match &value.value {
+                Some(attr_value::Value::Tensor(t)) => vec![t],
+                Some(attr_value::Value::List(l)) => l.tensor.iter().collect(),
+                _ => continue,
+            };
+            for t in tensors {
+                let n = elements(t);
+                if t.tensor_content.is_empty() && n > MAX_REPEATED_ELEMENTS {
+                    return Err(ModelError::invalid(
+                        model_type,
+                        format!(
+                            "node {:?} ({}) declares a tensor of {n} elements in its attribute \
+                             {attr:?} (at most {MAX_REPEATED_ELEMENTS} are loaded)",
+                            node.name, node.op
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Loads a binary GraphDef into a [`TensorModel`].
 pub(crate) fn load_graph(graph: &[u8], load: GraphLoad) -> Result<TensorModel, ModelError> {
     let model_type = load.model_type;
     let invalid = |reason: String| ModelError::invalid(model_type, reason);
+    check_constants(graph, model_type)?;
     // tract is not expected to panic on bad input, but a model arriving from the network must
     // never take the server down: a panic is reported as an invalid model.
     let parsed = std::panic::catch_unwind(move || -> Result<_, ModelError> {

@@ -302,3 +302,96 @@ fn descriptors_by_value_and_by_location() {
     );
     assert!(matches!(escape, Err(ModelError::InvalidLocation { .. })));
 }
+
+/// A frozen graph: a float placeholder `x` of `x_shape`, times a constant of `w_shape` holding
+/// one value (TensorFlow's "this value repeated"), into the output `y`.
+fn matmul_graph(x_shape: &[i64], w_shape: &[i64]) -> Vec<u8> {
+    use flowstage_model::pb::tensorflow::{
+        attr_value, tensor_shape_proto::Dim, AttrValue, DataType, GraphDef, NodeDef, TensorProto,
+        TensorShapeProto,
+    };
+    use prost::Message;
+    let shape = |dims: &[i64]| TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|&size| Dim {
+                size,
+                ..Dim::default()
+            })
+            .collect(),
+        ..TensorShapeProto::default()
+    };
+    let attr = |v: attr_value::Value| AttrValue { value: Some(v) };
+    let float = attr(attr_value::Value::Type(DataType::DtFloat as i32));
+    let no = attr(attr_value::Value::B(false));
+    let node = |name: &str, op: &str, input: &[&str], attrs: Vec<(&str, AttrValue)>| NodeDef {
+        name: name.into(),
+        op: op.into(),
+        input: input.iter().map(|i| i.to_string()).collect(),
+        attr: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        ..NodeDef::default()
+    };
+    let weights = TensorProto {
+        dtype: DataType::DtFloat as i32,
+        tensor_shape: Some(shape(w_shape)),
+        float_val: vec![0.5],
+        ..TensorProto::default()
+    };
+    GraphDef {
+        node: vec![
+            node(
+                "x",
+                "Placeholder",
+                &[],
+                vec![
+                    ("dtype", float.clone()),
+                    ("shape", attr(attr_value::Value::Shape(shape(x_shape)))),
+                ],
+            ),
+            node(
+                "w",
+                "Const",
+                &[],
+                vec![
+                    ("dtype", float.clone()),
+                    ("value", attr(attr_value::Value::Tensor(weights))),
+                ],
+            ),
+            node(
+                "y",
+                "MatMul",
+                &["x", "w"],
+                vec![
+                    ("T", float),
+                    ("transpose_a", no.clone()),
+                    ("transpose_b", no),
+                ],
+            ),
+        ],
+        ..GraphDef::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn graphs_declaring_huge_tensors_are_refused_at_load() {
+    let registry = ModelRegistry::with_defaults();
+    let load = |graph: Vec<u8>| registry.restore(ModelType::TensorFlow, &graph);
+    // The same graph at a sane size loads and scores: y = 0.5 * (x0 + x1 + x2).
+    let model = load(matmul_graph(&[-1, 3], &[3, 1])).expect("a small graph loads");
+    let record: Record = (0..3)
+        .map(|i| (format!("c{i}"), Value::Number(i as f64)))
+        .collect();
+    let score = model.score(&record).expect("scores");
+    assert_eq!(
+        score.output("y"),
+        Some(&flowstage_model::OutputValue::Numbers(vec![1.5])),
+        "{score:?}"
+    );
+    // A constant of 3 × 30 billion floats, written as one value (88 GB to build it).
+    let err = load(matmul_graph(&[-1, 3], &[3, 30_000_000_000])).unwrap_err();
+    assert!(err.to_string().contains("declares a tensor of"), "{err}");
+    // A placeholder 40 billion values wide (160 GB for one batch).
+    let err = load(matmul_graph(&[-1, 40_000_000_000], &[3, 1])).unwrap_err();
+    assert!(err.to_string().contains("values a row"), "{err}");
+}
