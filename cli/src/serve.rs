@@ -101,9 +101,18 @@ pub struct ServeArgs {
     /// results batched for 0.2 ms (linger.ms=0.2), a commit every 10000 records. Keep the
     /// data topic at one partition (with many, the broker spends a core on fetches); pair with
     /// `flowstage provide --low-latency`. --consumer-property, --producer-property and
-    /// --commit-batch override its parts.
-    #[arg(long, env = "FLOWSTAGE_LOW_LATENCY")]
-    pub low_latency: bool,
+    /// --commit-batch override its parts. `--low-latency=false` (or FLOWSTAGE_LOW_LATENCY=false)
+    /// turns off a configuration file's `low_latency = true`.
+    #[arg(
+        long,
+        env = "FLOWSTAGE_LOW_LATENCY",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub low_latency: Option<bool>,
     /// A librdkafka property of every Kafka client (repeatable): the data consumer, the
     /// producer, the model and instance readers, the admin client, the Kafka model store.
     /// For a secured cluster: security.protocol=SASL_SSL (or SSL, SASL_PLAINTEXT),
@@ -122,15 +131,23 @@ pub struct ServeArgs {
     pub producer_property: Vec<(String, String)>,
 }
 
-/// Parses `--http`: an address, or "off"/"none".
+/// Parses `--http`: an address, a host name and port (its first address), or "off"/"none".
 pub fn parse_http(s: &str) -> Result<Option<SocketAddr>> {
-    match s {
-        "off" | "none" | "" => Ok(None),
-        a => a
-            .parse()
-            .map(Some)
-            .with_context(|| format!("--http {a:?} is not an address (host:port) or \"off\"")),
+    use std::net::ToSocketAddrs;
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("off") || s.eq_ignore_ascii_case("none") {
+        return Ok(None);
     }
+    if let Ok(a) = s.parse() {
+        return Ok(Some(a));
+    }
+    // A host name (localhost:5500): its first address.
+    let not_an_address = || format!("--http {s:?} is not an address (host:port) or \"off\"");
+    s.to_socket_addrs()
+        .with_context(not_an_address)?
+        .next()
+        .map(Some)
+        .with_context(not_an_address)
 }
 
 /// The model store of `--store KIND` with `--store-path` / `--store-topic`.
@@ -194,16 +211,14 @@ impl ServeArgs {
         if let Some(id) = self.instance_id.or(file.instance_id) {
             c.instance_id = id;
         }
+        // Bounds are checked with the rest at the end (`ServerConfig::check`).
         if let Some(b) = self.batch_size.or(file.batch_size) {
-            anyhow::ensure!(b >= 1, "--batch-size must be at least 1");
             c.serving.batch_size = b;
         }
         if let Some(b) = self.data_buffer.or(file.data_buffer) {
-            anyhow::ensure!(b >= 1, "--data-buffer must be at least 1");
             c.serving.data_buffer = b;
         }
         if let Some(m) = self.max_in_flight.or(file.max_in_flight) {
-            anyhow::ensure!(m >= 1, "--max-in-flight must be at least 1");
             c.max_in_flight = m;
         }
         if let Some(p) = self.processing.or(file.processing) {
@@ -215,12 +230,14 @@ impl ServeArgs {
         // transaction gave 0.12x of at-least-once throughput, 10,000 0.78x in
         // the README's measurement).
         if let Some(n) = self.commit_batch.or(file.commit_batch) {
+            anyhow::ensure!(n >= 1, "--commit-batch must be at least 1");
             c.commit = c.commit.max_batch(n);
         }
         if let Some(ms) = self.shutdown_timeout_ms.or(file.shutdown_timeout_ms) {
             c.shutdown_timeout = Duration::from_millis(ms);
         }
         if let Some(ms) = self.commit_interval_ms.or(file.commit_interval_ms) {
+            anyhow::ensure!(ms >= 1, "--commit-interval-ms must be at least 1");
             c.commit = c.commit.max_interval(Duration::from_millis(ms));
         }
         c.store = store_config(
@@ -229,7 +246,6 @@ impl ServeArgs {
             self.store_topic.or(file.store_topic),
         )?;
         if let Some(ms) = self.store_interval_ms.or(file.store_interval_ms) {
-            anyhow::ensure!(ms >= 1, "--store-interval-ms must be at least 1");
             c.store_interval = Duration::from_millis(ms);
         }
         c.kafka_properties = kafka_properties(file.kafka, kafka_env, self.kafka_property)?;
@@ -237,10 +253,11 @@ impl ServeArgs {
         c.consumer_properties.extend(self.consumer_property);
         c.producer_properties = file.producer.into_iter().collect();
         c.producer_properties.extend(self.producer_property);
-        if self.low_latency || file.low_latency == Some(true) {
+        if self.low_latency.or(file.low_latency).unwrap_or(false) {
             // In front of the properties given.
             c = c.low_latency();
         }
+        c.check()?;
         Ok(c)
     }
 }
@@ -547,6 +564,17 @@ mod tests {
             effective(&from_file.producer_properties, "linger.ms"),
             Some("0.5")
         );
+        // The flag's `false` turns the file's `true` off.
+        let off = Cli::try_parse_from([
+            "serve",
+            "--config",
+            &file.to_string_lossy(),
+            "--low-latency=false",
+        ])?
+        .serve
+        .resolve()?;
+        assert_eq!(off.create_topics, Some(DEFAULT_PARTITIONS));
+        assert_eq!(effective(&off.consumer_properties, "fetch.min.bytes"), None);
         Ok(())
     }
 
@@ -613,6 +641,45 @@ mod tests {
         let cli = Cli::try_parse_from(["serve", "--config", file_arg.as_str()])?;
         let err = cli.serve.resolve().err().map(|e| format!("{e:#}"));
         assert!(err.is_some_and(|e| e.contains("brokerz")));
+        Ok(())
+    }
+
+    #[test]
+    fn settings_out_of_bounds_are_errors_before_anything_starts() {
+        let err = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["serve"], args].concat()).expect("parses");
+            cli.serve
+                .resolve()
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+                .expect_err("refused")
+        };
+        let e = err(&["--max-in-flight", "2305843009213693952"]);
+        assert!(e.contains("max_in_flight") && e.contains("1000000"), "{e}");
+        let e = err(&["--data-buffer", "1000000000000"]);
+        assert!(e.contains("data_buffer"), "{e}");
+        let e = err(&["--batch-size", "0"]);
+        assert!(e.contains("batch_size"), "{e}");
+        let e = err(&["--group", ""]);
+        assert!(e.contains("`group`: must not be empty"), "{e}");
+        let e = err(&["--data-topic", " "]);
+        assert!(e.contains("data_topic"), "{e}");
+        let e = err(&["--brokers", "127.0.0.1:100041"]);
+        assert!(e.contains("from 1 to 65535"), "{e}");
+        let e = err(&["--brokers", ","]);
+        assert!(e.contains("no broker address"), "{e}");
+        let e = err(&["--shutdown-timeout-ms", "0"]);
+        assert!(e.contains("shutdown_timeout"), "{e}");
+        let e = err(&["--commit-batch", "0"]);
+        assert!(e.contains("--commit-batch"), "{e}");
+    }
+
+    #[test]
+    fn http_takes_host_names_and_off_in_any_case() -> Result<()> {
+        assert_eq!(parse_http("OFF")?, None);
+        let a = parse_http("localhost:5625")?.expect("an address");
+        assert!(a.ip().is_loopback() && a.port() == 5625, "{a}");
+        assert!(parse_http("localhost").is_err());
         Ok(())
     }
 }

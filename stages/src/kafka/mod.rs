@@ -96,6 +96,43 @@ pub(crate) fn base_client_config(bootstrap_servers: &str) -> rdkafka::ClientConf
     c
 }
 
+/// Checks a `bootstrap.servers` list: at least one entry, each
+/// `[protocol://]host[:port]` with a port from 1 to 65535 (librdkafka would
+/// connect to port 100041 as 34505). The reason, when it is not.
+pub fn check_bootstrap(list: &str) -> Result<(), String> {
+    let entries: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    if entries.is_empty() {
+        return Err("no broker address (host:port)".into());
+    }
+    for entry in entries {
+        let address = entry.split_once("://").map_or(entry, |(_, a)| a);
+        let (host, port) = match address.strip_prefix('[') {
+            // An IPv6 address: [::1]:9092
+            Some(rest) => match rest.split_once(']') {
+                Some((host, tail)) => (host, tail.strip_prefix(':')),
+                None => ("", None),
+            },
+            None => match address.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (address, None),
+            },
+        };
+        if host.is_empty() {
+            return Err(format!("{entry:?} has no host"));
+        }
+        if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+            return Err(format!(
+                "{entry:?}: the port must be a number from 1 to 65535"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The value `key` ends up with when `properties` are set in order on a
 /// librdkafka configuration, as the settings of this crate apply them: the
 /// last one set wins.
@@ -136,3 +173,32 @@ pub use transactional::{
     check_transactions_supported, transactional_id, transactional_sink, Processing,
     TransactionStats, TransactionalSettings,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::check_bootstrap;
+
+    #[test]
+    fn bootstrap_lists_need_a_host_and_a_16_bit_port() {
+        for good in [
+            "127.0.0.1:9092",
+            "a:1, b:65535",
+            "kafka",
+            "SASL_SSL://k.example:9093",
+            "[::1]:9092",
+        ] {
+            assert_eq!(check_bootstrap(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            " , ",
+            "127.0.0.1:100041",
+            "h:0",
+            "h:x",
+            ":9092",
+            "[::1]:70000",
+        ] {
+            assert!(check_bootstrap(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -543,11 +543,13 @@ impl LiveStats {
             self.staged.drain_into(h);
         }
         let any = self.usage > 0;
+        // The histogram answers with the top of a value's bucket: kept within the exact
+        // min and max, so a percentile never exceeds the maximum.
         let q = |p: f64| {
             self.hist
                 .as_ref()
                 .filter(|_| any)
-                .map(|h| h.value_at_quantile(p))
+                .map(|h| h.value_at_quantile(p).clamp(self.min_ns, self.max_ns))
         };
         ModelStats {
             name: self.name.clone(),
@@ -786,6 +788,19 @@ mod tests {
         assert_eq!(snap.total_ns, 1700);
         let p50 = snap.p50_ns.unwrap_or(0);
         assert!((499..=501).contains(&p50), "p50 {p50}");
+    }
+
+    #[test]
+    fn percentiles_stay_within_min_and_max() {
+        // 376,521 ns falls in a bucket whose top is higher: the histogram alone gives a
+        // p99.9 above the maximum.
+        let mut s = LiveStats::new("m".into(), "d".into(), "t".into(), Instant::now(), 0);
+        s.record(376_521, true);
+        let snap = s.snapshot();
+        assert_eq!(snap.max_ns, Some(376_521));
+        for p in [snap.p50_ns, snap.p90_ns, snap.p99_ns, snap.p999_ns] {
+            assert_eq!(p, Some(376_521));
+        }
     }
 
     #[test]

@@ -384,6 +384,12 @@ pub async fn provide(
     if config.model_every == Some(0) {
         return Err(config_error("model_every", "must be at least 1"));
     }
+    if config.data_type.trim().is_empty() {
+        return Err(config_error("data_type", "must not be empty"));
+    }
+    if let Err(reason) = crate::kafka::check_bootstrap(&config.brokers) {
+        return Err(config_error("brokers", reason));
+    }
     let by_records = config.model_every.is_some() && !records.is_empty();
     let cycle_models = models.len() > 1;
     if cycle_models && !by_records && config.model_interval.is_zero() {

@@ -81,6 +81,11 @@ pub const DLQ_SOURCE_HEADER: &str = "flowstage-dlq-source";
 /// The default consumer group of servers.
 pub const DEFAULT_GROUP: &str = "flowstage-serving";
 
+/// The most a count setting of the server may be (`max_in_flight`, the
+/// serving stage's `batch_size` and `data_buffer`): each is records held in
+/// memory at once.
+pub const MAX_COUNT_SETTING: usize = 1_000_000;
+
 /// Settings of a [`Server`]. Its `Debug` hides secret property values
 /// (passwords, secrets, PEM keys).
 #[derive(Clone)]
@@ -231,6 +236,51 @@ impl ServerConfig {
     /// gets ([`kafka_properties`](Self::kafka_properties)).
     pub fn kafka(&self) -> KafkaConnection {
         KafkaConnection::new(&self.brokers).with_properties(self.kafka_properties.iter().cloned())
+    }
+
+    /// Checks the settings ([`Server::start`] does): names and topics not
+    /// empty, the counts from 1 to [`MAX_COUNT_SETTING`], timeouts above
+    /// zero, the brokers well formed, no client property that would take over
+    /// what the server sets per client.
+    pub fn check(&self) -> Result<(), WineError> {
+        let bad = |name: &'static str, reason: String| Err(WineError::Config { name, reason });
+        for (name, value) in [
+            ("group", &self.group_id),
+            ("instance_id", &self.instance_id),
+            ("data_topic", &self.topics.data),
+            ("models_topic", &self.topics.models),
+            ("results_topic", &self.topics.results),
+            ("dlq_topic", &self.topics.dlq),
+            ("instances_topic", &self.instances_topic),
+        ] {
+            if value.trim().is_empty() {
+                return bad(name, "must not be empty".into());
+            }
+        }
+        for (name, n) in [
+            ("max_in_flight", self.max_in_flight),
+            ("batch_size", self.serving.batch_size),
+            ("data_buffer", self.serving.data_buffer),
+        ] {
+            if !(1..=MAX_COUNT_SETTING).contains(&n) {
+                return bad(
+                    name,
+                    format!("must be from 1 to {MAX_COUNT_SETTING}, not {n}"),
+                );
+            }
+        }
+        for (name, d) in [
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("store_interval", self.store_interval),
+        ] {
+            if d.is_zero() {
+                return bad(name, "must be more than 0".into());
+            }
+        }
+        if let Err(reason) = crate::kafka::check_bootstrap(&self.brokers) {
+            return bad("brokers", reason);
+        }
+        self.check_kafka_properties()
     }
 
     /// Refuses client properties that would take over what the server sets
@@ -629,6 +679,15 @@ fn model_source(
                             None
                         }
                         Some(payload) => match ModelDescriptor::decode(payload) {
+                            Ok(d) if d.data_type.trim().is_empty() => {
+                                tracing::warn!(
+                                    partition = m.partition(),
+                                    offset = m.offset(),
+                                    name = d.name,
+                                    "model topic: a descriptor without dataType, skipped"
+                                );
+                                None
+                            }
                             Ok(d) => Some(d),
                             Err(e) => {
                                 tracing::warn!(
@@ -882,13 +941,7 @@ impl fmt::Debug for Server {
 impl Server {
     /// Checks the settings, creates the producer and binds the HTTP server.
     pub async fn start(config: ServerConfig) -> Result<Server, WineError> {
-        if config.max_in_flight == 0 {
-            return Err(WineError::Config {
-                name: "max_in_flight",
-                reason: "must be at least 1".into(),
-            });
-        }
-        config.check_kafka_properties()?;
+        config.check()?;
         let config = config.with_client_properties_first();
         if let Some(partitions) = config.create_topics {
             ensure_topics(
