@@ -19,7 +19,7 @@
 //! "sasl.password" = "…"
 //!
 //! [consumer]                   # the data consumer (overrides [kafka])
-//! "session.timeout.ms" = "10000"
+//! "session.timeout.ms" = 10000   # numbers and booleans are passed on as text
 //!
 //! [producer]
 //! "linger.ms" = "5"
@@ -80,14 +80,40 @@ pub struct FileConfig {
     /// `--low-latency`.
     pub low_latency: Option<bool>,
     /// librdkafka properties of every Kafka client (`--kafka-property`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "properties")]
     pub kafka: BTreeMap<String, String>,
     /// Extra librdkafka properties of the data consumer.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "properties")]
     pub consumer: BTreeMap<String, String>,
     /// Extra librdkafka properties of the producer.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "properties")]
     pub producer: BTreeMap<String, String>,
+}
+
+/// A table of librdkafka properties: strings, or numbers and booleans as TOML writes them
+/// (`"session.timeout.ms" = 6000`), all passed to librdkafka as text.
+fn properties<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    use serde::de::Error;
+    BTreeMap::<String, toml::Value>::deserialize(d)?
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(D::Error::custom(format!(
+                        "property {k:?}: expected a string, number or boolean, found {}",
+                        other.type_str()
+                    )))
+                }
+            };
+            Ok((k, text))
+        })
+        .collect()
 }
 
 impl FileConfig {
@@ -164,6 +190,24 @@ mod tests {
             Some("9000")
         );
         assert!(toml::from_str::<FileConfig>("brokerz = \"x\"").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn property_tables_take_numbers_and_booleans_as_text() -> Result<()> {
+        let c: FileConfig = toml::from_str(
+            "[consumer]\n\"session.timeout.ms\" = 6000\n\"enable.partition.eof\" = false\n\
+             [producer]\n\"linger.ms\" = 0.5\n",
+        )?;
+        assert_eq!(c.consumer["session.timeout.ms"], "6000");
+        assert_eq!(c.consumer["enable.partition.eof"], "false");
+        assert_eq!(c.producer["linger.ms"], "0.5");
+        let err = toml::from_str::<FileConfig>("[kafka]\n\"a\" = [1]\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("expected a string, number or boolean"),
+            "{err}"
+        );
         Ok(())
     }
 
