@@ -185,8 +185,24 @@ async fn every_endpoint_and_errors() {
         ("POST", "/metrics"),
         ("PATCH", "/state/a/history"),
     ] {
-        assert_eq!(request(addr, method, path).await.0, 405, "{method} {path}");
+        let (status, head, body) = request(addr, method, path).await;
+        assert_eq!(status, 405, "{method} {path}");
+        let j: Json = serde_json::from_str(&body).expect("JSON error");
+        assert!(j["error"].is_string(), "{body}");
+        assert!(
+            head.to_ascii_lowercase().contains("allow: get,head"),
+            "{head}"
+        );
     }
+    // A path that is not UTF-8 once decoded: a JSON 400.
+    let (status, _, body) = request(addr, "GET", "/state/%FF%FE").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(serde_json::from_str::<Json>(&body).is_ok(), "{body}");
+    // A long unknown name is not echoed whole.
+    let long = "z".repeat(5_000);
+    let (status, _, body) = request(addr, "GET", &format!("/state/{long}")).await;
+    assert_eq!(status, 404);
+    assert!(body.len() < 300, "{} bytes", body.len());
     // A malformed request does not bring the server down.
     {
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -288,6 +304,38 @@ async fn concurrent_readers_while_scoring_a_million() {
     eprintln!(
         "{} HTTP reads during 1M records",
         reads.load(Ordering::Relaxed)
+    );
+    server.shutdown().await.expect("shutdown");
+}
+
+/// A dataType named "" gets one `no_model` series: its own count and that of the records of
+/// dataTypes without state (Prometheus refuses a scrape with a series twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_empty_data_type_has_one_no_model_series() {
+    let models = Source::single(built("e", "", 1.0));
+    let data = Source::from_iter([TRec::new(1, "x"), TRec::new(2, "")]);
+    let (results, state) = ServingStage::new(test_loader)
+        .build(models, data)
+        .expect("build");
+    let server = http::serve(state.clone(), any_port()).await.expect("serve");
+    let done = results.run_with(Sink::collect()).await.expect("runs");
+    assert_eq!(done.len(), 2);
+    guard("stop", state.wait_for(|s| !s.running)).await;
+    let (_, _, metrics) = request(server.local_addr(), "GET", "/metrics").await;
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("flowstage_serving_records_total{data_type=\"\",outcome=\"no_model\"}")
+        })
+        .collect();
+    let unrouted = state.snapshot().totals.no_model;
+    assert_eq!(
+        series,
+        vec![format!(
+            "flowstage_serving_records_total{{data_type=\"\",outcome=\"no_model\"}} {unrouted}"
+        )
+        .as_str()],
+        "{metrics}"
     );
     server.shutdown().await.expect("shutdown");
 }

@@ -15,6 +15,7 @@
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -59,6 +60,7 @@ pub fn router(state: ServingState) -> Router {
         .route("/state/{data_type}/history", get(history))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -139,6 +141,34 @@ async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such resource".into())
 }
 
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "only GET (and HEAD) are served".into(),
+    )
+}
+
+/// The answer to a `/state/{data_type}` path whose dataType is not UTF-8 once decoded.
+fn not_a_data_type() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "not a dataType: the path is not UTF-8 text once decoded".into(),
+    )
+}
+
+/// The 404 of a dataType nobody serves (a long name shortened).
+fn unknown_data_type(data_type: &str) -> Response {
+    const SHOWN: usize = 100;
+    let mut shown: String = data_type.chars().take(SHOWN).collect();
+    if shown.len() < data_type.len() {
+        shown.push('…');
+    }
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no dataType {shown:?} is served"),
+    )
+}
+
 async fn models(State(state): State<ServingState>) -> Response {
     Json(state.snapshot().models()).into_response()
 }
@@ -147,25 +177,29 @@ async fn all_state(State(state): State<ServingState>) -> Response {
     Json(&*state.snapshot()).into_response()
 }
 
-async fn one_state(State(state): State<ServingState>, Path(data_type): Path<String>) -> Response {
-    let snap = state.snapshot();
-    match snap.data_types.get(&data_type) {
+async fn one_state(
+    State(state): State<ServingState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(data_type)) = path else {
+        return not_a_data_type();
+    };
+    match state.snapshot().data_types.get(&data_type) {
         Some(s) => Json(s).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!("no dataType {data_type:?} is served"),
-        ),
+        None => unknown_data_type(&data_type),
     }
 }
 
-async fn history(State(state): State<ServingState>, Path(data_type): Path<String>) -> Response {
-    let snap = state.snapshot();
-    match snap.data_types.get(&data_type) {
+async fn history(
+    State(state): State<ServingState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(data_type)) = path else {
+        return not_a_data_type();
+    };
+    match state.snapshot().data_types.get(&data_type) {
         Some(s) => Json(&s.history).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!("no dataType {data_type:?} is served"),
-        ),
+        None => unknown_data_type(&data_type),
     }
 }
 
@@ -198,8 +232,12 @@ pub fn render_metrics(s: &ServingSnapshot) -> String {
 fn write_metrics(o: &mut String, s: &ServingSnapshot) -> std::fmt::Result {
     writeln!(o, "# HELP flowstage_serving_records_total Records served, by dataType and outcome (scored, error, no_model).")?;
     writeln!(o, "# TYPE flowstage_serving_records_total counter")?;
-    for (dt, st) in &s.data_types {
-        let dt = label(dt);
+    // Records of a dataType without state count under the empty dataType: in its own
+    // series, or in that of a dataType named "" (one series per label set).
+    let known_no_model: u64 = s.data_types.values().map(|d| d.no_model).sum();
+    let unknown_no_model = s.totals.no_model.saturating_sub(known_no_model);
+    for (name, st) in &s.data_types {
+        let dt = label(name);
         writeln!(
             o,
             "flowstage_serving_records_total{{data_type=\"{dt}\",outcome=\"scored\"}} {}",
@@ -213,15 +251,16 @@ fn write_metrics(o: &mut String, s: &ServingSnapshot) -> std::fmt::Result {
         writeln!(
             o,
             "flowstage_serving_records_total{{data_type=\"{dt}\",outcome=\"no_model\"}} {}",
-            st.no_model
+            st.no_model + if name.is_empty() { unknown_no_model } else { 0 }
         )?;
     }
-    let known_no_model: u64 = s.data_types.values().map(|d| d.no_model).sum();
-    writeln!(
-        o,
-        "flowstage_serving_records_total{{data_type=\"\",outcome=\"no_model\"}} {}",
-        s.totals.no_model.saturating_sub(known_no_model)
-    )?;
+    if !s.data_types.contains_key("") {
+        writeln!(
+            o,
+            "flowstage_serving_records_total{{data_type=\"\",outcome=\"no_model\"}} {}",
+            unknown_no_model
+        )?;
+    }
     writeln!(
         o,
         "# HELP flowstage_serving_errors_total Records whose scoring failed."
