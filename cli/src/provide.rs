@@ -219,7 +219,7 @@ pub fn run(args: ProvideArgs) -> Result<()> {
         shutdown_signal().await;
         eprintln!(
             "flowstage provide: stopping: waiting for the records in flight to be acknowledged \
-             (Ctrl-C again to stop at once)"
+             (a second Ctrl-C or SIGTERM stops at once)"
         );
         tokio::spawn(async {
             shutdown_signal().await;

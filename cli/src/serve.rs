@@ -299,8 +299,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let stop = async {
             shutdown_signal().await;
             eprintln!(
-                "flowstage serve: stopping: finishing the records in flight (Ctrl-C again to \
-                 stop at once)"
+                "flowstage serve: stopping: finishing the records in flight (a second Ctrl-C \
+                 or SIGTERM stops at once)"
             );
             tokio::spawn(async {
                 shutdown_signal().await;

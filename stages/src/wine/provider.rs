@@ -233,9 +233,11 @@ impl std::fmt::Display for ProviderSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "published {} records and {} models in {:.2} s ({:.0} records/s)",
+            "published {} record{} and {} model{} in {:.2} s ({:.0} records/s)",
             self.records,
+            if self.records == 1 { "" } else { "s" },
             self.models,
+            if self.models == 1 { "" } else { "s" },
             self.elapsed.as_secs_f64(),
             self.rate
         )?;
