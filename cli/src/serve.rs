@@ -672,6 +672,12 @@ mod tests {
         assert!(e.contains("shutdown_timeout"), "{e}");
         let e = err(&["--commit-batch", "0"]);
         assert!(e.contains("--commit-batch"), "{e}");
+        let e = err(&["--models-dir", "/nonexistent/models"]);
+        assert!(e.contains("models_dir"), "{e}");
+        let e = err(&["--store", "local", "--store-path", "/"]);
+        assert!(e.contains("is a directory"), "{e}");
+        let e = err(&["--store", "local", "--store-path", "/nonexistent/s.redb"]);
+        assert!(e.contains("does not exist"), "{e}");
     }
 
     #[test]

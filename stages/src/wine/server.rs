@@ -240,8 +240,9 @@ impl ServerConfig {
 
     /// Checks the settings ([`Server::start`] does): names and topics not
     /// empty, the counts from 1 to [`MAX_COUNT_SETTING`], timeouts above
-    /// zero, the brokers well formed, no client property that would take over
-    /// what the server sets per client.
+    /// zero, the brokers well formed, the models directory readable, a local
+    /// store's file not a directory and in one that exists, no client
+    /// property that would take over what the server sets per client.
     pub fn check(&self) -> Result<(), WineError> {
         let bad = |name: &'static str, reason: String| Err(WineError::Config { name, reason });
         for (name, value) in [
@@ -279,6 +280,26 @@ impl ServerConfig {
         }
         if let Err(reason) = crate::kafka::check_bootstrap(&self.brokers) {
             return bad("brokers", reason);
+        }
+        if let Some(dir) = &self.models_dir {
+            if let Err(e) = ModelsDir::new(dir) {
+                return bad("models_dir", super::with_causes(&e));
+            }
+        }
+        if let StoreConfig::Local { path } = &self.store {
+            let parent = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if path.is_dir() {
+                return bad("store_path", format!("{} is a directory", path.display()));
+            }
+            if !parent.is_dir() {
+                return bad(
+                    "store_path",
+                    format!("the directory {} does not exist", parent.display()),
+                );
+            }
         }
         self.check_kafka_properties()
     }
