@@ -672,6 +672,13 @@ mod tests {
         assert!(e.contains("shutdown_timeout"), "{e}");
         let e = err(&["--commit-batch", "0"]);
         assert!(e.contains("--commit-batch"), "{e}");
+        let e = err(&["--consumer-property", "no.such.key=1"]);
+        assert!(
+            e.contains("consumer_properties") && e.contains("no.such.key"),
+            "{e}"
+        );
+        let e = err(&["--producer-property", "acks=banana"]);
+        assert!(e.contains("producer_properties"), "{e}");
         let e = err(&["--models-dir", "/nonexistent/models"]);
         assert!(e.contains("models_dir"), "{e}");
         let e = err(&["--store", "local", "--store-path", "/"]);

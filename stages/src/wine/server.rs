@@ -241,8 +241,9 @@ impl ServerConfig {
     /// Checks the settings ([`Server::start`] does): names and topics not
     /// empty, the counts from 1 to [`MAX_COUNT_SETTING`], timeouts above
     /// zero, the brokers well formed, the models directory readable, a local
-    /// store's file not a directory and in one that exists, no client
-    /// property that would take over what the server sets per client.
+    /// store's file not a directory and in one that exists, every client
+    /// property known to librdkafka with a valid value, and none that would
+    /// take over what the server sets per client.
     pub fn check(&self) -> Result<(), WineError> {
         let bad = |name: &'static str, reason: String| Err(WineError::Config { name, reason });
         for (name, value) in [
@@ -280,6 +281,20 @@ impl ServerConfig {
         }
         if let Err(reason) = crate::kafka::check_bootstrap(&self.brokers) {
             return bad("brokers", reason);
+        }
+        // librdkafka checks each name and value as it is set, without a client.
+        for (name, properties) in [
+            ("kafka_properties", &self.kafka_properties),
+            ("consumer_properties", &self.consumer_properties),
+            ("producer_properties", &self.producer_properties),
+        ] {
+            let mut c = rdkafka::ClientConfig::new();
+            for (k, v) in properties {
+                c.set(k, v);
+            }
+            if let Err(e) = c.create_native_config() {
+                return bad(name, e.to_string());
+            }
         }
         if let Some(dir) = &self.models_dir {
             if let Err(e) = ModelsDir::new(dir) {
