@@ -449,13 +449,30 @@ async fn is_mock_cluster(producer: &KafkaProducer) -> bool {
     .unwrap_or(false)
 }
 
-/// `host-pid` (the host name from `HOSTNAME`, else `localhost`).
+/// `host-pid` (the host name from `HOSTNAME`, else the kernel's, else
+/// `localhost`).
 pub fn default_instance_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
+    let host = host_name().unwrap_or_else(|| "localhost".into());
     format!("{host}-{}", std::process::id())
+}
+
+/// This machine's name: `HOSTNAME`, else (Linux) the kernel's.
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// The HTTP address other instances are told (`GET /state/instances`): the
+/// bound one, with the host name instead of an unspecified IP (0.0.0.0 or ::,
+/// which no other machine can reach).
+fn advertised_http(bound: SocketAddr) -> String {
+    match host_name() {
+        Some(host) if bound.ip().is_unspecified() => format!("{host}:{}", bound.port()),
+        _ => bound.to_string(),
+    }
 }
 
 /// What a server did, reported when it stops.
@@ -1133,7 +1150,7 @@ impl Server {
         let info = InstanceInfo {
             id: config.instance_id.clone(),
             group: config.group_id.clone(),
-            http: http.as_ref().map(|h| h.local_addr().to_string()),
+            http: http.as_ref().map(|h| advertised_http(h.local_addr())),
             partitions: Vec::new(),
             models: BTreeMap::new(),
             started_ms,
@@ -1585,6 +1602,17 @@ mod tests {
             shown.contains("<redacted>") && !shown.contains("hunter2"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn an_unspecified_http_address_is_advertised_by_host_name() {
+        let any: SocketAddr = ([0, 0, 0, 0], 5500).into();
+        let local: SocketAddr = ([127, 0, 0, 1], 5500).into();
+        assert_eq!(advertised_http(local), "127.0.0.1:5500");
+        match host_name() {
+            Some(host) => assert_eq!(advertised_http(any), format!("{host}:5500")),
+            None => assert_eq!(advertised_http(any), "0.0.0.0:5500"),
+        }
     }
 
     #[test]
