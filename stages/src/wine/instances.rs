@@ -69,6 +69,10 @@ pub struct InstanceDirectory {
     group: String,
     me: String,
     ttl: Duration,
+    /// When this instance started (epoch ms; 0 until [`set_own_start`](Self::set_own_start)).
+    own_start: Arc<std::sync::atomic::AtomicU64>,
+    /// The first live record of another instance with this one's id.
+    duplicate: Arc<Mutex<Option<InstanceInfo>>>,
 }
 
 impl InstanceDirectory {
@@ -81,6 +85,55 @@ impl InstanceDirectory {
             group: group.into(),
             me: me.into(),
             ttl,
+            own_start: Arc::default(),
+            duplicate: Arc::default(),
+        }
+    }
+
+    /// Tells the directory when this instance started, so that a record of
+    /// another live instance with the same id can be told from its own (and
+    /// from a previous run's, which started before it).
+    pub fn set_own_start(&self, started_ms: u64) {
+        self.own_start
+            .store(started_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Another instance of the group that uses this one's id and was alive
+    /// after this one started (a misconfiguration: the two overwrite each
+    /// other's record), if one was seen; it is logged once.
+    pub fn duplicate(&self) -> Option<InstanceInfo> {
+        self.duplicate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Notes (and logs, the first time) `info` if it is another live
+    /// instance with this one's id.
+    fn check_duplicate(&self, info: &InstanceInfo) {
+        let own = self.own_start.load(std::sync::atomic::Ordering::Relaxed);
+        if own == 0
+            || info.id != self.me
+            || info.stopped
+            || info.started_ms == own
+            || info.updated_ms < own
+        {
+            return;
+        }
+        let mut seen = self
+            .duplicate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if seen.is_none() {
+            tracing::warn!(
+                id = %info.id,
+                group = %info.group,
+                other_http = ?info.http,
+                other_started_ms = info.started_ms,
+                "instances: another instance of the group uses this instance's id; give each \
+                 its own --instance-id (they overwrite each other's record)"
+            );
+            *seen = Some(info.clone());
         }
     }
 
@@ -107,6 +160,7 @@ impl InstanceDirectory {
             }
             Some(p) => match serde_json::from_slice::<InstanceInfo>(p) {
                 Ok(info) if info.group == self.group => {
+                    self.check_duplicate(&info);
                     if info.stopped {
                         map.remove(&info.id);
                     } else {
@@ -187,6 +241,26 @@ mod tests {
         d.observe(Some(b"b"), Some(&info("b", "g", true)));
         d.observe(Some(b"a"), None);
         assert!(d.list().is_empty());
+    }
+
+    #[test]
+    fn another_live_instance_with_this_id_is_noted() {
+        let record = |started_ms, updated_ms, stopped| {
+            let mut i: InstanceInfo =
+                serde_json::from_slice(&info("a", "g", stopped)).expect("decodes");
+            i.started_ms = started_ms;
+            i.updated_ms = updated_ms;
+            serde_json::to_vec(&i).unwrap_or_default()
+        };
+        let d = InstanceDirectory::new("g", "a", Duration::from_secs(60));
+        d.set_own_start(100);
+        // A previous run of this instance (ended before it started), and its own record.
+        d.observe(Some(b"a"), Some(&record(10, 90, false)));
+        d.observe(Some(b"a"), Some(&record(100, 150, false)));
+        assert_eq!(d.duplicate(), None);
+        // Another process with the same id, alive now.
+        d.observe(Some(b"a"), Some(&record(120, 160, false)));
+        assert_eq!(d.duplicate().map(|i| i.started_ms), Some(120));
     }
 
     #[test]

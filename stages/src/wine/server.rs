@@ -1010,6 +1010,8 @@ impl Server {
             config.instance_id.clone(),
             config.heartbeat * 3,
         );
+        let started_ms = now_ms();
+        directory.set_own_start(started_ms);
         let http = match config.http {
             Some(addr) => {
                 let extra = Router::new()
@@ -1027,7 +1029,7 @@ impl Server {
             http,
             producer,
             counters: Arc::default(),
-            started_ms: now_ms(),
+            started_ms,
         })
     }
 
