@@ -294,6 +294,12 @@ fn exactly_once_is_refused_on_the_embedded_broker() {
         "{}",
         serve.describe()
     );
+    // Refused while starting, before the server says it runs.
+    assert!(
+        stderr.contains("cannot start the server"),
+        "{}",
+        serve.describe()
+    );
 }
 
 /// CPU time (user + system) of a running process, from `/proc/<pid>/stat`.

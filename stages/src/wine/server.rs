@@ -1003,6 +1003,10 @@ impl Server {
             )
             .await?;
         }
+        if config.processing == Processing::ExactlyOnce {
+            // Before anything runs: the mock cluster cannot serve it.
+            crate::kafka::check_transactions_supported(config.kafka()).await?;
+        }
         let producer = KafkaProducer::new(&producer_settings(&config))?;
         let state = ServingState::new();
         let directory = InstanceDirectory::new(
