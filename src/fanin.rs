@@ -105,6 +105,8 @@ pin_project! {
         #[pin]
         b: B,
         a_done: bool,
+        // Set after an error: the stream is finished.
+        failed: bool,
     }
 }
 
@@ -114,6 +116,7 @@ impl<A, B> Concat<A, B> {
             a,
             b,
             a_done: false,
+            failed: false,
         }
     }
 }
@@ -127,13 +130,24 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item<T>>> {
         let this = self.project();
-        if !*this.a_done {
-            match this.a.poll_next(cx) {
-                Poll::Ready(None) => *this.a_done = true,
-                other => return other,
-            }
+        if *this.failed {
+            return Poll::Ready(None);
         }
-        this.b.poll_next(cx)
+        let next = if *this.a_done {
+            this.b.poll_next(cx)
+        } else {
+            match this.a.poll_next(cx) {
+                Poll::Ready(None) => {
+                    *this.a_done = true;
+                    this.b.poll_next(cx)
+                }
+                other => other,
+            }
+        };
+        if let Poll::Ready(Some(Err(_))) = &next {
+            *this.failed = true;
+        }
+        next
     }
 }
 

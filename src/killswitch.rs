@@ -14,9 +14,9 @@
 //!     .via_mat(KillSwitches::single(), Keep::right)
 //!     .to_mat(Sink::fold(0u64, |n, _| n + 1), Keep::both)
 //!     .run();
-//! tokio::task::yield_now().await;
+//! tokio::task::yield_now().await; // the stream runs meanwhile (one thread here)
 //! switch.shutdown();
-//! let counted = done.await.unwrap();
+//! let counted = done.await.unwrap(); // completed, not failed
 //! assert!(counted > 0);
 //! # }
 //! ```

@@ -354,7 +354,10 @@ where
     let backpressure = shared.strategy == OverflowStrategy::Backpressure;
     let mut batch: Vec<T> = Vec::new();
     loop {
-        // Wait for room (backpressure only: drop strategies always pull).
+        // Wait for room (backpressure only). A drop strategy pulls what fits, and when the
+        // buffer is still full after the consumer had its turn (each round ends with a yield),
+        // pulls a buffer's worth for the strategy to drop from: it drops only what a slower
+        // consumer could not take, never because the upstream had many elements ready at once.
         let room = loop {
             let notified = shared.room.notified();
             let mut notified = std::pin::pin!(notified);
@@ -364,13 +367,16 @@ where
                 if st.consumer_gone || st.end.is_some() {
                     return;
                 }
-                let free = if backpressure {
-                    shared.free(&st)
-                } else {
-                    MAX_BATCH
-                };
+                let free = shared.free(&st);
                 if free > 0 {
                     break free.min(MAX_BATCH);
+                }
+                if !backpressure {
+                    // `Fail` needs one element to overflow.
+                    break match shared.strategy {
+                        OverflowStrategy::Fail => 1,
+                        _ => shared.capacity.min(MAX_BATCH),
+                    };
                 }
             }
             notified.await;
@@ -644,7 +650,10 @@ impl<T> SourceQueue<T> {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
-    /// Elements currently buffered (not yet handed downstream).
+    /// Elements waiting in the queue. The consumer takes them in batches:
+    /// those it took and has not emitted yet are not counted, though they
+    /// still count against the capacity (so `try_offer` may answer
+    /// `Dropped` while `len()` is below it).
     pub fn len(&self) -> usize {
         self.shared.lock().queue.len()
     }

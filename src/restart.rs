@@ -85,7 +85,15 @@ impl RestartSettings {
         *seed ^= *seed >> 7;
         *seed ^= *seed << 17;
         let r = (*seed % 10_000) as f64 / 10_000.0;
-        exp.mul_f64(1.0 + r * self.random_factor)
+        // The fields are public: a factor that is not a finite number from 0 adds nothing, and
+        // a backoff too large for a `Duration` (near `Duration::MAX`) saturates instead of
+        // panicking.
+        let factor = if self.random_factor.is_finite() && self.random_factor >= 0.0 {
+            self.random_factor
+        } else {
+            0.0
+        };
+        Duration::try_from_secs_f64(exp.as_secs_f64() * (1.0 + r * factor)).unwrap_or(Duration::MAX)
     }
 }
 

@@ -23,7 +23,9 @@
 //! cannot break backpressure by accident. Returning an `Err` from any handler
 //! fails the stage: every outlet emits that error and every inlet is cancelled.
 //! A handler that panics fails it the same way, with [`StreamError::Abrupt`]
-//! (the logic is not called again, not even `post_stop`).
+//! (the logic is not called again, not even `post_stop`); so does dropping an
+//! outlet while its consumer's thread unwinds from a panic (a handler that
+//! panicked then would abort the process, so none runs).
 //!
 //! A stage runs wherever its outlets are polled ("passive"), or, built with
 //! [`build_active`](GraphStageBuilder::build_active), also on a task of its
@@ -1148,9 +1150,23 @@ impl<T: Send + 'static> Stream for StageOutlet<T> {
 
 impl<T> Drop for StageOutlet<T> {
     fn drop(&mut self) {
-        lock(&self.stage).cancel_outlet(self.id);
+        cancel_guarded(&self.stage, self.id);
     }
 }
+
+/// Cancels outlet `k` with the panic guard of the other handlers: a panicking
+/// `on_downstream_finish` (or `post_stop`) fails the stage. While the thread
+/// unwinds already (a consumer panicked), a second panic would abort the
+/// process, so no handler runs: the stage fails at once.
+fn cancel_guarded(stage: &SharedStage, k: usize) {
+    if std::thread::panicking() {
+        lock(stage).abort(StreamError::Abrupt(CONSUMER_PANICKED));
+        return;
+    }
+    let _ = guarded(stage, |s| s.cancel_outlet(k));
+}
+
+const CONSUMER_PANICKED: &str = "a consumer of a custom stage's outlet panicked";
 
 /// Runs an active stage on its own task.
 struct StageDriver {
@@ -1313,7 +1329,7 @@ impl Drop for StageOutlets {
     fn drop(&mut self) {
         for (k, taken) in self.taken.iter().enumerate() {
             if !taken {
-                lock(&self.stage).cancel_outlet(k);
+                cancel_guarded(&self.stage, k);
             }
         }
     }

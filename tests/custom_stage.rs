@@ -1026,6 +1026,55 @@ async fn a_panicking_handler_fails_an_active_stage_on_its_own_task() {
     publisher.expect_cancellation().await;
 }
 
+/// Two outlets served in turn; `on_downstream_finish` panics.
+struct PanicsOnCancel {
+    inp: Inlet<u32>,
+    outs: [Outlet<u32>; 2],
+}
+
+impl GraphStageLogic for PanicsOnCancel {
+    type Event = ();
+    fn on_push(&mut self, ctx: &mut StageContext<'_, ()>, _: InletId) -> Result<(), StreamError> {
+        let x = ctx.grab(self.inp)?;
+        match self.outs.iter().find(|o| ctx.has_demand(**o)) {
+            Some(o) => ctx.push(*o, x),
+            None => Ok(()),
+        }
+    }
+    fn on_pull(&mut self, ctx: &mut StageContext<'_, ()>, _: OutletId) -> Result<(), StreamError> {
+        if !ctx.has_been_pulled(self.inp) {
+            ctx.pull(self.inp)?;
+        }
+        Ok(())
+    }
+    fn on_downstream_finish(
+        &mut self,
+        _ctx: &mut StageContext<'_, ()>,
+        _outlet: OutletId,
+    ) -> Result<(), StreamError> {
+        panic!("on_downstream_finish panics");
+    }
+}
+
+#[tokio::test]
+async fn a_handler_panicking_on_cancellation_fails_the_stage() {
+    let mut b = GraphStageBuilder::new();
+    let inp = b.add_inlet(Source::from_iter(1..=1000u32));
+    let outs = [b.add_outlet(), b.add_outlet()];
+    let mut outlets = b.build(PanicsOnCancel { inp, outs });
+    let a = outlets.source(outs[0]).unwrap();
+    let rest = outlets.source(outs[1]).unwrap();
+    let first = a.take(1).run_with(Sink::collect());
+    let others = rest.run_with(Sink::collect());
+    let (first, others) = tokio::join!(first, others);
+    assert_eq!(first.ok().map(|v| v.len()), Some(1));
+    assert!(
+        matches!(others, Err(StreamError::Abrupt(_))),
+        "{:?}",
+        others.map(|v| v.len())
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Outside a tokio runtime: a passive stage runs where it is polled, an active
 // one cannot start its task and says so instead of panicking.

@@ -119,6 +119,32 @@ async fn merge_preferred_takes_the_preferred_side_first() {
     assert_eq!(sub.expect_next().await, 10);
 }
 
+/// After the first input fails, the stream is finished: polled again by hand, it neither
+/// moves on to the second input nor yields anything.
+#[tokio::test]
+async fn concat_ends_at_the_first_error() {
+    let mut s = Source::failed::<i32>(StreamError::msg("E"))
+        .concat(Source::from_iter([7, 8]))
+        .into_stream();
+    assert!(matches!(
+        futures::StreamExt::next(&mut s).await,
+        Some(Err(_))
+    ));
+    assert!(futures::StreamExt::next(&mut s).await.is_none());
+    let mut s = Source::from_iter([1])
+        .concat(Source::failed::<i32>(StreamError::msg("E")))
+        .into_stream();
+    assert!(matches!(
+        futures::StreamExt::next(&mut s).await,
+        Some(Ok(1))
+    ));
+    assert!(matches!(
+        futures::StreamExt::next(&mut s).await,
+        Some(Err(_))
+    ));
+    assert!(futures::StreamExt::next(&mut s).await.is_none());
+}
+
 #[tokio::test(start_paused = true)]
 async fn concat_runs_second_only_after_first() {
     let (pa, a) = TestSource::probe::<u32>();

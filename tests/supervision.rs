@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -549,6 +549,52 @@ async fn restart_backoff_resets_after_an_element_and_random_factor_stays_in_rang
             "restart {k}: {gap:?}"
         );
     }
+}
+
+/// Absurd settings (the fields are public) neither panic nor lose the failure: an infinite
+/// random factor adds nothing, a backoff of `Duration::MAX` is waited.
+#[tokio::test(start_paused = true)]
+async fn extreme_restart_settings_restart_and_then_pass_the_failure_on() {
+    let limited = |s: RestartSettings| s.with_max_restarts(2, Duration::from_secs(60));
+    for settings in [
+        limited(RestartSettings::new(
+            Duration::from_millis(1),
+            Duration::from_millis(5),
+            f64::INFINITY,
+        )),
+        limited(RestartSettings {
+            random_factor: f64::NAN,
+            ..RestartSettings::new(Duration::from_millis(1), Duration::from_millis(5), 0.0)
+        }),
+    ] {
+        let starts = Arc::new(AtomicUsize::new(0));
+        let s = starts.clone();
+        let r = RestartSource::on_failures_with_backoff(settings, move || {
+            s.fetch_add(1, Ordering::SeqCst);
+            Source::failed::<u32>(StreamError::msg("flaky")).boxed()
+        })
+        .run_with(Sink::ignore())
+        .await;
+        assert!(
+            matches!(&r, Err(StreamError::Message(m)) if &**m == "flaky"),
+            "{settings:?}: {r:?}"
+        );
+        assert_eq!(starts.load(Ordering::SeqCst), 3, "{settings:?}");
+    }
+    // A backoff of `Duration::MAX` is waited (for good), not a panic.
+    let starts = Arc::new(AtomicUsize::new(0));
+    let s = starts.clone();
+    let run = RestartSource::on_failures_with_backoff(
+        limited(RestartSettings::new(Duration::MAX, Duration::MAX, 1.0)),
+        move || {
+            s.fetch_add(1, Ordering::SeqCst);
+            Source::failed::<u32>(StreamError::msg("flaky")).boxed()
+        },
+    )
+    .run_with(Sink::ignore());
+    let waited = tokio::time::timeout(Duration::from_secs(3600), run).await;
+    assert!(waited.is_err(), "{waited:?}");
+    assert_eq!(starts.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(start_paused = true)]

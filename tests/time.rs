@@ -41,6 +41,33 @@ async fn grouped_within_emits_when_full_or_when_time_is_up() {
     sub.expect_complete().await;
 }
 
+/// An upstream that always has an element ready never leaves the operator waiting, so the
+/// window is checked as elements arrive: the first element after it starts the next chunk.
+#[tokio::test(start_paused = true)]
+async fn grouped_within_closes_the_window_when_the_upstream_is_always_ready() {
+    use futures::StreamExt;
+    let within = 20 * MS;
+    // Element 0, then one `Pending` (the window opens), then always ready.
+    let mut n = 0u32;
+    let mut waited = false;
+    let upstream = futures::stream::poll_fn(move |cx| {
+        if n == 1 && !waited {
+            waited = true;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        n += 1;
+        std::task::Poll::Ready(Some(n - 1))
+    });
+    let mut chunks = Source::from_stream(upstream)
+        .grouped_within(1000, within)
+        .into_stream();
+    assert!(futures::poll!(chunks.next()).is_pending());
+    tokio::time::advance(within + MS).await;
+    let first = chunks.next().await;
+    assert_eq!(first.map(|c| c.ok()), Some(Some(vec![0])));
+}
+
 #[tokio::test(start_paused = true)]
 async fn grouped_within_flushes_before_failing() {
     let (publisher, src) = TestSource::probe::<u32>();

@@ -10,6 +10,9 @@ use tokio::time::Sleep;
 
 use crate::error::Item;
 
+/// The most elements a group reserves room for when it starts (it grows beyond as needed).
+const PREALLOCATED: usize = 4096;
+
 pin_project! {
     /// Stream for [`FlowOps::grouped`](crate::FlowOps::grouped).
     #[must_use = "streams do nothing unless polled"]
@@ -49,7 +52,9 @@ where
             match ready!(this.stream.as_mut().poll_next(cx)) {
                 Some(Ok(x)) => {
                     if this.buf.capacity() == 0 {
-                        this.buf.reserve_exact(*this.size);
+                        // Room for a whole group, up to a bound: `grouped(usize::MAX)` (collect
+                        // everything) must not ask for that much memory up front.
+                        this.buf.reserve_exact((*this.size).min(PREALLOCATED));
                     }
                     this.buf.push(x);
                     if this.buf.len() >= *this.size {
@@ -196,6 +201,18 @@ where
         loop {
             match this.stream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(x))) => {
+                    // An upstream that is always ready never lets the timer be polled: an
+                    // element that comes after the window closes the chunk and opens the next.
+                    let closed = this
+                        .timer
+                        .as_ref()
+                        .is_some_and(|t| t.deadline() <= tokio::time::Instant::now());
+                    if closed {
+                        let chunk = std::mem::take(this.buf);
+                        this.buf.push(x);
+                        *this.timer = Some(Box::pin(tokio::time::sleep(*this.within)));
+                        return Poll::Ready(Some(Ok(chunk)));
+                    }
                     if this.buf.is_empty() {
                         *this.timer = Some(Box::pin(tokio::time::sleep(*this.within)));
                     }
