@@ -654,37 +654,42 @@ mod tests {
                 .map_err(|e| format!("{e:#}"))
                 .expect_err("refused")
         };
-        let e = err(&["--max-in-flight", "2305843009213693952"]);
-        assert!(e.contains("max_in_flight") && e.contains("1000000"), "{e}");
-        let e = err(&["--data-buffer", "1000000000000"]);
-        assert!(e.contains("data_buffer"), "{e}");
-        let e = err(&["--batch-size", "0"]);
-        assert!(e.contains("batch_size"), "{e}");
-        let e = err(&["--group", ""]);
-        assert!(e.contains("`group`: must not be empty"), "{e}");
-        let e = err(&["--data-topic", " "]);
-        assert!(e.contains("data_topic"), "{e}");
-        let e = err(&["--brokers", "127.0.0.1:100041"]);
-        assert!(e.contains("from 1 to 65535"), "{e}");
-        let e = err(&["--brokers", ","]);
-        assert!(e.contains("no broker address"), "{e}");
-        let e = err(&["--shutdown-timeout-ms", "0"]);
-        assert!(e.contains("shutdown_timeout"), "{e}");
-        let e = err(&["--commit-batch", "0"]);
-        assert!(e.contains("--commit-batch"), "{e}");
-        let e = err(&["--consumer-property", "no.such.key=1"]);
-        assert!(
-            e.contains("consumer_properties") && e.contains("no.such.key"),
-            "{e}"
-        );
-        let e = err(&["--producer-property", "acks=banana"]);
-        assert!(e.contains("producer_properties"), "{e}");
-        let e = err(&["--models-dir", "/nonexistent/models"]);
-        assert!(e.contains("models_dir"), "{e}");
-        let e = err(&["--store", "local", "--store-path", "/"]);
-        assert!(e.contains("is a directory"), "{e}");
-        let e = err(&["--store", "local", "--store-path", "/nonexistent/s.redb"]);
-        assert!(e.contains("does not exist"), "{e}");
+        // Each refused setting, and what its error names.
+        let cases: &[(&[&str], &[&str])] = &[
+            (
+                &["--max-in-flight", "2305843009213693952"],
+                &["max_in_flight", "1000000"],
+            ),
+            (&["--data-buffer", "1000000000000"], &["data_buffer"]),
+            (&["--batch-size", "0"], &["batch_size"]),
+            (&["--group", ""], &["`group`: must not be empty"]),
+            (&["--data-topic", " "], &["data_topic"]),
+            (&["--brokers", "127.0.0.1:100041"], &["from 1 to 65535"]),
+            (&["--brokers", ","], &["no broker address"]),
+            (&["--shutdown-timeout-ms", "0"], &["shutdown_timeout"]),
+            (&["--commit-batch", "0"], &["--commit-batch"]),
+            (
+                &["--consumer-property", "no.such.key=1"],
+                &["consumer_properties", "no.such.key"],
+            ),
+            (
+                &["--producer-property", "acks=banana"],
+                &["producer_properties"],
+            ),
+            (&["--models-dir", "/nonexistent/models"], &["models_dir"]),
+            (
+                &["--store", "local", "--store-path", "/"],
+                &["is a directory"],
+            ),
+            (
+                &["--store", "local", "--store-path", "/nonexistent/s.redb"],
+                &["does not exist"],
+            ),
+        ];
+        for (args, named) in cases {
+            let e = err(args);
+            assert!(named.iter().all(|n| e.contains(n)), "{args:?}: {e}");
+        }
     }
 
     #[test]

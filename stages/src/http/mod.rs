@@ -181,24 +181,28 @@ async fn one_state(
     State(state): State<ServingState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let Ok(Path(data_type)) = path else {
-        return not_a_data_type();
-    };
-    match state.snapshot().data_types.get(&data_type) {
-        Some(s) => Json(s).into_response(),
-        None => unknown_data_type(&data_type),
-    }
+    of_data_type(&state, path, |s| Json(s).into_response())
 }
 
 async fn history(
     State(state): State<ServingState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
+    of_data_type(&state, path, |s| Json(&s.history).into_response())
+}
+
+/// `answer` about the dataType of a `/state/{data_type}…` path; a 400 or a 404 when the path
+/// names none or one nobody serves.
+fn of_data_type(
+    state: &ServingState,
+    path: Result<Path<String>, PathRejection>,
+    answer: impl FnOnce(&crate::serving::DataTypeState) -> Response,
+) -> Response {
     let Ok(Path(data_type)) = path else {
         return not_a_data_type();
     };
     match state.snapshot().data_types.get(&data_type) {
-        Some(s) => Json(&s.history).into_response(),
+        Some(s) => answer(s),
         None => unknown_data_type(&data_type),
     }
 }
