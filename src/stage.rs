@@ -971,8 +971,8 @@ trait ErasedStage: Send {
     ) -> Poll<Option<Result<&mut Slot, StreamError>>>;
     fn cancel_outlet(&mut self, k: usize);
     fn poll_driver(&mut self, cx: &mut Context<'_>) -> Poll<()>;
-    /// Fails the stage after one of its handlers panicked, without calling
-    /// the logic again.
+    /// Fails the stage without calling the logic again (after one of its
+    /// handlers panicked, or while a consumer unwinds from a panic).
     fn abort(&mut self, err: StreamError);
 }
 
