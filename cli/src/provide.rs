@@ -2,6 +2,7 @@
 //! or directories) to Kafka, paced, with models swapped in as records flow.
 
 use std::io::IsTerminal;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,7 +38,8 @@ pub struct ProvideArgs {
     #[arg(long, env = "FLOWSTAGE_RATE", default_value_t = 1000, value_name = "N")]
     pub rate: u64,
     /// Records to publish in all (default: each record of the file once, or forever with --loop).
-    #[arg(long, env = "FLOWSTAGE_COUNT", value_name = "N")]
+    #[arg(long, env = "FLOWSTAGE_COUNT", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// Start over at the first record after the last one.
     #[arg(long = "loop", env = "FLOWSTAGE_LOOP")]
@@ -90,6 +92,15 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     Duration::try_from_secs_f64(v).map_err(|_| format!("{s:?}: not a valid duration"))
+}
+
+/// `n thing` or `n things`.
+fn plural(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
 }
 
 /// Parses a count of at least 1.
@@ -151,7 +162,7 @@ pub fn run(args: ProvideArgs) -> Result<()> {
             models: args.models_topic.clone(),
             ..Topics::default()
         },
-        data_type: args.data_type.clone(),
+        data_type: args.data_type.trim().to_string(),
         rate: args.rate,
         count: args.count,
         loop_data: args.loop_data,
@@ -169,6 +180,11 @@ pub fn run(args: ProvideArgs) -> Result<()> {
     if args.low_latency {
         config = config.low_latency();
     }
+    // Settings first: before the banner says anything is published.
+    config.check()?;
+    if args.model_every.is_some() && records.is_empty() {
+        bail!("--model-every counts records: give --data, or use --model-interval");
+    }
     if let (Some(c), false) = (args.count, args.loop_data) {
         if c > records.len() as u64 && !records.is_empty() {
             eprintln!(
@@ -183,13 +199,13 @@ pub fn run(args: ProvideArgs) -> Result<()> {
         r => format!("at {r} records/s"),
     };
     let how_many = match total {
-        Some(n) => n.to_string(),
-        None => "endless".into(),
+        Some(n) => plural(n, "record"),
+        None => "endless records".into(),
     };
     eprintln!(
-        "publishing {how_many} records {pace} to {} and {} models to {} on {} (Ctrl-C stops)",
+        "publishing {how_many} {pace} to {} and {} to {} on {} (Ctrl-C stops)",
         config.topics.data,
-        models.len(),
+        plural(models.len() as u64, "model"),
         config.topics.models,
         config.brokers
     );
@@ -237,12 +253,17 @@ pub fn run(args: ProvideArgs) -> Result<()> {
         pb.finish_and_clear();
     }
     let summary = summary?;
-    println!("{summary}");
+    writeln!(std::io::stdout(), "{summary}").context("cannot write the summary")?;
     if !summary.interrupted && summary.records > 0 && summary.models < offered {
+        let longer = if args.loop_data {
+            "raise --count"
+        } else {
+            "add --loop, raise --count"
+        };
         eprintln!(
             "note: {} of the {offered} models were published: models go out between records, \
-             and the records ended first (add --loop, raise --count, or shorten \
-             --model-interval / use --model-every)",
+             and the records ended first ({longer}, or shorten --model-interval / use \
+             --model-every)",
             summary.models
         );
     }

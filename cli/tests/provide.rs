@@ -538,4 +538,40 @@ fn bad_files_and_flags_fail_clearly() {
     assert!(err.contains("--model-every"), "{err:?}");
     let err = provide_fails(&["--model-interval=-1"], Some(2));
     assert!(err.contains("--model-interval"), "{err:?}");
+    let err = provide_fails(&["--count", "0"], Some(2));
+    assert!(err.contains("--count"), "{err:?}");
+
+    // Settings refused before anything is published (the banner is not printed).
+    let good = tmp.path().join("good.csv");
+    std::fs::write(&good, "7.4;0.7;0;1.9;0.076;11;34;0.9978;3.51;0.56;9.4;5\n").expect("write");
+    let good_s = good.to_string_lossy().into_owned();
+    let model = tmp.path().join("m.pmml");
+    std::fs::write(&model, "<PMML/>").expect("write");
+    let model_s = model.to_string_lossy().into_owned();
+    for (flags, named) in [
+        (vec!["--rate", "18446744073709551615"], "rate"),
+        (vec!["--model-interval", "1e19"], "model_interval"),
+        (
+            vec!["--max-in-flight", "18446744073709551615"],
+            "max_in_flight",
+        ),
+        (vec!["--data-topic", "a b"], "data_topic"),
+        (vec!["--models-topic", ""], "models_topic"),
+        (vec!["--data-type", "  "], "data_type"),
+        (vec!["--model-every", "5"], "--model-every"),
+    ] {
+        // `--model-every` with models and no records.
+        let data: &[&str] = if named == "--model-every" {
+            &["--models", &model_s]
+        } else {
+            &["--data", &good_s]
+        };
+        let err = provide_fails(&[data, &flags[..]].concat(), Some(1));
+        assert!(err.contains(named), "{flags:?}: {err:?}");
+        assert!(!err.contains("publishing"), "{flags:?}: {err:?}");
+    }
+    let empty = tmp.path().join("empty.pmml");
+    std::fs::write(&empty, "").expect("write");
+    let err = provide_fails(&["--models", &empty.to_string_lossy()], Some(1));
+    assert!(err.contains("an empty model file"), "{err:?}");
 }

@@ -96,6 +96,32 @@ pub(crate) fn base_client_config(bootstrap_servers: &str) -> rdkafka::ClientConf
     c
 }
 
+/// Checks a topic name as Kafka does: 1 to 249 characters of `A-Z a-z 0-9 .
+/// _ -`, and not `.` or `..`. The reason, when it is not one.
+pub fn check_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "{} characters, Kafka allows at most 249",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not a topic name Kafka allows"));
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some(c) => Err(format!(
+            "{name:?} has {c:?}; Kafka topic names take only A-Z, a-z, 0-9, '.', '_' and '-'"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Checks a `bootstrap.servers` list: at least one entry, each
 /// `[protocol://]host[:port]` with a port from 1 to 65535 (librdkafka would
 /// connect to port 100041 as 34505). The reason, when it is not.
@@ -176,7 +202,7 @@ pub use transactional::{
 
 #[cfg(test)]
 mod tests {
-    use super::check_bootstrap;
+    use super::{check_bootstrap, check_topic_name};
 
     #[test]
     fn bootstrap_lists_need_a_host_and_a_16_bit_port() {
@@ -199,6 +225,16 @@ mod tests {
             "[::1]:70000",
         ] {
             assert!(check_bootstrap(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn topic_names_follow_kafkas_rules() {
+        for good in ["mdata", "a.b_c-D9", &"t".repeat(249)] {
+            assert_eq!(check_topic_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", ".", "..", "a b", "tôpic", &"t".repeat(250)] {
+            assert!(check_topic_name(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -495,6 +495,15 @@ pub fn model_descriptors(
     }
     let mut out = Vec::with_capacity(found.len());
     for f in found {
+        // An empty model file is a mistake wherever the model goes (a SavedModel is a directory).
+        if f.model_type != ModelType::TensorFlowSaved
+            && std::fs::metadata(&f.path).is_ok_and(|m| m.len() == 0)
+        {
+            return Err(WineError::Io {
+                path: f.path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "an empty model file"),
+            });
+        }
         let location = f.rel.to_string_lossy().replace('\\', "/");
         let content = if by_location {
             MessageContent::Location(location.clone())

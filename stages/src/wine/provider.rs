@@ -65,6 +65,7 @@ use rdkafka::producer::Producer;
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rdkafka::util::Timeout;
 
+use super::server::MAX_COUNT_SETTING;
 use super::{Topics, WineError, WINE};
 use crate::kafka::{
     DeliveryReport, KafkaProducer, KafkaStageError, ProducerRecord, ProducerSettings,
@@ -76,6 +77,12 @@ const FILL_CHUNK: usize = 1024;
 
 /// How often `on_progress` is called at most (besides every model and the end).
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// The highest `rate` [`provide`] takes, records a second (0 is full speed).
+pub const MAX_RATE: u64 = 100_000_000;
+
+/// The longest `model_interval` [`provide`] takes: a year.
+pub const MAX_MODEL_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// What [`provide`] publishes and how. Its `Debug` hides secret property
 /// values (passwords, secrets, PEM keys).
@@ -172,6 +179,46 @@ impl ProviderConfig {
             ),
         );
         self
+    }
+
+    /// Checks the settings ([`provide`] does): the dataType not empty, topic
+    /// names Kafka allows, the brokers well formed, `max_in_flight` from 1 to
+    /// [`MAX_COUNT_SETTING`], the rate at most [`MAX_RATE`], the interval
+    /// between models at most [`MAX_MODEL_INTERVAL`], `model_every` not 0.
+    pub fn check(&self) -> Result<(), WineError> {
+        if self.data_type.trim().is_empty() {
+            return Err(config_error("data_type", "must not be empty"));
+        }
+        for (name, topic) in [
+            ("data_topic", &self.topics.data),
+            ("models_topic", &self.topics.models),
+        ] {
+            crate::kafka::check_topic_name(topic).map_err(|reason| config_error(name, reason))?;
+        }
+        crate::kafka::check_bootstrap(&self.brokers)
+            .map_err(|reason| config_error("brokers", reason))?;
+        if !(1..=MAX_COUNT_SETTING).contains(&self.max_in_flight) {
+            return Err(config_error(
+                "max_in_flight",
+                format!("must be from 1 to {MAX_COUNT_SETTING}"),
+            ));
+        }
+        if self.rate > MAX_RATE {
+            return Err(config_error(
+                "rate",
+                format!("at most {MAX_RATE} records a second (0: full speed)"),
+            ));
+        }
+        if self.model_interval > MAX_MODEL_INTERVAL {
+            return Err(config_error(
+                "model_interval",
+                format!("at most {} s", MAX_MODEL_INTERVAL.as_secs()),
+            ));
+        }
+        if self.model_every == Some(0) {
+            return Err(config_error("model_every", "must be at least 1"));
+        }
+        Ok(())
     }
 
     /// How many records a run publishes with `len` input records (`None`: until stopped).
@@ -383,15 +430,7 @@ pub async fn provide(
             "nothing to publish: no records and no models",
         ));
     }
-    if config.model_every == Some(0) {
-        return Err(config_error("model_every", "must be at least 1"));
-    }
-    if config.data_type.trim().is_empty() {
-        return Err(config_error("data_type", "must not be empty"));
-    }
-    if let Err(reason) = crate::kafka::check_bootstrap(&config.brokers) {
-        return Err(config_error("brokers", reason));
-    }
+    config.check()?;
     let by_records = config.model_every.is_some() && !records.is_empty();
     let cycle_models = models.len() > 1;
     if cycle_models && !by_records && config.model_interval.is_zero() {
@@ -399,9 +438,6 @@ pub async fn provide(
             "model_interval",
             "must be positive (or set model_every)",
         ));
-    }
-    if config.max_in_flight == 0 {
-        return Err(config_error("max_in_flight", "must be at least 1"));
     }
     for r in &mut records {
         r.data_type.clone_from(&config.data_type);
@@ -510,7 +546,7 @@ pub async fn provide(
             }
             if rate > 0.0 {
                 let since = now.duration_since(data_start.unwrap_or(now));
-                let due = (since.as_secs_f64() * rate) as u64 + 1;
+                let due = ((since.as_secs_f64() * rate) as u64).saturating_add(1);
                 if due <= sent + allowed {
                     allowed = due.saturating_sub(sent);
                     rate_wait = data_start.map(|d| d + Duration::from_secs_f64(due as f64 / rate));

@@ -238,8 +238,8 @@ impl ServerConfig {
         KafkaConnection::new(&self.brokers).with_properties(self.kafka_properties.iter().cloned())
     }
 
-    /// Checks the settings ([`Server::start`] does): names and topics not
-    /// empty, the counts from 1 to [`MAX_COUNT_SETTING`], timeouts above
+    /// Checks the settings ([`Server::start`] does): group and instance id
+    /// not empty, topic names Kafka allows, the counts from 1 to [`MAX_COUNT_SETTING`], timeouts above
     /// zero, the brokers well formed, the models directory readable, a local
     /// store's file not a directory and in one that exists, every client
     /// property known to librdkafka with a valid value, and none that would
@@ -249,14 +249,20 @@ impl ServerConfig {
         for (name, value) in [
             ("group", &self.group_id),
             ("instance_id", &self.instance_id),
+        ] {
+            if value.trim().is_empty() {
+                return bad(name, "must not be empty".into());
+            }
+        }
+        for (name, topic) in [
             ("data_topic", &self.topics.data),
             ("models_topic", &self.topics.models),
             ("results_topic", &self.topics.results),
             ("dlq_topic", &self.topics.dlq),
             ("instances_topic", &self.instances_topic),
         ] {
-            if value.trim().is_empty() {
-                return bad(name, "must not be empty".into());
+            if let Err(reason) = crate::kafka::check_topic_name(topic) {
+                return bad(name, reason);
             }
         }
         for (name, n) in [
