@@ -180,7 +180,14 @@ pub fn parse_wine_csv(text: &[u8], origin: &Path) -> Result<Vec<WineRecord>, Win
         if row.iter().all(str::is_empty) {
             continue;
         }
-        if std::mem::take(&mut first_row) && row.iter().any(|f| f.parse::<f64>().is_err()) {
+        // The UCI layout with a trailing delimiter (`…;9.4;5;`): one empty cell more.
+        if max_width.is_some_and(|m| row.len() == m + 1) && row.iter().next_back() == Some("") {
+            row.truncate(row.len() - 1);
+        }
+        // A header is mostly names: a first row of numbers with a bad cell is data (and
+        // that cell is reported below), not a header missing every column.
+        let numbers = row.iter().filter(|f| f.parse::<f64>().is_ok()).count();
+        if std::mem::take(&mut first_row) && numbers < row.len().div_ceil(2) {
             // A header.
             let mut found: [Option<usize>; 11] = [None; 11];
             for (col, name) in row.iter().enumerate() {
@@ -828,6 +835,25 @@ mod tests {
         assert_eq!(r, vec![uci_record()]);
         assert!(parse("").expect("empty").is_empty());
         assert!(parse("\n \n").expect("blank").is_empty());
+    }
+
+    #[test]
+    fn a_bad_first_row_is_data_with_its_cell_named_and_a_trailing_delimiter_is_accepted() {
+        // One bad cell in the first row of a headerless file: that cell is the error.
+        let (line, reason) = parse_error(&UCI_ROW.replacen("0.7", "x", 1));
+        assert_eq!(line, 1);
+        assert!(reason.contains("column 2 (volatile acidity)"), "{reason}");
+        let (_, reason) = parse_error(&UCI_ROW.replacen("0.7", "", 1));
+        assert!(
+            reason.contains("column 2 (volatile acidity): empty value"),
+            "{reason}"
+        );
+        // Rows ending with the delimiter (a common export).
+        let text = format!("{UCI_ROW};5;\n{UCI_ROW};\n");
+        assert_eq!(
+            parse(&text).expect("parses"),
+            vec![uci_record(), uci_record()]
+        );
     }
 
     #[test]
