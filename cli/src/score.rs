@@ -152,8 +152,10 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     if first.is_empty() || first.iter().all(String::is_empty) {
         bail!("{} has no header row", args.input.display());
     }
-    // A first row of numbers is data: the UCI wine format has no header.
-    let headerless = first.iter().all(|c| c.parse::<f64>().is_ok());
+    // A first row of numbers is data: the UCI wine format has no header. Mostly numbers
+    // count too, so that a bad cell in that row is reported as the row's error.
+    let numbers = first.iter().filter(|c| c.parse::<f64>().is_ok()).count();
+    let headerless = numbers >= first.len().div_ceil(2).max(1);
     let header = if headerless {
         let Some(names) = wine_header(first.len()) else {
             bail!(

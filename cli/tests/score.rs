@@ -475,4 +475,14 @@ fn error_lines_count_blank_lines_and_line_breaks_in_quoted_fields() {
     assert_eq!(as_f64(&lines[0]["quality"]), 6.0, "{stderr}");
     let error = lines[1]["__error__"].as_str().unwrap_or_default();
     assert!(error.starts_with("line 3:"), "{error}");
+    // A bad cell in the first row of such a file is that row's error, not a header.
+    let (_tmp, model, input) = alcohol_case(
+        "7.4;0.7;0;1.9;0.076;11;34;0.9978;3.51;0.56;x;5\n\
+         7.8;0.88;0;2.6;0.098;25;67;0.9968;3.2;0.68;12;5\n",
+    );
+    let (ok, lines, stderr) = score(&["--model", &model, "--input", &input]);
+    assert!(ok, "{stderr}");
+    let error = lines[0]["__error__"].as_str().unwrap_or_default();
+    assert!(error.starts_with("line 1:"), "{error}");
+    assert_eq!(as_f64(&lines[1]["quality"]), 7.0);
 }
