@@ -267,10 +267,12 @@ pub fn run(args: ProvideArgs) -> Result<()> {
             summary.models
         );
     }
-    if summary.unacknowledged > 0 {
+    if summary.unacknowledged > 0 || summary.unacknowledged_models > 0 {
         bail!(
-            "{} records were sent but not acknowledged by the broker: they may be lost",
-            summary.unacknowledged
+            "{} records and {} model were sent but not acknowledged by the broker: they may \
+             be lost",
+            summary.unacknowledged,
+            summary.unacknowledged_models
         );
     }
     Ok(())

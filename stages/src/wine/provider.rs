@@ -273,6 +273,8 @@ pub struct ProviderSummary {
     pub interrupted: bool,
     /// Records still unacknowledged when the drain timeout passed (after a shutdown).
     pub unacknowledged: u64,
+    /// Models still unacknowledged then (at most one is in flight).
+    pub unacknowledged_models: u64,
 }
 
 impl std::fmt::Display for ProviderSummary {
@@ -293,6 +295,9 @@ impl std::fmt::Display for ProviderSummary {
         }
         if self.unacknowledged > 0 {
             write!(f, ", {} records unacknowledged", self.unacknowledged)?;
+        }
+        if self.unacknowledged_models > 0 {
+            write!(f, ", {} model unacknowledged", self.unacknowledged_models)?;
         }
         Ok(())
     }
@@ -501,6 +506,7 @@ pub async fn provide(
     let (mut stopping, mut interrupted) = (false, false);
     let mut drain_deadline = far;
     let mut unacknowledged = 0u64;
+    let mut unacknowledged_models = 0u64;
     let mut last_progress = start;
     let rate = config.rate as f64;
     let topic = config.topics.data.as_str();
@@ -677,13 +683,14 @@ pub async fn provide(
             }
             () = tokio::time::sleep_until(drain_deadline.into()), if stopping => {
                 unacknowledged = inflight.len() as u64;
+                unacknowledged_models = u64::from(pending_model.is_some());
                 break;
             }
         }
     }
     drop(inflight);
     drop(pending_model);
-    if unacknowledged > 0 {
+    if unacknowledged + unacknowledged_models > 0 {
         // Give librdkafka a moment to deliver what it still holds.
         let _ = producer.flush(Duration::from_secs(1)).await;
     }
@@ -700,6 +707,7 @@ pub async fn provide(
         rate,
         interrupted,
         unacknowledged,
+        unacknowledged_models,
     };
     on_progress(&ProviderProgress {
         records: acked,
@@ -906,6 +914,38 @@ mod tests {
         assert!(s.records > 0);
         assert_eq!(s.unacknowledged, 0);
         assert!(s.models >= 1);
+    }
+
+    /// A model the broker does not acknowledge before the drain timeout is
+    /// reported, as records are.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_model_unacknowledged_at_the_stop_is_reported() {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let b = broker();
+        // Every produce request fails with a retriable error: nothing is acknowledged.
+        b.request_errors(
+            RDKafkaApiKey::Produce,
+            vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 100_000],
+        )
+        .expect("errors set");
+        let mut config = ProviderConfig::new(b.bootstrap_servers());
+        config.drain_timeout = Duration::from_millis(500);
+        let s = tokio::time::timeout(
+            GUARD,
+            provide(
+                config,
+                generated_wine_records(10, 1),
+                generated_models(),
+                |_| {},
+                async {},
+            ),
+        )
+        .await
+        .expect("hang guard")
+        .expect("provides");
+        assert!(s.interrupted);
+        assert_eq!((s.models, s.unacknowledged_models), (0, 1), "{s}");
+        assert!(s.to_string().contains("1 model unacknowledged"), "{s}");
     }
 
     /// Throughput on the in-process embedded broker, at full speed and paced
