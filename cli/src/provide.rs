@@ -249,6 +249,9 @@ pub fn run(args: ProvideArgs) -> Result<()> {
     let summary = runtime
         .block_on(provide(config, records, models, on_progress, stop))
         .with_context(|| format!("publishing to {brokers} failed"));
+    // A stop while connecting leaves the connection attempt's thread waiting
+    // out its timeout: do not wait for it.
+    runtime.shutdown_background();
     if let Some(pb) = &pb {
         pb.finish_and_clear();
     }

@@ -258,7 +258,7 @@ pub struct ProviderProgress {
 }
 
 /// What a run published.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProviderSummary {
     /// Records acknowledged by the broker.
     pub records: u64,
@@ -467,21 +467,36 @@ pub async fn provide(
     let producer = KafkaProducer::new(&producer_settings(&config))?;
 
     let start = Instant::now();
-    // Fail fast on an unreachable cluster (sends would wait for minutes).
+    let mut shutdown = std::pin::pin!(shutdown);
+    // Fail fast on an unreachable cluster (sends would wait for minutes); a
+    // stop meanwhile ends the run at once.
     {
         let client = producer.client().clone();
         let timeout = config.connect_timeout;
-        tokio::task::spawn_blocking(move || {
+        let connect = tokio::task::spawn_blocking(move || {
             client
                 .client()
                 .fetch_metadata(None, Timeout::After(timeout))
-        })
-        .await
-        .map_err(|e| KafkaStageError::Task(e.to_string()))?
-        .map_err(KafkaStageError::Client)?;
+        });
+        tokio::select! {
+            r = connect => {
+                r.map_err(|e| KafkaStageError::Task(e.to_string()))?
+                    .map_err(|source| WineError::Connect {
+                        brokers: config.brokers.clone(),
+                        reasons: String::new(),
+                        source: Box::new(source),
+                    })?;
+            }
+            () = &mut shutdown => {
+                return Ok(ProviderSummary {
+                    elapsed: start.elapsed(),
+                    interrupted: true,
+                    ..ProviderSummary::default()
+                });
+            }
+        }
     }
 
-    let mut shutdown = std::pin::pin!(shutdown);
     let far = start + Duration::from_secs(86_400 * 365);
     // Records' deliveries, in send order.
     let mut inflight: VecDeque<DeliveryFuture> = VecDeque::with_capacity(config.max_in_flight);
@@ -946,6 +961,38 @@ mod tests {
         assert!(s.interrupted);
         assert_eq!((s.models, s.unacknowledged_models), (0, 1), "{s}");
         assert!(s.to_string().contains("1 model unacknowledged"), "{s}");
+    }
+
+    /// An unreachable cluster is a connection error, and a stop while waiting
+    /// for it ends the run at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_cluster_is_a_connect_error_and_a_stop_ends_the_wait() {
+        let mut config = ProviderConfig::new("127.0.0.1:1");
+        config.connect_timeout = Duration::from_secs(1);
+        let run = |config: ProviderConfig, stop: bool| {
+            provide(
+                config,
+                generated_wine_records(10, 1),
+                Vec::new(),
+                |_| {},
+                async move {
+                    if !stop {
+                        futures::future::pending::<()>().await;
+                    }
+                },
+            )
+        };
+        let err = tokio::time::timeout(GUARD, run(config.clone(), false))
+            .await
+            .expect("hang guard")
+            .unwrap_err();
+        assert!(matches!(err, WineError::Connect { .. }), "{err}");
+        let s = tokio::time::timeout(GUARD, run(config, true))
+            .await
+            .expect("hang guard")
+            .expect("a stop is not an error");
+        assert!(s.interrupted);
+        assert_eq!((s.records, s.models), (0, 0));
     }
 
     /// Throughput on the in-process embedded broker, at full speed and paced
