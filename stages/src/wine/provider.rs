@@ -522,7 +522,8 @@ pub async fn provide(
     let mut drain_deadline = far;
     let mut unacknowledged = 0u64;
     let mut unacknowledged_models = 0u64;
-    let mut last_progress = start;
+    // The first report comes once connected, with nothing published yet.
+    let mut last_progress = start.checked_sub(PROGRESS_EVERY).unwrap_or(start);
     let rate = config.rate as f64;
     let topic = config.topics.data.as_str();
 
@@ -748,6 +749,22 @@ mod tests {
 
     const GUARD: Duration = Duration::from_secs(120);
 
+    /// [`provide`] under a hang guard.
+    async fn guarded_provide(
+        config: ProviderConfig,
+        records: Vec<WineRecord>,
+        models: Vec<ModelDescriptor>,
+        on_progress: impl FnMut(&ProviderProgress),
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<ProviderSummary, WineError> {
+        tokio::time::timeout(
+            GUARD,
+            provide(config, records, models, on_progress, shutdown),
+        )
+        .await
+        .expect("hang guard")
+    }
+
     /// Every message of `topic` (key, payload, timestamp) up to `n` messages.
     fn consume(bootstrap: &str, topic: &str, n: usize) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
         let c: BaseConsumer = ClientConfig::new()
@@ -805,18 +822,14 @@ mod tests {
         let input = generated_wine_records(40, 3);
         let models = generated_models();
         let mut progress_calls = 0;
-        let s = tokio::time::timeout(
-            GUARD,
-            provide(
-                config,
-                input.clone(),
-                models.clone(),
-                |_| progress_calls += 1,
-                futures::future::pending(),
-            ),
+        let s = guarded_provide(
+            config,
+            input.clone(),
+            models.clone(),
+            |_| progress_calls += 1,
+            futures::future::pending(),
         )
         .await
-        .expect("hang guard")
         .expect("provides");
         assert_eq!(s.records, 100);
         // Models before records 0, 30, 60 and 90.
@@ -880,18 +893,14 @@ mod tests {
         config.count = Some(400);
         config.loop_data = true;
         let t = Instant::now();
-        let s = tokio::time::timeout(
-            GUARD,
-            provide(
-                config.clone(),
-                generated_wine_records(10, 1),
-                Vec::new(),
-                |_| {},
-                futures::future::pending(),
-            ),
+        let s = guarded_provide(
+            config.clone(),
+            generated_wine_records(10, 1),
+            Vec::new(),
+            |_| {},
+            futures::future::pending(),
         )
         .await
-        .expect("hang guard")
         .expect("provides");
         assert_eq!(s.records, 400);
         assert!(
@@ -904,26 +913,22 @@ mod tests {
         config.count = None;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let mut tx = Some(tx);
-        let s = tokio::time::timeout(
-            GUARD,
-            provide(
-                config,
-                generated_wine_records(10, 1),
-                generated_models(),
-                move |p| {
-                    if p.records > 0 {
-                        if let Some(tx) = tx.take() {
-                            let _ = tx.send(());
-                        }
+        let s = guarded_provide(
+            config,
+            generated_wine_records(10, 1),
+            generated_models(),
+            move |p| {
+                if p.records > 0 {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
                     }
-                },
-                async {
-                    let _ = rx.await;
-                },
-            ),
+                }
+            },
+            async {
+                let _ = rx.await;
+            },
         )
         .await
-        .expect("hang guard")
         .expect("provides");
         assert!(s.interrupted);
         assert!(s.records > 0);
@@ -945,18 +950,23 @@ mod tests {
         .expect("errors set");
         let mut config = ProviderConfig::new(b.bootstrap_servers());
         config.drain_timeout = Duration::from_millis(500);
-        let s = tokio::time::timeout(
-            GUARD,
-            provide(
-                config,
-                generated_wine_records(10, 1),
-                generated_models(),
-                |_| {},
-                async {},
-            ),
+        // Stopped at the first progress report (once connected, the first model sent).
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut tx = Some(tx);
+        let s = guarded_provide(
+            config,
+            generated_wine_records(10, 1),
+            generated_models(),
+            move |_| {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            },
+            async {
+                let _ = rx.await;
+            },
         )
         .await
-        .expect("hang guard")
         .expect("provides");
         assert!(s.interrupted);
         assert_eq!((s.models, s.unacknowledged_models), (0, 1), "{s}");
@@ -970,7 +980,7 @@ mod tests {
         let mut config = ProviderConfig::new("127.0.0.1:1");
         config.connect_timeout = Duration::from_secs(1);
         let run = |config: ProviderConfig, stop: bool| {
-            provide(
+            guarded_provide(
                 config,
                 generated_wine_records(10, 1),
                 Vec::new(),
@@ -982,15 +992,9 @@ mod tests {
                 },
             )
         };
-        let err = tokio::time::timeout(GUARD, run(config.clone(), false))
-            .await
-            .expect("hang guard")
-            .unwrap_err();
+        let err = run(config.clone(), false).await.unwrap_err();
         assert!(matches!(err, WineError::Connect { .. }), "{err}");
-        let s = tokio::time::timeout(GUARD, run(config, true))
-            .await
-            .expect("hang guard")
-            .expect("a stop is not an error");
+        let s = run(config, true).await.expect("a stop is not an error");
         assert!(s.interrupted);
         assert_eq!((s.records, s.models), (0, 0));
     }
