@@ -765,6 +765,33 @@ mod tests {
         .expect("hang guard")
     }
 
+    /// [`guarded_provide`] of 10 generated records and the generated models,
+    /// stopped at the first progress report for which `stop_when` holds.
+    async fn provide_stopped_when(
+        config: ProviderConfig,
+        stop_when: impl Fn(&ProviderProgress) -> bool,
+    ) -> ProviderSummary {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut tx = Some(tx);
+        guarded_provide(
+            config,
+            generated_wine_records(10, 1),
+            generated_models(),
+            move |p| {
+                if stop_when(p) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            },
+            async {
+                let _ = rx.await;
+            },
+        )
+        .await
+        .expect("provides")
+    }
+
     /// Every message of `topic` (key, payload, timestamp) up to `n` messages.
     fn consume(bootstrap: &str, topic: &str, n: usize) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
         let c: BaseConsumer = ClientConfig::new()
@@ -911,25 +938,7 @@ mod tests {
 
         // Forever, until the signal (sent once some records are acknowledged).
         config.count = None;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let mut tx = Some(tx);
-        let s = guarded_provide(
-            config,
-            generated_wine_records(10, 1),
-            generated_models(),
-            move |p| {
-                if p.records > 0 {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            },
-            async {
-                let _ = rx.await;
-            },
-        )
-        .await
-        .expect("provides");
+        let s = provide_stopped_when(config, |p| p.records > 0).await;
         assert!(s.interrupted);
         assert!(s.records > 0);
         assert_eq!(s.unacknowledged, 0);
@@ -951,23 +960,7 @@ mod tests {
         let mut config = ProviderConfig::new(b.bootstrap_servers());
         config.drain_timeout = Duration::from_millis(500);
         // Stopped at the first progress report (once connected, the first model sent).
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let mut tx = Some(tx);
-        let s = guarded_provide(
-            config,
-            generated_wine_records(10, 1),
-            generated_models(),
-            move |_| {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(());
-                }
-            },
-            async {
-                let _ = rx.await;
-            },
-        )
-        .await
-        .expect("provides");
+        let s = provide_stopped_when(config, |_| true).await;
         assert!(s.interrupted);
         assert_eq!((s.models, s.unacknowledged_models), (0, 1), "{s}");
         assert!(s.to_string().contains("1 model unacknowledged"), "{s}");
