@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use flowstage_stages::kafka::shutdown_signal;
+use flowstage_model::pb::ModelDescriptor;
+use flowstage_model::{LoadOptions, ModelRegistry};
+use flowstage_stages::kafka::{shutdown_signal, stop_signal};
 use flowstage_stages::wine::files::{model_descriptors, read_wine_csv};
 use flowstage_stages::wine::provider::{provide, ProviderConfig, ProviderProgress};
 use flowstage_stages::wine::Topics;
@@ -185,6 +187,15 @@ pub fn run(args: ProvideArgs) -> Result<()> {
     if args.model_every.is_some() && records.is_empty() {
         bail!("--model-every counts records: give --data, or use --model-interval");
     }
+    // Every server would refuse a model that does not load: refuse it here, before
+    // anything is published. By location, the files found here are what the
+    // servers' models directory is expected to hold.
+    let loaded = if args.by_location {
+        model_descriptors(&args.models, &args.data_type, false)?
+    } else {
+        models.clone()
+    };
+    check_models_load(&loaded)?;
     if let (Some(c), false) = (args.count, args.loop_data) {
         if c > records.len() as u64 && !records.is_empty() {
             eprintln!(
@@ -238,12 +249,12 @@ pub fn run(args: ProvideArgs) -> Result<()> {
              (a second Ctrl-C or SIGTERM stops at once)"
         );
         tokio::spawn(async {
-            shutdown_signal().await;
+            let signal = stop_signal().await;
             eprintln!(
                 "flowstage provide: stopped at once; records in flight may not have reached \
                  the broker"
             );
-            std::process::exit(130);
+            std::process::exit(signal.exit_code());
         });
     };
     let summary = runtime
@@ -277,6 +288,24 @@ pub fn run(args: ProvideArgs) -> Result<()> {
             summary.unacknowledged,
             summary.unacknowledged_models
         );
+    }
+    Ok(())
+}
+
+/// Loads each model as a server does (without scoring), so that a file that is
+/// not a model of its kind is refused before it is published.
+fn check_models_load(models: &[ModelDescriptor]) -> Result<()> {
+    let registry = ModelRegistry::with_defaults();
+    for m in models {
+        if let Err(e) = registry.from_descriptor(m, &LoadOptions::default()) {
+            let from = m
+                .description
+                .strip_prefix("from ")
+                .unwrap_or(&m.description);
+            return Err(anyhow::Error::new(e).context(format!(
+                "model {from} does not load, so no server could use it; nothing was published"
+            )));
+        }
     }
     Ok(())
 }

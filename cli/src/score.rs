@@ -27,7 +27,7 @@ use flowstage_model::{
     detect_type, DataKind, LoadOptions, Model, ModelError, ModelRegistry, ModelType, OutputValue,
     Record, Score, Value,
 };
-use flowstage_stages::wine::files::WINE_COLUMNS;
+use flowstage_stages::wine::files::{is_data_row, WINE_COLUMNS};
 use serde_json::{Map, Number, Value as Json};
 
 /// Model types on the command line.
@@ -152,10 +152,8 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     if first.is_empty() || first.iter().all(String::is_empty) {
         bail!("{} has no header row", args.input.display());
     }
-    // A first row of numbers is data: the UCI wine format has no header. Mostly numbers
-    // count too, so that a bad cell in that row is reported as the row's error.
-    let numbers = first.iter().filter(|c| c.parse::<f64>().is_ok()).count();
-    let headerless = numbers >= first.len().div_ceil(2).max(1);
+    // A first row of (mostly) numbers is data: the UCI wine format has no header.
+    let headerless = is_data_row(&first);
     let header = if headerless {
         let Some(names) = wine_header(first.len()) else {
             bail!(

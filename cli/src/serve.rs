@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use flowstage_stages::kafka::shutdown_signal;
+use flowstage_stages::kafka::{shutdown_signal, stop_signal};
 use flowstage_stages::store::StoreConfig;
 use flowstage_stages::wine::server::{Server, ServerConfig};
 
@@ -240,8 +240,22 @@ impl ServeArgs {
             anyhow::ensure!(ms >= 1, "--commit-interval-ms must be at least 1");
             c.commit = c.commit.max_interval(Duration::from_millis(ms));
         }
+        let kind = self.store.or(file.store);
+        // A flag or variable given for another kind of store (the file may hold
+        // both, for switching kinds with `--store`).
+        for (given, flag, used_by) in [
+            (self.store_path.is_some(), "--store-path", "local"),
+            (self.store_topic.is_some(), "--store-topic", "kafka"),
+        ] {
+            let kind = kind.as_deref().unwrap_or("memory");
+            if given && kind != used_by {
+                tracing::warn!(
+                    "{flag} is ignored: it is for --store {used_by}, and the store is {kind}"
+                );
+            }
+        }
         c.store = store_config(
-            self.store.or(file.store).as_deref(),
+            kind.as_deref(),
             self.store_path.or(file.store_path),
             self.store_topic.or(file.store_topic),
         )?;
@@ -303,12 +317,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
                  or SIGTERM stops at once)"
             );
             tokio::spawn(async {
-                shutdown_signal().await;
+                let signal = stop_signal().await;
                 eprintln!(
                     "flowstage serve: stopped at once; the records in flight were not \
                      committed and will be consumed again"
                 );
-                std::process::exit(130);
+                std::process::exit(signal.exit_code());
             });
         };
         let summary = server.run(stop).await?;

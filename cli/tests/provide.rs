@@ -574,4 +574,19 @@ fn bad_files_and_flags_fail_clearly() {
     std::fs::write(&empty, "").expect("write");
     let err = provide_fails(&["--models", &empty.to_string_lossy()], Some(1));
     assert!(err.contains("an empty model file"), "{err:?}");
+
+    // A file that is not a model of its kind, by value and by location: refused
+    // before anything is published (every server would fail to load it).
+    let junk = tmp.path().join("junk.pmml");
+    std::fs::write(&junk, b"\x89PNG\r\n\x1a\n not a PMML document").expect("write");
+    let junk_s = junk.to_string_lossy().into_owned();
+    for by_location in [false, true] {
+        let mut flags = vec!["--data", &good_s, "--models", &junk_s];
+        if by_location {
+            flags.push("--by-location");
+        }
+        let err = provide_fails(&flags, Some(1));
+        assert!(err.contains("model junk.pmml does not load"), "{err:?}");
+        assert!(!err.contains("publishing"), "{err:?}");
+    }
 }

@@ -193,6 +193,7 @@ pub use producer::{
 };
 pub use shutdown::{
     drain_and_shutdown, drain_and_shutdown_within, run_until, run_until_within, shutdown_signal,
+    stop_signal, StopSignal,
 };
 pub use tracker::{OffsetTracker, TopicPartition, TrackerCounts};
 pub use transactional::{

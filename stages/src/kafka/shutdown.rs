@@ -55,8 +55,36 @@ pub async fn drain_and_shutdown_within<T>(
     }
 }
 
-/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
-pub async fn shutdown_signal() {
+/// The signal that asked a process to stop: see [`stop_signal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopSignal {
+    /// Ctrl-C (SIGINT).
+    Interrupt,
+    /// SIGTERM (Unix).
+    Terminate,
+}
+
+impl StopSignal {
+    /// The exit status of a process that stops at once on this signal, as
+    /// shells report a process the signal killed: 128 + the signal number
+    /// (130 for SIGINT, 143 for SIGTERM).
+    ///
+    /// ```
+    /// use flowstage_stages::kafka::StopSignal;
+    /// assert_eq!(StopSignal::Interrupt.exit_code(), 130);
+    /// assert_eq!(StopSignal::Terminate.exit_code(), 143);
+    /// ```
+    pub fn exit_code(self) -> i32 {
+        match self {
+            StopSignal::Interrupt => 130,
+            StopSignal::Terminate => 143,
+        }
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM, with the one that came.
+/// A signal that cannot be listened for is logged and never resolves.
+pub async fn stop_signal() -> StopSignal {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!(error = %e, "cannot listen for Ctrl-C");
@@ -78,9 +106,15 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = futures::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+        _ = ctrl_c => StopSignal::Interrupt,
+        _ = term => StopSignal::Terminate,
     }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM ([`stop_signal`],
+/// whichever came).
+pub async fn shutdown_signal() {
+    stop_signal().await;
 }
 
 /// Runs until the pipeline completes by itself or `signal` resolves (for

@@ -124,6 +124,31 @@ fn read_at_most(path: &Path, limit: u64) -> Result<Vec<u8>, WineError> {
     Ok(text)
 }
 
+/// Whether a file's first row is data rather than a header: at least half of
+/// its cells are numbers. The UCI wine format has no header, and a first row of
+/// numbers with one bad cell is still data, so that the bad cell is what gets
+/// reported (not a header "missing every column"). An empty row is not data.
+///
+/// ```
+/// use flowstage_stages::wine::files::is_data_row;
+/// assert!(is_data_row(["7.4", "0.7", " 0 "]));
+/// assert!(is_data_row(["7.4", "", "0"]));
+/// assert!(!is_data_row(["fixed acidity", "volatile acidity", "7"]));
+/// assert!(!is_data_row::<[&str; 0], _>([]));
+/// ```
+pub fn is_data_row<I, S>(cells: I) -> bool
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let (mut cells_seen, mut numbers) = (0usize, 0usize);
+    for cell in cells {
+        cells_seen += 1;
+        numbers += usize::from(cell.as_ref().trim().parse::<f64>().is_ok());
+    }
+    cells_seen > 0 && numbers >= cells_seen.div_ceil(2)
+}
+
 /// Parses wine CSV text (see [`read_wine_csv`]); `origin` names the source in
 /// errors.
 pub fn parse_wine_csv(text: &[u8], origin: &Path) -> Result<Vec<WineRecord>, WineError> {
@@ -184,10 +209,8 @@ pub fn parse_wine_csv(text: &[u8], origin: &Path) -> Result<Vec<WineRecord>, Win
         if max_width.is_some_and(|m| row.len() == m + 1) && row.iter().next_back() == Some("") {
             row.truncate(row.len() - 1);
         }
-        // A header is mostly names: a first row of numbers with a bad cell is data (and
-        // that cell is reported below), not a header missing every column.
-        let numbers = row.iter().filter(|f| f.parse::<f64>().is_ok()).count();
-        if std::mem::take(&mut first_row) && numbers < row.len().div_ceil(2) {
+        // A first row of numbers with a bad cell is data (that cell is reported below).
+        if std::mem::take(&mut first_row) && !is_data_row(&row) {
             // A header.
             let mut found: [Option<usize>; 11] = [None; 11];
             for (col, name) in row.iter().enumerate() {

@@ -245,6 +245,11 @@ impl ServerConfig {
     /// property known to librdkafka with a valid value, and none that would
     /// take over what the server sets per client.
     pub fn check(&self) -> Result<(), WineError> {
+        self.checked().map(drop)
+    }
+
+    /// [`check`](Self::check), handing over the models directory it opened.
+    fn checked(&self) -> Result<Option<ModelsDir>, WineError> {
         let bad = |name: &'static str, reason: String| Err(WineError::Config { name, reason });
         for (name, value) in [
             ("group", &self.group_id),
@@ -302,11 +307,13 @@ impl ServerConfig {
                 return bad(name, e.to_string());
             }
         }
-        if let Some(dir) = &self.models_dir {
-            if let Err(e) = ModelsDir::new(dir) {
-                return bad("models_dir", super::with_causes(&e));
-            }
-        }
+        let models_dir = match &self.models_dir {
+            Some(dir) => match ModelsDir::new(dir) {
+                Ok(d) => Some(d),
+                Err(e) => return bad("models_dir", super::with_causes(&e)),
+            },
+            None => None,
+        };
         if let StoreConfig::Local { path } = &self.store {
             let parent = path
                 .parent()
@@ -322,7 +329,8 @@ impl ServerConfig {
                 );
             }
         }
-        self.check_kafka_properties()
+        self.check_kafka_properties()?;
+        Ok(models_dir)
     }
 
     /// Refuses client properties that would take over what the server sets
@@ -986,6 +994,8 @@ pub struct Server {
     producer: KafkaProducer,
     counters: Arc<Counters>,
     started_ms: u64,
+    /// The models directory, opened by the check.
+    models_dir: Option<ModelsDir>,
 }
 
 impl fmt::Debug for Server {
@@ -1000,7 +1010,7 @@ impl fmt::Debug for Server {
 impl Server {
     /// Checks the settings, creates the producer and binds the HTTP server.
     pub async fn start(config: ServerConfig) -> Result<Server, WineError> {
-        config.check()?;
+        let models_dir = config.checked()?;
         let config = config.with_client_properties_first();
         if let Some(partitions) = config.create_topics {
             ensure_topics(
@@ -1040,6 +1050,7 @@ impl Server {
             producer,
             counters: Arc::default(),
             started_ms,
+            models_dir,
         })
     }
 
@@ -1070,14 +1081,11 @@ impl Server {
             producer,
             counters,
             started_ms,
+            models_dir,
         } = self;
 
         let mut registry = ModelRegistry::with_defaults();
-        if let Some(dir) = &config.models_dir {
-            let dir = ModelsDir::new(dir).map_err(|e| WineError::Config {
-                name: "models_dir",
-                reason: super::with_causes(&e),
-            })?;
+        if let Some(dir) = models_dir {
             registry = registry.with_models_dir(dir);
         }
         let loader = RegistryLoader::new(registry).with_mapping(FieldMapping::wine());
