@@ -27,7 +27,7 @@ use flowstage_model::{
     detect_type, DataKind, LoadOptions, Model, ModelError, ModelRegistry, ModelType, OutputValue,
     Record, Score, Value,
 };
-use flowstage_stages::wine::files::{is_data_row, WINE_COLUMNS};
+use flowstage_stages::wine::files::{is_data_row, MAX_CSV_LINE_BYTES, WINE_COLUMNS};
 use serde_json::{Map, Number, Value as Json};
 
 /// Model types on the command line.
@@ -257,9 +257,9 @@ fn latest_saved_model_version(dir: &std::path::Path) -> Option<PathBuf> {
         .map(|(_, p)| p)
 }
 
-/// The longest line `score` reads: a file without line breaks (such as `/dev/zero`) would
-/// otherwise grow one row until memory runs out.
-const MAX_LINE_BYTES: u64 = 16 << 20;
+/// The longest line `score` reads, as for `provide`'s CSV: a file without line breaks (such as
+/// `/dev/zero`) would otherwise grow one row until memory runs out.
+const MAX_LINE_BYTES: u64 = MAX_CSV_LINE_BYTES as u64;
 
 /// Where the line breaks read so far are, to give each row the line it starts on (blank lines
 /// and line breaks inside quoted fields counted).

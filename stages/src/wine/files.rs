@@ -14,7 +14,7 @@
 //! ```
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use flowstage_model::pb::model_descriptor::MessageContent;
@@ -81,6 +81,10 @@ fn column_index(normalized: &str) -> Option<usize> {
 /// be read until memory runs out).
 pub const MAX_CSV_BYTES: u64 = 2 << 30;
 
+/// The longest line of a wine CSV (16 MiB; a wine record takes about 60
+/// bytes): a longer one is not CSV, and is refused as soon as it is read.
+pub const MAX_CSV_LINE_BYTES: usize = 16 << 20;
+
 /// Reads a wine CSV file into [`WineRecord`]s (dataType [`WINE`], `ts` 0).
 ///
 /// Two layouts are accepted, told apart by the first line:
@@ -101,25 +105,52 @@ pub const MAX_CSV_BYTES: u64 = 2 << 30;
 /// than [`MAX_CSV_BYTES`] is refused.
 pub fn read_wine_csv(path: impl AsRef<Path>) -> Result<Vec<WineRecord>, WineError> {
     let path = path.as_ref();
-    parse_wine_csv(&read_at_most(path, MAX_CSV_BYTES)?, path)
+    parse_wine_csv(
+        &read_at_most(path, MAX_CSV_BYTES, MAX_CSV_LINE_BYTES)?,
+        path,
+    )
 }
 
-/// The whole of `path`, refused when longer than `limit` bytes (read at most
-/// one byte past it).
-fn read_at_most(path: &Path, limit: u64) -> Result<Vec<u8>, WineError> {
+/// The whole of `path`, refused when longer than `limit` bytes or when one of
+/// its lines is longer than `line_limit` (read at most one chunk past either:
+/// a device such as `/dev/zero` reports its size as 0, and is refused after
+/// its first `line_limit` bytes).
+fn read_at_most(path: &Path, limit: u64, line_limit: usize) -> Result<Vec<u8>, WineError> {
     let io_err = |source| WineError::Io {
         path: path.to_path_buf(),
         source,
     };
+    let mut file = File::open(path).map_err(io_err)?;
     let mut text = Vec::new();
-    File::open(path)
-        .and_then(|f| BufReader::new(f).take(limit + 1).read_to_end(&mut text))
-        .map_err(io_err)?;
-    if text.len() as u64 > limit {
-        return Err(io_err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("longer than {limit} bytes (the records are held in memory)"),
-        )));
+    let mut chunk = vec![0u8; 1 << 16];
+    // Where the line being read starts, and its number.
+    let (mut line_start, mut line) = (0usize, 1u64);
+    loop {
+        let n = match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(e)),
+        };
+        let new = &chunk[..n];
+        if let Some(last) = new.iter().rposition(|&b| b == b'\n') {
+            line += new.iter().filter(|&&b| b == b'\n').count() as u64;
+            line_start = text.len() + last + 1;
+        }
+        text.extend_from_slice(new);
+        if text.len() - line_start > line_limit {
+            return Err(WineError::Parse {
+                path: path.to_path_buf(),
+                line,
+                reason: format!("a line longer than {line_limit} bytes: is this a CSV file?"),
+            });
+        }
+        if text.len() as u64 > limit {
+            return Err(io_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("longer than {limit} bytes (the records are held in memory)"),
+            )));
+        }
     }
     Ok(text)
 }
@@ -810,11 +841,31 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_device_without_end_is_read_only_up_to_the_limit() {
-        let err = read_at_most(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        let err = read_at_most(Path::new("/dev/zero"), 1 << 20, 1 << 30).unwrap_err();
         assert!(
             err.to_string().contains("longer than 1048576 bytes"),
             "{err}"
         );
+        // With the default limits: refused at its first line, 16 MiB in.
+        let err = read_wine_csv("/dev/zero").unwrap_err();
+        assert!(
+            matches!(&err, WineError::Parse { line: 1, reason, .. } if reason.contains("longer than 16777216")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_refused_with_its_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("long.csv");
+        let mut text = b"7.4;0.7;0;1.9;0.076;11;34;0.9978;3.51;0.56;9.4;5\n\n".repeat(2);
+        text.extend(std::iter::repeat_n(b'7', 200_000));
+        std::fs::write(&path, &text).expect("write");
+        let err = read_at_most(&path, 1 << 30, 100_000).unwrap_err();
+        assert!(matches!(&err, WineError::Parse { line: 5, .. }), "{err}");
+        // Under the limits, the whole text.
+        assert_eq!(read_at_most(&path, 1 << 30, 200_000).expect("reads"), text);
+        assert!(read_at_most(&path, 100, 1 << 20).is_err());
     }
 
     fn parse(text: &str) -> Result<Vec<WineRecord>, WineError> {

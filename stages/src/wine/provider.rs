@@ -544,6 +544,7 @@ pub async fn provide(
         data_start = Some(start);
     }
 
+    let mut last_ack: Option<Instant> = None;
     loop {
         let now = Instant::now();
         let more_records = !stopping && total.is_none_or(|t| sent < t) && len > 0;
@@ -690,6 +691,7 @@ pub async fn provide(
                 if !inflight.is_empty() =>
             {
                 acked += r?;
+                last_ack = Some(Instant::now());
             }
             () = tokio::time::sleep_until(wake_at.into()), if wake.is_some() => {}
             () = &mut shutdown, if !stopping => {
@@ -712,8 +714,11 @@ pub async fn provide(
     }
 
     let end = Instant::now();
-    let rate = match first_sent {
-        Some(t) if acked > 0 => acked as f64 / end.duration_since(t).as_secs_f64().max(1e-9),
+    // Not counting a stop's wait for acknowledgements that never came.
+    let rate = match (first_sent, last_ack) {
+        (Some(t), Some(l)) if acked > 0 => {
+            acked as f64 / l.saturating_duration_since(t).as_secs_f64().max(1e-9)
+        }
         _ => 0.0,
     };
     let summary = ProviderSummary {
