@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use flowstage_stages::wine::WineError;
 use serde::Deserialize;
 
 /// The keys a TOML configuration file may set (all optional).
@@ -151,6 +152,53 @@ pub fn kafka_properties_env() -> Result<Option<String>> {
     }
 }
 
+/// A setting refused by a library check ([`WineError::Config`]), named as the
+/// user gives it: its flag, its environment variable and, when the command
+/// reads a configuration file (`file`), its key or table there. Other errors
+/// pass unchanged.
+pub fn name_setting<A: clap::Args>(err: WineError, file: bool) -> anyhow::Error {
+    let WineError::Config { name, reason } = &err else {
+        return err.into();
+    };
+    // The flag of setting `batch_size` is `--batch-size`, of `shutdown_timeout`
+    // `--shutdown-timeout-ms`, of `kafka_properties` `--kafka-property`.
+    let ids = [
+        name.to_string(),
+        format!("{name}_ms"),
+        name.strip_suffix("ies")
+            .map_or_else(String::new, |n| format!("{n}y")),
+    ];
+    let cmd = A::augment_args(clap::Command::new("flowstage"));
+    let Some(arg) = cmd
+        .get_arguments()
+        .find(|a| ids.iter().any(|id| a.get_id().as_str() == id))
+    else {
+        return err.into();
+    };
+    let mut places = Vec::new();
+    if let Some(long) = arg.get_long() {
+        places.push(format!("--{long}"));
+    }
+    let table = name.strip_suffix("_properties");
+    match (arg.get_env(), table) {
+        (Some(env), _) => places.push(env.to_string_lossy().into_owned()),
+        (None, Some("kafka")) => places.push(KAFKA_PROPERTIES_ENV.to_string()),
+        (None, _) => {}
+    }
+    if file {
+        places.push(match table {
+            Some(t) => format!("the [{t}] table of the configuration file"),
+            None => format!("{} in the configuration file", arg.get_id()),
+        });
+    }
+    let places = match places.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => return err.into(),
+    };
+    anyhow::anyhow!("invalid `{name}` (set by {places}): {reason}")
+}
+
 /// The properties of every Kafka client: the `[kafka]` table of the file,
 /// then the `key=value` lines of [`KAFKA_PROPERTIES_ENV`] (`env`; blank lines
 /// are skipped), then the `--kafka-property` flags. librdkafka keeps the last
@@ -177,6 +225,41 @@ pub fn kafka_properties(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_settings_are_named_by_flag_variable_and_file_key() {
+        let named = |name, file| {
+            let err = WineError::Config {
+                name,
+                reason: "bad".into(),
+            };
+            name_setting::<crate::serve::ServeArgs>(err, file).to_string()
+        };
+        assert_eq!(
+            named("batch_size", true),
+            "invalid `batch_size` (set by --batch-size, FLOWSTAGE_BATCH_SIZE or batch_size in \
+             the configuration file): bad"
+        );
+        assert!(named("shutdown_timeout", true).contains("--shutdown-timeout-ms"));
+        assert_eq!(
+            named("kafka_properties", false),
+            "invalid `kafka_properties` (set by --kafka-property or FLOWSTAGE_KAFKA_PROPERTIES): \
+             bad"
+        );
+        assert!(named("producer_properties", true).contains("the [producer] table"));
+        // A setting without a flag, and other errors, pass unchanged.
+        assert_eq!(named("topics", true), "invalid setting `topics`: bad");
+        let other = WineError::Parse {
+            path: "w.csv".into(),
+            line: 3,
+            reason: "bad".into(),
+        };
+        let shown = other.to_string();
+        assert_eq!(
+            name_setting::<crate::serve::ServeArgs>(other, true).to_string(),
+            shown
+        );
+    }
 
     #[test]
     fn file_keys_are_checked() -> Result<()> {

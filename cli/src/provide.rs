@@ -16,7 +16,7 @@ use flowstage_stages::wine::provider::{provide, ProviderConfig, ProviderProgress
 use flowstage_stages::wine::Topics;
 use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use crate::config::{kafka_properties, kafka_properties_env, parse_property};
+use crate::config::{kafka_properties, kafka_properties_env, name_setting, parse_property};
 
 /// Arguments of `flowstage provide`. Each flag may also come from the
 /// environment variable named beside it (flags win).
@@ -183,7 +183,9 @@ pub fn run(args: ProvideArgs) -> Result<()> {
         config = config.low_latency();
     }
     // Settings first: before the banner says anything is published.
-    config.check()?;
+    config
+        .check()
+        .map_err(|e| name_setting::<ProvideArgs>(e, false))?;
     if args.model_every.is_some() && records.is_empty() {
         bail!("--model-every counts records: give --data, or use --model-interval");
     }

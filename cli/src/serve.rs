@@ -10,7 +10,9 @@ use flowstage_stages::kafka::{shutdown_signal, stop_signal};
 use flowstage_stages::store::StoreConfig;
 use flowstage_stages::wine::server::{Server, ServerConfig};
 
-use crate::config::{kafka_properties, kafka_properties_env, parse_property, FileConfig};
+use crate::config::{
+    kafka_properties, kafka_properties_env, name_setting, parse_property, FileConfig,
+};
 
 /// Arguments of `flowstage serve`. Each flag may also come from the
 /// environment variable named beside it, or from the `--config` file; flags
@@ -271,7 +273,7 @@ impl ServeArgs {
             // In front of the properties given.
             c = c.low_latency();
         }
-        c.check()?;
+        c.check().map_err(|e| name_setting::<ServeArgs>(e, true))?;
         Ok(c)
     }
 }
@@ -676,7 +678,10 @@ mod tests {
             ),
             (&["--data-buffer", "1000000000000"], &["data_buffer"]),
             (&["--batch-size", "0"], &["batch_size"]),
-            (&["--group", ""], &["`group`: must not be empty"]),
+            (
+                &["--group", ""],
+                &["`group` (set by --group", "must not be empty"],
+            ),
             (&["--data-topic", " "], &["data_topic"]),
             (&["--brokers", "127.0.0.1:100041"], &["from 1 to 65535"]),
             (&["--brokers", ","], &["no broker address"]),
