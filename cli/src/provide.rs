@@ -46,13 +46,13 @@ pub struct ProvideArgs {
     /// Start over at the first record after the last one.
     #[arg(long = "loop", env = "FLOWSTAGE_LOOP")]
     pub loop_data: bool,
-    /// Seconds between two models (fractions allowed).
-    #[arg(long, env = "FLOWSTAGE_MODEL_INTERVAL", default_value = "10", value_name = "SECS",
-          value_parser = parse_secs)]
-    pub model_interval: Duration,
-    /// A model every N records instead of by time (deterministic interleaving).
+    /// Seconds between two models (fractions allowed) [default: 10].
+    #[arg(long, env = "FLOWSTAGE_MODEL_INTERVAL", value_name = "SECS", value_parser = parse_secs)]
+    pub model_interval: Option<Duration>,
+    /// A model every N records instead of by time (deterministic interleaving); not with
+    /// --model-interval.
     #[arg(long, env = "FLOWSTAGE_MODEL_EVERY", value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "model_interval")]
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub model_every: Option<u64>,
     /// The dataType of the records, and of the models.
     #[arg(long, env = "FLOWSTAGE_DATA_TYPE", default_value = "wine")]
@@ -168,7 +168,7 @@ pub fn run(args: ProvideArgs) -> Result<()> {
         rate: args.rate,
         count: args.count,
         loop_data: args.loop_data,
-        model_interval: args.model_interval,
+        model_interval: args.model_interval.unwrap_or(DEFAULT_MODEL_INTERVAL),
         model_every: args.model_every,
         max_in_flight: args.max_in_flight,
         kafka_properties: kafka_properties(
@@ -186,6 +186,15 @@ pub fn run(args: ProvideArgs) -> Result<()> {
     config
         .check()
         .map_err(|e| name_setting::<ProvideArgs>(e, false))?;
+    // Checked here rather than by clap, whose message would name two flags when one of
+    // them came from the environment.
+    if args.model_every.is_some() && args.model_interval.is_some() {
+        bail!(
+            "--model-every (FLOWSTAGE_MODEL_EVERY) and --model-interval \
+             (FLOWSTAGE_MODEL_INTERVAL) are both set: models go out by records or by time, \
+             not both"
+        );
+    }
     if args.model_every.is_some() && records.is_empty() {
         bail!("--model-every counts records: give --data, or use --model-interval");
     }
@@ -293,6 +302,9 @@ pub fn run(args: ProvideArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// The time between two models without `--model-interval`.
+const DEFAULT_MODEL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Loads each model as a server does (without scoring), so that a file that is
 /// not a model of its kind is refused before it is published.

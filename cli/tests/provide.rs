@@ -570,6 +570,26 @@ fn bad_files_and_flags_fail_clearly() {
         assert!(err.contains(named), "{flags:?}: {err:?}");
         assert!(!err.contains("publishing"), "{flags:?}: {err:?}");
     }
+    // One of the two ways of pacing models from the environment: named as such.
+    let mut cmd = flowstage();
+    cmd.args(["provide", "--brokers", "127.0.0.1:1", "--no-progress"])
+        .args([
+            "--data",
+            &good_s,
+            "--models",
+            &model_s,
+            "--model-interval",
+            "2",
+        ])
+        .env("FLOWSTAGE_MODEL_EVERY", "5");
+    let out = run(cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("(FLOWSTAGE_MODEL_EVERY) and --model-interval") && err.contains("both set"),
+        "{err}"
+    );
+
     let empty = tmp.path().join("empty.pmml");
     std::fs::write(&empty, "").expect("write");
     let err = provide_fails(&["--models", &empty.to_string_lossy()], Some(1));
