@@ -154,7 +154,8 @@ async fn swaps_while_records_flow() {
 /// A slow downstream: the stage never holds more records than its buffer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_downstream_bounds_pulls() {
-    for (batch, data_buffer) in [(1usize, 1usize), (1, 16), (8, 1), (8, 16)] {
+    // Chunks that do not fill whole batches too (16 + 5 = 21 = 2 × 8 + 5).
+    for (batch, data_buffer) in [(1usize, 1usize), (1, 16), (8, 1), (8, 16), (8, 5), (3, 16)] {
         let (dpub, data) = TestSource::probe::<TRec>();
         for i in 0..500 {
             dpub.send_next(TRec::new(i, "t"));
@@ -436,4 +437,44 @@ async fn records_wait_for_the_first_model_of_their_data_type() {
     dpub.send_complete();
     sub.expect_complete().await;
     assert_eq!(state.snapshot().totals.no_model, 0);
+}
+
+/// Records held for a first load go on with a model offered built meanwhile,
+/// without waiting for that load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_built_model_releases_records_held_for_a_load() {
+    let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate_rx);
+    let loader = move |d: &flowstage_model::pb::ModelDescriptor| {
+        let _ = gate.lock().map(|g| g.recv());
+        test_loader(d)
+    };
+    let (mpub, models) = TestSource::probe::<ModelMessage>();
+    let (dpub, data) = TestSource::probe::<TRec>();
+    let (results, state) = ServingStage::new(loader)
+        .build(models, data)
+        .expect("build");
+    let mut sub = results.run_with(TestSink::probe());
+    mpub.send_next(descriptor("slow", "t", 2.0));
+    dpub.send_next(TRec::new(1, "t"));
+    // Once a record is held for the load, a model arrives built.
+    let watched = state.clone();
+    let offer = tokio::spawn(async move {
+        until(&watched, "a record held while the model loads", |s| {
+            s.data_types.get("t").is_some_and(|t| t.loading == 1) && s.buffer.fill >= 1
+        })
+        .await;
+        mpub.send_next(built("built", "t", 3.0));
+        mpub
+    });
+    // Scored by the built model while the load still waits at its gate.
+    let r = sub.expect_next().await;
+    assert!(r.processed, "{}", r.error);
+    assert_eq!(r.model_name, "built");
+    assert_eq!(value(&r), Some(3.0));
+    assert_eq!(state.snapshot().data_types["t"].loading, 1);
+    let _mpub = offer.await.expect("offer");
+    gate_tx.send(()).expect("open the gate");
+    dpub.send_complete();
+    sub.expect_complete().await;
 }

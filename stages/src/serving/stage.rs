@@ -520,6 +520,8 @@ impl<R: ServingRecord> ServingLogic<R> {
         if !self.results.is_empty() && ctx.has_demand(out) {
             let next = self.result_pool.take();
             ctx.push(out, std::mem::replace(&mut self.results, next))?;
+            // The buffer's fill changed.
+            self.dirty = true;
         }
         if self.data_done
             && self.results.is_empty()
@@ -532,8 +534,9 @@ impl<R: ServingRecord> ServingLogic<R> {
         Ok(())
     }
 
-    /// Pulls a chunk of records if downstream wants results and none wait, or
-    /// to fill a started batch: the stage holds at most `batch_size +
+    /// Pulls a chunk of records while no results wait: when downstream wants
+    /// results, or to fill a started batch (a batch that cannot be filled is
+    /// scored at its timeout). So the stage holds at most `batch_size +
     /// data_buffer` records.
     fn pull_data(&mut self, ctx: &mut StageContext<'_, Event>) -> Result<(), StreamError> {
         let d = self.ports.data;
@@ -546,7 +549,7 @@ impl<R: ServingRecord> ServingLogic<R> {
             return Ok(());
         }
         let wanted =
-            (ctx.has_demand(self.ports.out) && self.results.is_empty()) || !self.pending.is_empty();
+            self.results.is_empty() && (ctx.has_demand(self.ports.out) || !self.pending.is_empty());
         if self.pending.len() < self.config.batch_size && wanted {
             ctx.pull(d)?;
         }
@@ -628,6 +631,9 @@ impl<R: ServingRecord> GraphStageLogic for ServingLogic<R> {
         if self.ports.models == inlet {
             let msg = ctx.grab(self.ports.models)?;
             self.offer(ctx, msg);
+            // A model offered built is installed at once: records held for a
+            // load of its dataType go on with it.
+            self.release_held(ctx)?;
             return self.pull_models_if_room(ctx);
         }
         let chunk = ctx.grab(self.ports.data)?;

@@ -62,7 +62,9 @@ pub struct ModelStats {
     pub usage: u64,
     /// Records whose scoring failed.
     pub errors: u64,
-    /// Total scoring time, nanoseconds.
+    /// Total scoring time, nanoseconds. With micro-batching (a `batch_size`
+    /// above one) each record of a batch counts the batch's time divided by its
+    /// size, so the minimum, maximum and percentiles are of those shares.
     pub total_ns: u64,
     /// Shortest scoring time, nanoseconds; `None` (JSON `null`) before the first
     /// record: the minimum starts at +infinity.
@@ -242,7 +244,8 @@ pub struct BufferState {
     /// Records held by the stage (waiting for their batch, or scored and waiting
     /// for downstream demand).
     pub fill: u64,
-    /// The most records the stage holds (the batch size).
+    /// The most records the stage holds: its batch size plus its data buffer
+    /// ([`ServingConfig`](super::ServingConfig)).
     pub capacity: u64,
 }
 
@@ -513,8 +516,19 @@ impl LiveStats {
         self.usage = s.usage;
         self.errors = s.errors;
         self.total_ns = s.total_ns;
-        self.min_ns = s.min_ns.unwrap_or(u64::MAX);
-        self.max_ns = s.max_ns.unwrap_or(0);
+        // Stored figures come from outside (a store's file or topic): a minimum
+        // above the maximum is not restored (the next records set both).
+        match (s.min_ns, s.max_ns) {
+            (Some(min), Some(max)) if min <= max => (self.min_ns, self.max_ns) = (min, max),
+            (None, None) if s.usage == 0 => {}
+            (min, max) => tracing::warn!(
+                model = %self.name,
+                usage = s.usage,
+                ?min,
+                ?max,
+                "stored scoring-time minimum and maximum are inconsistent; not restored"
+            ),
+        }
         if s.swap_latency_ns.is_some() {
             self.swap_latency_ns = s.swap_latency_ns;
         }
@@ -543,12 +557,15 @@ impl LiveStats {
             self.staged.drain_into(h);
         }
         let any = self.usage > 0;
+        // A time was recorded (or consistently restored) since the minimum started at
+        // +infinity.
+        let timed = any && self.min_ns <= self.max_ns;
         // The histogram answers with the top of a value's bucket: kept within the exact
         // min and max, so a percentile never exceeds the maximum.
         let q = |p: f64| {
             self.hist
                 .as_ref()
-                .filter(|_| any)
+                .filter(|_| timed)
                 .map(|h| h.value_at_quantile(p).clamp(self.min_ns, self.max_ns))
         };
         ModelStats {
@@ -559,8 +576,8 @@ impl LiveStats {
             usage: self.usage,
             errors: self.errors,
             total_ns: self.total_ns,
-            min_ns: any.then_some(self.min_ns),
-            max_ns: any.then_some(self.max_ns),
+            min_ns: timed.then_some(self.min_ns),
+            max_ns: timed.then_some(self.max_ns),
             mean_ns: any.then(|| self.total_ns as f64 / self.usage as f64),
             p50_ns: q(0.5),
             p90_ns: q(0.9),
@@ -801,6 +818,34 @@ mod tests {
         for p in [snap.p50_ns, snap.p90_ns, snap.p99_ns, snap.p999_ns] {
             assert_eq!(p, Some(376_521));
         }
+    }
+
+    #[test]
+    fn inconsistent_stored_times_are_not_restored() {
+        // A store entry says 10 records with a minimum above the maximum, or none.
+        for (min, max) in [(Some(5_000), Some(10)), (None, None), (Some(1), None)] {
+            let mut stored = ModelStats::new("m", "t");
+            stored.usage = 10;
+            (stored.min_ns, stored.max_ns) = (min, max);
+            let mut s = LiveStats::new("m".into(), "d".into(), "t".into(), Instant::now(), 0);
+            s.restore_from(&stored);
+            let snap = s.snapshot();
+            assert_eq!(snap.usage, 10);
+            assert_eq!((snap.min_ns, snap.max_ns, snap.p99_ns), (None, None, None));
+            s.record(700, true);
+            let snap = s.snapshot();
+            assert_eq!((snap.min_ns, snap.max_ns), (Some(700), Some(700)));
+            assert_eq!(snap.p50_ns, Some(700));
+            assert_eq!(snap.usage, 11);
+        }
+        // Consistent ones are.
+        let mut stored = ModelStats::new("m", "t");
+        (stored.usage, stored.min_ns, stored.max_ns) = (2, Some(100), Some(900));
+        let mut s = LiveStats::new("m".into(), "d".into(), "t".into(), Instant::now(), 0);
+        s.restore_from(&stored);
+        s.record(500, true);
+        let snap = s.snapshot();
+        assert_eq!((snap.min_ns, snap.max_ns), (Some(100), Some(900)));
     }
 
     #[test]
