@@ -184,7 +184,7 @@ pub fn run(args: ProvideArgs) -> Result<()> {
     }
     // Settings first: before the banner says anything is published.
     config
-        .check()
+        .check_for(records.len(), models.len())
         .map_err(|e| name_setting::<ProvideArgs>(e, false))?;
     // Checked here rather than by clap, whose message would name two flags when one of
     // them came from the environment.

@@ -221,6 +221,21 @@ impl ProviderConfig {
         Ok(())
     }
 
+    /// [`check`](Self::check), and what depends on what is published
+    /// (`records` and `models`, how many): models that take turns by time need
+    /// a `model_interval` above zero ([`provide`] checks this).
+    pub fn check_for(&self, records: usize, models: usize) -> Result<(), WineError> {
+        self.check()?;
+        let by_records = self.model_every.is_some() && records > 0;
+        if models > 1 && !by_records && self.model_interval.is_zero() {
+            return Err(config_error(
+                "model_interval",
+                "must be positive (or set model_every)",
+            ));
+        }
+        Ok(())
+    }
+
     /// How many records a run publishes with `len` input records (`None`: until stopped).
     pub fn total_records(&self, len: usize) -> Option<u64> {
         let len = len as u64;
@@ -435,15 +450,9 @@ pub async fn provide(
             "nothing to publish: no records and no models",
         ));
     }
-    config.check()?;
+    config.check_for(records.len(), models.len())?;
     let by_records = config.model_every.is_some() && !records.is_empty();
     let cycle_models = models.len() > 1;
-    if cycle_models && !by_records && config.model_interval.is_zero() {
-        return Err(config_error(
-            "model_interval",
-            "must be positive (or set model_every)",
-        ));
-    }
     for r in &mut records {
         r.data_type.clone_from(&config.data_type);
     }
