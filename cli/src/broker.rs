@@ -51,12 +51,25 @@ pub fn run(args: BrokerArgs) -> Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     let mut printed = Ok(());
+    // Stops the broker at once when its address cannot be printed: no one
+    // could use it.
+    let (unprinted_tx, unprinted) = tokio::sync::oneshot::channel::<()>();
+    let stop = async {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            Ok(()) = unprinted => {}
+        }
+    };
     runtime
         .block_on(run_embedded_broker(
             config,
             |bootstrap| {
                 let mut out = std::io::stdout().lock();
                 printed = writeln!(out, "{bootstrap}").and_then(|()| out.flush());
+                if printed.is_err() {
+                    let _ = unprinted_tx.send(());
+                    return;
+                }
                 eprintln!(
                     "flowstage broker: librdkafka's mock cluster ({} broker{}) at {bootstrap}\n  \
                      topics: {topics}\n  \
@@ -68,7 +81,7 @@ pub fn run(args: BrokerArgs) -> Result<()> {
                     if args.brokers == 1 { "" } else { "s" },
                 );
             },
-            shutdown_signal(),
+            stop,
         ))
         .context("the embedded broker failed")?;
     printed.context("cannot write the bootstrap address to stdout")?;

@@ -2,6 +2,7 @@
 //! broker, the data provider and the model server — with swaps and a sample
 //! of scores printed, the HTTP state up, and a summary on exit.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -106,27 +107,37 @@ fn micros(ns: Option<u64>) -> String {
     ns.map_or_else(|| "-".into(), |n| format!("{:.1}", n as f64 / 1e3))
 }
 
-/// Prints each swap and failed load as the state changes, until `stop`.
+/// Prints each swap and failed load as the state changes, until `stop`: every
+/// model that became current since the last look (from the history when
+/// several did), per dataType.
 async fn print_swaps(state: ServingState, mut stop: watch::Receiver<bool>) {
-    let (mut swaps, mut failures) = (0u64, 0u64);
+    // Per dataType: swaps and failed loads printed so far.
+    let mut seen: HashMap<String, (u64, u64)> = HashMap::new();
     loop {
         let s = tokio::select! {
-            s = state.wait_for(|s| s.data_types.values().any(|w| w.swaps != swaps || w.load_failures != failures)) => s,
+            s = state.wait_for(|s| s.data_types.values().any(|w| {
+                seen.get(&w.data_type).copied().unwrap_or_default() != (w.swaps, w.load_failures)
+            })) => s,
             _ = stop.wait_for(|s| *s) => return,
         };
         for w in s.data_types.values() {
-            if w.swaps != swaps {
-                if let Some(c) = &w.current {
+            let (swaps, failures) = seen.entry(w.data_type.clone()).or_default();
+            if w.swaps > *swaps {
+                // The models that became current meanwhile: the last of the
+                // history (as far as it reaches), then the current one.
+                let new = usize::try_from(w.swaps - *swaps).unwrap_or(usize::MAX);
+                let replaced = w.history.iter().rev().take(new - 1).rev();
+                for m in replaced.map(|h| &h.stats).chain(&w.current) {
                     println!(
                         "swap: {} now served by {} ({}), loaded in {:.1} ms",
                         w.data_type,
-                        c.name,
-                        c.model_type,
-                        c.load_ns as f64 / 1e6
+                        m.name,
+                        m.model_type,
+                        m.load_ns as f64 / 1e6
                     );
                 }
             }
-            if w.load_failures != failures {
+            if w.load_failures > *failures {
                 if let Some(e) = &w.last_error {
                     println!(
                         "load failed: {} ({}); the previous model keeps serving",
@@ -134,8 +145,7 @@ async fn print_swaps(state: ServingState, mut stop: watch::Receiver<bool>) {
                     );
                 }
             }
-            swaps = w.swaps;
-            failures = w.load_failures;
+            (*swaps, *failures) = (w.swaps, w.load_failures);
         }
     }
 }
