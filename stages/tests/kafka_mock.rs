@@ -699,3 +699,158 @@ fn a_consumer_closes_off_the_async_threads_and_its_close_can_be_awaited() {
     });
     assert_eq!(events.count(DESTROYED), 0, "closed on the runtime's thread");
 }
+
+/// Settings out of range are typed errors when a source or producer is made,
+/// and secrets stay out of `Debug` output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_settings_are_refused_with_typed_errors() {
+    let config_error = |r: Result<(), KafkaStageError>| match r {
+        Err(KafkaStageError::Config { name, .. }) => name,
+        other => panic!("expected a Config error, got {other:?}"),
+    };
+    let source = |s: ConsumerSettings| committable_source(s).map(drop);
+    assert_eq!(
+        config_error(source(ConsumerSettings::new("127.0.0.1:9", "g", ["a b"]))),
+        "topics"
+    );
+    assert_eq!(
+        config_error(source(ConsumerSettings::new("127.0.0.1:9", " ", ["t"]))),
+        "group_id"
+    );
+    assert_eq!(
+        config_error(source(ConsumerSettings::new(
+            "127.0.0.1:100041",
+            "g",
+            ["t"]
+        ))),
+        "bootstrap_servers"
+    );
+    // A subscription by regular expression is not a topic name.
+    assert!(source(ConsumerSettings::new("127.0.0.1:9", "g", ["^in-.*"])).is_ok());
+    assert_eq!(
+        config_error(
+            KafkaProducer::new(&ProducerSettings::new("127.0.0.1:9").max_in_flight(usize::MAX))
+                .map(drop)
+        ),
+        "max_in_flight"
+    );
+    assert_eq!(
+        config_error(
+            partitioned_source(ConsumerSettings::new("127.0.0.1:9", "g", ["t"]), usize::MAX)
+                .map(drop)
+        ),
+        "per_partition_buffer"
+    );
+    let consumer = ConsumerSettings::new("k:9092", "g", ["t"]).set("sasl.password", "hunter2");
+    let producer = ProducerSettings::new("k:9092").set("sasl.password", "hunter2");
+    let transactional = TransactionalSettings::new(producer.clone(), "tid");
+    for shown in [
+        format!("{consumer:?}"),
+        format!("{producer:?}"),
+        format!("{transactional:?}"),
+    ] {
+        assert!(
+            shown.contains("sasl.password") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+}
+
+/// Timeouts and intervals of `Duration::MAX` (and a zero interval) neither
+/// panic nor hang: commits land and the consumer closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_timeouts_and_intervals_commit_and_close() {
+    let b = broker(&[("ext", 1)]);
+    let bootstrap = b.bootstrap_servers().to_string();
+    produce_inputs(&bootstrap, "ext", 1, 0..10).await;
+    let tp = TopicPartition::new("ext", 0);
+    for (group, interval) in [("g-ext-max", Duration::MAX), ("g-ext-zero", Duration::ZERO)] {
+        let log = CommitLog::default();
+        let settings =
+            consumer_settings(&bootstrap, group, "ext", &log).commit_timeout(Duration::MAX);
+        let (control, source) = committable_source(settings).unwrap().pre_materialize();
+        let committer = control.committer(CommitterSettings {
+            max_interval: interval,
+            buffer: usize::MAX,
+            ..Default::default()
+        });
+        let marker = committer.clone();
+        let done = source
+            .take(10)
+            .run_with(Sink::foreach(move |m: CommittableMessage| {
+                marker.mark(&m.offset).expect("mark");
+            }));
+        guard("10 records", done).await.expect("the source");
+        let flushed = guard("a flush", committer.flush()).await;
+        assert!(flushed.is_ok(), "{group}: {flushed:?}");
+        assert_eq!(control.committed_position(&tp), Some(10), "{group}");
+        guard("commit_now", control.commit_now())
+            .await
+            .expect("commit_now");
+        guard("the committer's close", committer.close()).await;
+        guard("the consumer's shutdown", control.shutdown()).await;
+        assert_eq!(log.last().get(&tp), Some(&10), "{group}");
+    }
+    let producer = KafkaProducer::new(&ProducerSettings::new(&bootstrap)).unwrap();
+    guard("a flush", producer.flush(Duration::MAX))
+        .await
+        .expect("flush");
+}
+
+/// A commit that fails with a retriable error is tried again at the next
+/// interval, without new records or a flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retriable_commit_failure_is_retried_while_idle() {
+    let b = broker(&[("idle", 1)]);
+    let bootstrap = b.bootstrap_servers().to_string();
+    produce_inputs(&bootstrap, "idle", 1, 0..10).await;
+    let (committed_tx, mut committed) = tokio::sync::watch::channel(0i64);
+    let settings =
+        ConsumerSettings::new(&bootstrap, "g-idle", ["idle"]).on_commit(move |_, pos| {
+            committed_tx.send_replace(pos);
+        });
+    let (control, source) = committable_source(settings).unwrap().pre_materialize();
+    let committer =
+        control.committer(CommitterSettings::default().max_interval(Duration::from_millis(100)));
+    b.request_errors(
+        rdkafka::types::RDKafkaApiKey::OffsetCommit,
+        vec![rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS],
+    )
+    .unwrap();
+    let marker = committer.clone();
+    let done = source
+        .take(10)
+        .run_with(Sink::foreach(move |m: CommittableMessage| {
+            marker.mark(&m.offset).expect("mark");
+        }));
+    guard("10 records", done).await.expect("the source");
+    guard("the retried commit", committed.wait_for(|&p| p == 10))
+        .await
+        .expect("the commit hook");
+    let stats = committer.stats();
+    assert_eq!(stats.retriable_failures, 1, "{stats:?}");
+    guard("the committer's close", committer.close()).await;
+    guard("the consumer's shutdown", control.shutdown()).await;
+}
+
+/// A fatal consumer error fails the per-partition source too (it ended as
+/// if complete).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_consumer_error_fails_the_partitioned_source() {
+    let b = broker(&[("fatal", 2)]);
+    b.request_errors(
+        rdkafka::types::RDKafkaApiKey::JoinGroup,
+        vec![rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID],
+    )
+    .unwrap();
+    let settings = ConsumerSettings::new(b.bootstrap_servers(), "g-fatal", ["fatal"])
+        .set("group.instance.id", "i1");
+    let outer = partitioned_source(settings, 8).unwrap();
+    let r = guard(
+        "the outer source",
+        outer.run_with(Sink::foreach(|_: PartitionSource| {})),
+    )
+    .await;
+    let e = r.expect_err("a fatal error fails the outer source");
+    assert!(e.to_string().contains("FencedInstanceId"), "{e}");
+}

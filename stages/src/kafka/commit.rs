@@ -73,7 +73,7 @@ impl<'a> CommitRequest<'a> {
     /// result by then fails with `OperationTimedOut` (a retriable error: it
     /// may still land, and the positions stay pending).
     pub(crate) fn wait(self, timeout: Duration) -> KafkaResult<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = super::deadline_after(timeout);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let ms = c_int::try_from(left.as_millis()).unwrap_or(c_int::MAX);

@@ -18,11 +18,18 @@ use super::error::KafkaStageError;
 pub struct CommitterSettings {
     /// Commit after this many offsets were marked processed.
     pub max_batch: usize,
-    /// Commit at least this often while offsets are being marked.
+    /// Commit at least this often while offsets are being marked (taken as 1 ms
+    /// to 1 day).
     pub max_interval: Duration,
-    /// Flush requests buffered for the committer task.
+    /// Flush requests buffered for the committer task (taken as 1 to 65,536).
     pub buffer: usize,
 }
+
+/// The bounds of [`CommitterSettings::max_interval`].
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+/// The bound of [`CommitterSettings::buffer`].
+const MAX_BUFFER: usize = 1 << 16;
 
 impl Default for CommitterSettings {
     fn default() -> Self {
@@ -41,9 +48,9 @@ impl CommitterSettings {
         self
     }
 
-    /// Sets [`max_interval`](Self::max_interval).
+    /// Sets [`max_interval`](Self::max_interval) (1 ms to 1 day).
     pub fn max_interval(mut self, d: Duration) -> Self {
-        self.max_interval = d.max(Duration::from_millis(1));
+        self.max_interval = d.clamp(MIN_INTERVAL, MAX_INTERVAL);
         self
     }
 }
@@ -132,7 +139,7 @@ impl Committer {
     /// # Panics
     /// Outside a tokio runtime.
     pub fn start(control: ConsumerControl, settings: CommitterSettings) -> Committer {
-        let (flush_tx, flush_rx) = mpsc::channel(settings.buffer.max(1));
+        let (flush_tx, flush_rx) = mpsc::channel(settings.buffer.clamp(1, MAX_BUFFER));
         let inner = Arc::new(Inner {
             control,
             max_batch: settings.max_batch.max(1),
@@ -142,7 +149,8 @@ impl Committer {
             failure: Mutex::new(None),
         });
         let (done_tx, done) = watch::channel(None);
-        let task = run(inner.clone(), settings.max_interval, flush_rx);
+        let interval = settings.max_interval.clamp(MIN_INTERVAL, MAX_INTERVAL);
+        let task = run(inner.clone(), interval, flush_rx);
         tokio::spawn(async move {
             // `run` has dropped its handle on the consumer when it returns.
             let _ = done_tx.send(Some(task.await));
@@ -296,6 +304,9 @@ async fn commit(inner: &Inner) -> Result<(), KafkaStageError> {
         Err(e) if is_retriable(&e) => {
             // The positions stay pending and are committed next time (or by
             // the partition's revocation); never fatal for at-least-once.
+            // Next time is the next tick at the latest, even if no more
+            // records are marked.
+            inner.since_commit.fetch_max(1, Ordering::AcqRel);
             s.retriable_failures += 1;
             tracing::debug!(error = %e, "kafka: retriable commit failure");
             Ok(())

@@ -258,7 +258,7 @@ async fn send(
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if tokio::time::Instant::now()
                         < *deadline
-                            .get_or_insert_with(|| tokio::time::Instant::now() + queue_timeout) =>
+                            .get_or_insert_with(|| super::deadline_after(queue_timeout).into()) =>
                 {
                     // librdkafka's queue is full: wait for deliveries to drain it.
                     opaque = back.delivery_opaque;

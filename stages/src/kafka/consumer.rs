@@ -60,7 +60,7 @@ impl std::fmt::Debug for ConsumerSettings {
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("group_id", &self.group_id)
             .field("topics", &self.topics)
-            .field("properties", &self.properties)
+            .field("properties", &super::connection::Redacted(&self.properties))
             .finish_non_exhaustive()
     }
 }
@@ -123,11 +123,24 @@ impl ConsumerSettings {
     }
 
     fn client_config(&self) -> Result<ClientConfig, KafkaStageError> {
+        let bad =
+            |name: &'static str, reason: String| Err(KafkaStageError::Config { name, reason });
         if self.topics.is_empty() {
-            return Err(KafkaStageError::Config {
-                name: "topics",
-                reason: "no topic to subscribe to".into(),
-            });
+            return bad("topics", "no topic to subscribe to".into());
+        }
+        for topic in &self.topics {
+            // `^…` subscribes to the topics a regular expression matches.
+            if !topic.starts_with('^') {
+                if let Err(reason) = super::check_topic_name(topic) {
+                    return bad("topics", reason);
+                }
+            }
+        }
+        if self.group_id.trim().is_empty() {
+            return bad("group_id", "must not be empty".into());
+        }
+        if let Err(reason) = super::check_bootstrap(&self.bootstrap_servers) {
+            return bad("bootstrap_servers", reason);
         }
         let mut c = super::base_client_config(&self.bootstrap_servers);
         c.set("group.id", &self.group_id)

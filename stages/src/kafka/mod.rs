@@ -41,12 +41,21 @@
 //!   committed one are sent. On revocation the processed prefix is committed
 //!   and the rest is left to the next owner. A broker that rejects commits
 //!   during a rebalance (librdkafka's mock does, with `REBALANCE_IN_PROGRESS`)
-//!   only causes more duplicates.
+//!   only causes more duplicates. One case is outside this consumer's hands:
+//!   a commit that timed out is not withdrawn, so if librdkafka sends it late
+//!   (the coordinator was away) it can land after the partition's next owner
+//!   committed further, as with any Kafka client; the result is duplicates
+//!   after a later restart, never a lost record.
 //! - Backpressure reaches the consumer: while downstream is slow the source
 //!   is not polled. If it stalls longer than librdkafka's
 //!   `max.poll.interval.ms` (5 min), the consumer leaves the group.
 //! - Sync commits run on tokio's blocking pool; a revocation callback that
-//!   finds a commit in progress waits for it.
+//!   finds a commit in progress waits for it (for a [`transactional_sink`],
+//!   the transaction's commit), which holds up the rebalance meanwhile.
+//! - Every timeout and interval of these settings may be as large as
+//!   `Duration::MAX` (deadlines saturate); an in-flight bound or a
+//!   per-partition buffer above 2^61 is a [`KafkaStageError::Config`] error
+//!   (the committer's own settings are clamped).
 //! - A consumer closes (its processed prefix committed, the group left) when
 //!   its last handle is dropped, on tokio's blocking pool, so no async thread
 //!   waits for the broker meanwhile. [`ConsumerControl::shutdown`] and
@@ -87,6 +96,31 @@ pub(crate) const REBOOTSTRAP_AFTER_MS: &str = "10000";
 /// every broker it knew and, until it re-bootstraps, has none to reconnect
 /// to when the broker is back — a server sat idle for minutes after a broker
 /// restart. Properties set later override these.
+/// About 30 years: what a deadline saturates at.
+const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
+
+/// `now + after`, saturating at about 30 years from now (`Instant + Duration::MAX`
+/// panics, and settings such as timeouts come from users).
+pub(crate) fn deadline_after(after: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(after.min(FAR_FUTURE)).unwrap_or(now)
+}
+
+/// The most permits a tokio semaphore takes, and so the most of any count
+/// bounded by one (in-flight messages, buffered requests).
+pub(crate) const MAX_PERMITS: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
+/// Refuses a count above [`MAX_PERMITS`] as a [`KafkaStageError::Config`] of `name`.
+pub(crate) fn check_count(name: &'static str, n: usize) -> Result<usize, KafkaStageError> {
+    if n > MAX_PERMITS {
+        return Err(KafkaStageError::Config {
+            name,
+            reason: format!("at most {MAX_PERMITS}, not {n}"),
+        });
+    }
+    Ok(n)
+}
+
 pub(crate) fn base_client_config(bootstrap_servers: &str) -> rdkafka::ClientConfig {
     let mut c = rdkafka::ClientConfig::new();
     c.set("bootstrap.servers", bootstrap_servers).set(

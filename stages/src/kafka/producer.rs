@@ -16,7 +16,7 @@ use super::consumer::{Committable, CommittableOffset};
 use super::error::KafkaStageError;
 
 /// How to connect a producer.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProducerSettings {
     /// `bootstrap.servers`.
     pub bootstrap_servers: String,
@@ -27,6 +27,18 @@ pub struct ProducerSettings {
     pub queue_timeout: Duration,
     /// Extra librdkafka properties (applied last).
     pub properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for ProducerSettings {
+    /// Secrets among the properties (passwords, keys) are not shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("queue_timeout", &self.queue_timeout)
+            .field("properties", &super::connection::Redacted(&self.properties))
+            .finish()
+    }
 }
 
 impl ProducerSettings {
@@ -203,7 +215,8 @@ impl<P: Committable> Committable for ProducerResult<P> {
 /// Counters of a producer sink.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProducerStats {
-    /// Messages (with their passthrough) completed.
+    /// Messages (with their passthrough) completed; for
+    /// [`committable_sink`](super::committable_sink), handed to the producer.
     pub messages: u64,
     /// Records acknowledged.
     pub records: u64,
@@ -249,6 +262,7 @@ impl KafkaProducer {
                 reason: "must be at least 1".into(),
             });
         }
+        super::check_count("max_in_flight", settings.max_in_flight)?;
         let producer: Arc<FutureProducer<ClientLog>> =
             Arc::new(settings.client_config().create_with_context(ClientLog)?);
         super::keeper::watch(&producer, &settings.bootstrap_servers);
@@ -368,6 +382,9 @@ impl KafkaProducer {
     /// Waits (off the async threads) until librdkafka's queue is empty.
     pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaStageError> {
         let p = self.producer.clone();
+        // rdkafka adds the timeout to the current instant: bounded (about 24 days,
+        // librdkafka's own limit) so that it cannot overflow.
+        let timeout = timeout.min(Duration::from_millis(i32::MAX as u64));
         tokio::task::spawn_blocking(move || p.flush(Timeout::After(timeout)))
             .await
             .map_err(|e| KafkaStageError::Task(e.to_string()))?

@@ -792,7 +792,7 @@ impl Driver {
         d.wait_until(|| d.in_flight.load(Ordering::Acquire) < max)
             .await;
         d.in_flight.fetch_add(1, Ordering::AcqRel);
-        let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        let deadline = tokio::time::Instant::from_std(super::deadline_after(self.queue_timeout));
         loop {
             let r = record.base_record(self.txn.seq);
             match self.producer.send(r) {
