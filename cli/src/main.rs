@@ -24,8 +24,13 @@ use flowstage_stages::wine::with_causes;
 /// record than with glibc's allocator (callgrind, 200,000 records), and no
 /// longer contends on glibc's arena locks with librdkafka's threads. The
 /// libraries leave the choice to the application.
+///
+/// Capped: while a model loads or scores, one allocation of more than 4 GiB
+/// fails (the model is refused) instead of taking the machine's memory, since a
+/// graph can ask for a huge tensor (see `flowstage_model::alloc`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: flowstage_model::CappedAllocator<mimalloc::MiMalloc> =
+    flowstage_model::CappedAllocator::wrapping(mimalloc::MiMalloc, 4 << 30);
 
 /// flowstage: streaming model serving on Kafka, without a JVM.
 #[derive(Debug, Parser)]

@@ -11,12 +11,15 @@
 //!   a [`pb::ModelDescriptor`] (bytes, or a `location` confined to a [`ModelsDir`]) or restore it
 //!   from [`Model::to_bytes`]. Users can register their own factories.
 //! * Formats through tract (feature-gated): TensorFlow frozen graphs and SavedModels (feature
-//!   `tensorflow`), ONNX including the ONNX-ML operators written by skl2onnx (feature `onnx`).
-//!   PMML plugs into the same trait (its factory is not available yet).
+//!   `tensorflow`), ONNX including the ONNX-ML operators written by skl2onnx (feature `onnx`);
+//!   PMML through flowstage's own evaluator, `flowstage-pmml` (feature `pmml`).
+//! * [`CappedAllocator`]: a global allocator for binaries that load models they do not trust,
+//!   so that a graph asking for a huge tensor fails to load instead of exhausting memory.
 
 #![warn(missing_docs)]
 
 // The columnar representations are built by the tensor formats only.
+pub mod alloc;
 #[cfg_attr(not(any(feature = "onnx", feature = "tensorflow")), allow(dead_code))]
 mod batch;
 #[cfg(any(feature = "tensorflow", feature = "onnx"))]
@@ -52,6 +55,7 @@ pub mod pb {
     }
 }
 
+pub use alloc::CappedAllocator;
 pub use batch::{MapRef, OutputRef, ScoreBatch};
 pub use error::ModelError;
 pub use location::ModelsDir;

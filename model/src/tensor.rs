@@ -149,7 +149,7 @@ impl Runner {
         // is a scoring error.
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let mut state = state;
-            let out = state.run(tvec!(input));
+            let out = crate::alloc::capped(|| state.run(tvec!(input)));
             (out, state)
         }));
         match ran {
@@ -183,11 +183,13 @@ impl Plans {
     fn build(typed: &TypedModel, batch: &Symbol, rows: usize) -> Option<Runner> {
         let subs = HashMap::from([(batch.clone(), TDim::Val(rows as i64))]);
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            typed
-                .set_symbols(&subs)
-                .and_then(|m| m.into_optimized())
-                .and_then(|m| m.into_runnable())
-                .ok()
+            crate::alloc::capped(|| {
+                typed
+                    .set_symbols(&subs)
+                    .and_then(|m| m.into_optimized())
+                    .and_then(|m| m.into_runnable())
+                    .ok()
+            })
         }))
         .ok()
         .flatten()

@@ -121,6 +121,7 @@ pub(crate) fn load_graph(graph: &[u8], load: GraphLoad) -> Result<TensorModel, M
     // tract is not expected to panic on bad input, but a model arriving from the network must
     // never take the server down: a panic is reported as an invalid model.
     let parsed = std::panic::catch_unwind(move || -> Result<_, ModelError> {
+        let _capped = crate::alloc::Capped::new();
         let tf = tract_tensorflow::tensorflow();
         let mut model = tf
             .model_for_read(&mut &graph[..])
@@ -177,9 +178,9 @@ pub(crate) fn load_graph(graph: &[u8], load: GraphLoad) -> Result<TensorModel, M
         bytes,
     };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        TensorModel::new(model, spec)
+        crate::alloc::capped(|| TensorModel::new(model, spec))
     }))
-    .map_err(|_| invalid("tract panicked while optimizing the graph".into()))?
+    .map_err(|p| invalid(crate::alloc::panicked("optimizing the graph", &*p)))?
 }
 
 #[cfg(test)]

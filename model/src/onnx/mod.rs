@@ -174,6 +174,7 @@ fn build(
 ) -> Result<TensorModel, ModelError> {
     let invalid = |reason: String| ModelError::invalid(T, reason);
     let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _capped = crate::alloc::Capped::new();
         let mut model = framework()
             .model_for_proto_model(proto)
             .map_err(|e| invalid(tract_err(e)))?;
@@ -187,7 +188,7 @@ fn build(
             .map_err(|e| invalid(tract_err(e)))?;
         Ok::<_, ModelError>(model)
     }))
-    .map_err(|_| invalid("the ONNX loader panicked".into()))??;
+    .map_err(|p| invalid(crate::alloc::panicked("reading the model", &*p)))??;
     let spec = TensorModelSpec {
         model_type: T,
         columns: options.columns.clone(),
@@ -195,9 +196,9 @@ fn build(
         bytes,
     };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        TensorModel::new(parsed, spec)
+        crate::alloc::capped(|| TensorModel::new(parsed, spec))
     }))
-    .map_err(|_| invalid("tract panicked while optimizing the model".into()))?
+    .map_err(|p| invalid(crate::alloc::panicked("optimizing the model", &*p)))?
 }
 
 fn int_attr(node: &NodeProto, name: &str) -> Option<i64> {
