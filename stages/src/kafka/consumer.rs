@@ -225,9 +225,12 @@ pub(crate) struct Shared {
     tracker: Mutex<OffsetTracker>,
     /// Serialises the issuing of commits (committer, revocation, transactions)
     /// so a commit computed earlier is never issued after one computed later.
-    /// It is held while a commit is computed and handed to librdkafka, never
+    /// It is held while a commit is computed and handed to librdkafka, not
     /// while its result is awaited: a revocation callback waiting on it must
-    /// not wait on the group (see [`CommitRequest`]).
+    /// not wait on the group (see [`CommitRequest`]). The exception is a
+    /// transactional sink's commit, which holds it through the transaction's
+    /// commit (bounded by its call timeout), so that no revocation slips in
+    /// between its check for revocations and the commit.
     commit_lock: Mutex<()>,
     on_commit: Option<CommitHook>,
     commit_on_revoke: bool,
