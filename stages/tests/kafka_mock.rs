@@ -700,6 +700,19 @@ fn a_consumer_closes_off_the_async_threads_and_its_close_can_be_awaited() {
     assert_eq!(events.count(DESTROYED), 0, "closed on the runtime's thread");
 }
 
+/// Takes `n` records of `source` and marks each with `committer`.
+async fn mark_records(source: BoxSource<CommittableMessage>, committer: &Committer, n: u64) {
+    let marker = committer.clone();
+    let done = source
+        .take(n)
+        .run_with(Sink::foreach(move |m: CommittableMessage| {
+            marker.mark(&m.offset).expect("mark");
+        }));
+    guard(&format!("{n} records"), done)
+        .await
+        .expect("the source");
+}
+
 /// Settings out of range are typed errors when a source or producer is made,
 /// and secrets stay out of `Debug` output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -774,13 +787,7 @@ async fn extreme_timeouts_and_intervals_commit_and_close() {
             buffer: usize::MAX,
             ..Default::default()
         });
-        let marker = committer.clone();
-        let done = source
-            .take(10)
-            .run_with(Sink::foreach(move |m: CommittableMessage| {
-                marker.mark(&m.offset).expect("mark");
-            }));
-        guard("10 records", done).await.expect("the source");
+        mark_records(source, &committer, 10).await;
         let flushed = guard("a flush", committer.flush()).await;
         assert!(flushed.is_ok(), "{group}: {flushed:?}");
         assert_eq!(control.committed_position(&tp), Some(10), "{group}");
@@ -817,13 +824,7 @@ async fn a_retriable_commit_failure_is_retried_while_idle() {
         vec![rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS],
     )
     .unwrap();
-    let marker = committer.clone();
-    let done = source
-        .take(10)
-        .run_with(Sink::foreach(move |m: CommittableMessage| {
-            marker.mark(&m.offset).expect("mark");
-        }));
-    guard("10 records", done).await.expect("the source");
+    mark_records(source, &committer, 10).await;
     guard("the retried commit", committed.wait_for(|&p| p == 10))
         .await
         .expect("the commit hook");

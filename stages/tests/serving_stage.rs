@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use flowstage::prelude::*;
-use flowstage::testkit::{TestSink, TestSource};
+use flowstage::testkit::{TestPublisher, TestSink, TestSource, TestSubscriber};
 use flowstage_stages::serving::*;
 use serving_common::*;
 
@@ -399,12 +399,18 @@ async fn model_stream_failure_keeps_serving() {
 
 /// A record whose dataType has no model yet while its first model loads waits
 /// for that load instead of being answered "no model".
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_wait_for_the_first_model_of_their_data_type() {
+/// A stage whose loads wait (on the blocking pool) until the returned sender
+/// opens the gate, one load per message; with its model and data publishers.
+fn gated_stage() -> (
+    std::sync::mpsc::Sender<()>,
+    TestPublisher<ModelMessage>,
+    TestPublisher<TRec>,
+    TestSubscriber<flowstage_model::pb::ServingResult>,
+    ServingState,
+) {
     let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
     let gate = std::sync::Mutex::new(gate_rx);
     let loader = move |d: &flowstage_model::pb::ModelDescriptor| {
-        // Blocks (on the blocking pool) until the test opens the gate.
         let _ = gate.lock().map(|g| g.recv());
         test_loader(d)
     };
@@ -413,7 +419,13 @@ async fn records_wait_for_the_first_model_of_their_data_type() {
     let (results, state) = ServingStage::new(loader)
         .build(models, data)
         .expect("build");
-    let mut sub = results.run_with(TestSink::probe());
+    let sub = results.run_with(TestSink::probe());
+    (gate_tx, mpub, dpub, sub, state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_wait_for_the_first_model_of_their_data_type() {
+    let (gate_tx, mpub, dpub, mut sub, state) = gated_stage();
     mpub.send_next(descriptor("first", "t", 2.0));
     dpub.send_next(TRec::new(1, "t"));
     dpub.send_next(TRec::new(2, "t"));
@@ -443,18 +455,7 @@ async fn records_wait_for_the_first_model_of_their_data_type() {
 /// without waiting for that load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_built_model_releases_records_held_for_a_load() {
-    let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-    let gate = std::sync::Mutex::new(gate_rx);
-    let loader = move |d: &flowstage_model::pb::ModelDescriptor| {
-        let _ = gate.lock().map(|g| g.recv());
-        test_loader(d)
-    };
-    let (mpub, models) = TestSource::probe::<ModelMessage>();
-    let (dpub, data) = TestSource::probe::<TRec>();
-    let (results, state) = ServingStage::new(loader)
-        .build(models, data)
-        .expect("build");
-    let mut sub = results.run_with(TestSink::probe());
+    let (gate_tx, mpub, dpub, mut sub, state) = gated_stage();
     mpub.send_next(descriptor("slow", "t", 2.0));
     dpub.send_next(TRec::new(1, "t"));
     // Once a record is held for the load, a model arrives built.
