@@ -238,3 +238,99 @@ async fn scores_every_record_once_and_sends_bad_ones_to_the_dead_letter_topic() 
     assert_eq!(summary.dead_letters, bad.len() as u64);
     assert_eq!(summary.commits.marked, n, "every offset committed");
 }
+
+/// A stored model that does not load does not hide the model topic's message
+/// its position covers: the dataType gets that model, and every record is
+/// scored (they were all "no model" until a newer model message came).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stored_model_that_does_not_load_does_not_hide_the_topics_model() {
+    use flowstage_stages::store::{
+        LocalStore, ModelPosition, ModelStore, StoreConfig, StoredModel,
+    };
+    let topics = Topics::default();
+    let broker = EmbeddedBroker::start(
+        EmbeddedBrokerConfig::new(1)
+            .topic(&topics.data, 2)
+            .topic(&topics.models, 1)
+            .topic(&topics.results, 2)
+            .topic(&topics.dlq, 1)
+            .topic(DEFAULT_INSTANCES_TOPIC, 1),
+    )
+    .expect("embedded broker");
+    let bootstrap = broker.bootstrap_servers().to_string();
+    let producer = KafkaProducer::new(&ProducerSettings::new(&bootstrap)).expect("producer");
+    let good = ModelDescriptor {
+        name: "alcohol-regression".into(),
+        description: "test".into(),
+        data_type: "wine".into(),
+        modeltype: ModelType::Pmml as i32,
+        message_content: Some(MessageContent::Data(PMML.as_bytes().to_vec())),
+    };
+    producer
+        .send(ProducerRecord::new(&topics.models, good.encode_to_vec()).key("wine"))
+        .await
+        .expect("model sent");
+    // The store says the model at models/0/0 was this one, which does not load.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.redb");
+    LocalStore::open(&path)
+        .expect("open the store")
+        .put_model(&StoredModel {
+            data_type: "wine".into(),
+            descriptor: ModelDescriptor {
+                name: "broken".into(),
+                message_content: Some(MessageContent::Data(b"<PMML>not really</PMML>".to_vec())),
+                ..good.clone()
+            },
+            position: Some(ModelPosition {
+                topic: topics.models.clone(),
+                partition: 0,
+                offset: 0,
+            }),
+            stored_ms: 1,
+        })
+        .expect("put the model");
+
+    let mut config = ServerConfig::new(&bootstrap);
+    config.http = None;
+    config.store = StoreConfig::Local { path };
+    let server = Server::start(config).await.expect("server starts");
+    let state = server.state().clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stop_rx.await;
+    }));
+    guard(
+        "the topic's model to serve",
+        state.wait_for(|s| s.current_model("wine") == Some("alcohol-regression")),
+    )
+    .await;
+    let n = 20u64;
+    for seq in 0..n {
+        let record = WineRecord {
+            alcohol: 10.0,
+            data_type: "wine".into(),
+            ts: 1,
+            ..Default::default()
+        };
+        producer
+            .send(ProducerRecord::new(&topics.data, record.encode_to_vec()).key(record_key(seq)))
+            .await
+            .expect("record sent");
+    }
+    let results = consumer(&bootstrap, &topics.results);
+    for _ in 0..n {
+        let m = guard("a result", results.recv()).await.expect("result");
+        let r = ServingResult::decode(m.payload().expect("payload")).expect("ServingResult");
+        assert!(r.processed, "{}", r.error);
+        assert_eq!(r.model_name, "alcohol-regression");
+    }
+    let s = state.snapshot();
+    assert_eq!(s.totals.no_model, 0);
+    assert_eq!(s.data_types["wine"].load_failures, 1, "the stored model");
+    let _ = stop_tx.send(());
+    guard("the server's stop", running)
+        .await
+        .expect("task")
+        .expect("clean stop");
+}

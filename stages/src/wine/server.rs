@@ -711,12 +711,40 @@ fn model_source(
     caught_up: watch::Sender<Option<u64>>,
     feed: Arc<ModelFeed>,
     restored: RestoredModels,
+    state: ServingState,
 ) -> Source<impl futures::Stream<Item = Item<ModelMessage>> + Send + 'static> {
     let stream = flowstage::async_stream::stream! {
-        let RestoredModels { descriptors: stored, positions, catalog } = restored;
+        let RestoredModels { descriptors: stored, mut positions, catalog } = restored;
         let mut descriptors = stored.len() as u64;
+        let n_stored = descriptors;
         for d in stored {
             yield Ok(ModelMessage::Descriptor(d));
+        }
+        if !positions.is_empty() {
+            // A stored model that does not load (its file is gone, a format
+            // this build lacks) must not hide the model topic's messages it
+            // covers: once the stored loads are done, only the dataTypes they
+            // installed skip them.
+            let settled = state
+                .wait_for(|s| {
+                    !s.running
+                        || (s.totals.models_offered >= n_stored
+                            && s.data_types.values().all(|d| d.loading == 0))
+                })
+                .await;
+            positions.retain(|dt, _| {
+                let installed = settled
+                    .data_types
+                    .get(dt)
+                    .is_some_and(|d| d.current.is_some());
+                if !installed {
+                    tracing::warn!(
+                        data_type = dt.as_str(),
+                        "the stored model did not load: the model topic's models of this dataType are read again"
+                    );
+                }
+                installed
+            });
         }
         let (consumer, ends) = match read_from_beginning(&kafka, group, &topic, || {
             caught_up.send_replace(Some(descriptors));
@@ -1313,6 +1341,7 @@ impl Server {
             caught_up_tx,
             feed,
             restored,
+            state.clone(),
         );
         let (results, _) = ServingStage::new(loader)
             .config(config.serving.clone())
