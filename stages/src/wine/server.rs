@@ -702,7 +702,8 @@ struct RestoredModels {
 /// and tombstones are logged and skipped), after the models restored from the
 /// store. `caught_up` receives the number of descriptors yielded up to the
 /// topic's end as of start-up (the restored ones at once if the topic does not
-/// exist yet).
+/// exist yet). `state` tells which stored models installed.
+#[allow(clippy::too_many_arguments)]
 fn model_source(
     kafka: KafkaConnection,
     group: String,
