@@ -195,6 +195,36 @@ fn a_file_that_is_not_a_database_is_a_typed_error() {
         .starts_with(b"this is not"));
 }
 
+/// A damaged database file (single flipped bytes in its pages) is a typed
+/// error or skipped entries, never a panic of the caller: redb panicked on
+/// some of these (an invalid page type, a slice out of range).
+#[test]
+fn a_damaged_database_file_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clean = dir.path().join("clean.redb");
+    {
+        let store = LocalStore::open(&clean).expect("open");
+        put(&store, &entry("wine", "tree", 3, &[100, 200, 300]));
+        put(&store, &entry("beer", "forest", 5, &[10, 20]));
+    }
+    let bytes = std::fs::read(&clean).expect("read");
+    let mut failed = 0;
+    // Every 32nd byte past the file's first page, each flipped alone.
+    for at in (4096 + 16..bytes.len()).step_by(32) {
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 0x5a;
+        let path = dir.path().join("damaged.redb");
+        std::fs::write(&path, &damaged).expect("write");
+        let loaded = std::panic::catch_unwind(|| LocalStore::open(&path).and_then(|s| s.load()));
+        match loaded {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => failed += 1,
+            Err(_) => panic!("a flipped byte at {at} panicked the caller"),
+        }
+    }
+    assert!(failed > 0, "no flipped byte was noticed");
+}
+
 /// `big`: the size of a descriptor by value that must go through (the mock
 /// cluster keeps at most 5 MiB per partition).
 async fn kafka_round_trip(bootstrap: &str, topic: &str, big_bytes: usize) {

@@ -322,6 +322,10 @@ impl<R: ServingRecord> ServingLogic<R> {
         if let Some(cur) = ts.current.as_mut() {
             self.state
                 .restore_into(&loaded.data_type, &mut cur.stats, &mut ts.counters);
+            // A restored history is kept to the limit too.
+            while ts.counters.history.len() > self.config.history_limit {
+                ts.counters.history.pop_front();
+            }
         }
         tracing::info!(model = %loaded.name, data_type = %loaded.data_type, "model installed");
         self.publish(true);

@@ -541,9 +541,10 @@ impl LiveStats {
 
     #[inline]
     pub(crate) fn record(&mut self, ns: u64, ok: bool) {
-        self.usage += 1;
+        // Saturating: restored counts come from outside.
+        self.usage = self.usage.saturating_add(1);
         if !ok {
-            self.errors += 1;
+            self.errors = self.errors.saturating_add(1);
         }
         self.total_ns = self.total_ns.saturating_add(ns);
         self.min_ns = self.min_ns.min(ns);
@@ -565,7 +566,7 @@ impl LiveStats {
         let q = |p: f64| {
             self.hist
                 .as_ref()
-                .filter(|_| timed)
+                .filter(|h| timed && !h.is_empty())
                 .map(|h| h.value_at_quantile(p).clamp(self.min_ns, self.max_ns))
         };
         ModelStats {
@@ -843,9 +844,19 @@ mod tests {
         (stored.usage, stored.min_ns, stored.max_ns) = (2, Some(100), Some(900));
         let mut s = LiveStats::new("m".into(), "d".into(), "t".into(), Instant::now(), 0);
         s.restore_from(&stored);
+        // No stored histogram: no percentiles made up from the minimum.
+        assert_eq!(s.snapshot().p50_ns, None);
         s.record(500, true);
         let snap = s.snapshot();
         assert_eq!((snap.min_ns, snap.max_ns), (Some(100), Some(900)));
+        assert_eq!(snap.p50_ns, Some(500));
+        // Counts at their limit stay there.
+        (stored.usage, stored.errors) = (u64::MAX, u64::MAX);
+        let mut s = LiveStats::new("m".into(), "d".into(), "t".into(), Instant::now(), 0);
+        s.restore_from(&stored);
+        s.record(500, false);
+        let snap = s.snapshot();
+        assert_eq!((snap.usage, snap.errors), (u64::MAX, u64::MAX));
     }
 
     #[test]

@@ -15,7 +15,20 @@ const TABLE: TableDefinition<'_, &str, &[u8]> = TableDefinition::new(TABLE_NAME)
 #[derive(Debug)]
 pub struct LocalStore {
     path: PathBuf,
-    db: Database,
+    /// Always `Some` until dropped (taken to close it under a guard).
+    db: Option<Database>,
+}
+
+impl Drop for LocalStore {
+    fn drop(&mut self) {
+        // Closing commits the allocator state, which redb may panic on in a
+        // damaged file: never in the dropping thread.
+        if let Some(db) = self.db.take() {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db))).is_err() {
+                tracing::warn!(path = %self.path.display(), "local store: the database engine failed while closing the file (is it damaged?)");
+            }
+        }
+    }
 }
 
 impl LocalStore {
@@ -23,14 +36,39 @@ impl LocalStore {
     /// not a redb database is an error (it is never overwritten).
     pub fn open(path: impl AsRef<Path>) -> Result<LocalStore, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let db = Database::create(&path).map_err(|e| local(&path, e))?;
-        Ok(LocalStore { path, db })
+        let db = guarded(&path, "opening it", || {
+            Database::create(&path).map_err(|e| local(&path, e))
+        })?;
+        Ok(LocalStore { path, db: Some(db) })
+    }
+
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db.as_ref().ok_or_else(|| StoreError::Damaged {
+            path: self.path.clone(),
+            what: "it was closed".into(),
+        })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Runs `f` on the database; a panic of the database engine (a damaged file:
+/// a flipped byte made redb index out of its pages) is
+/// [`StoreError::Damaged`], not a panic of the caller.
+fn guarded<T>(
+    path: &Path,
+    what: &str,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(StoreError::Damaged {
+            path: path.to_path_buf(),
+            what: format!("the database engine failed while {what}"),
+        })
+    })
 }
 
 fn local(path: &Path, e: impl Into<redb::Error>) -> StoreError {
@@ -47,21 +85,29 @@ impl ModelStore for LocalStore {
 
     fn put_raw(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
         let p = &self.path;
-        let tx = self.db.begin_write().map_err(|e| local(p, e))?;
-        {
-            let mut table = tx.open_table(TABLE).map_err(|e| local(p, e))?;
-            for (k, v) in entries {
-                table
-                    .insert(k.as_str(), v.as_slice())
-                    .map_err(|e| local(p, e))?;
+        guarded(p, "writing to it", || {
+            let tx = self.db()?.begin_write().map_err(|e| local(p, e))?;
+            {
+                let mut table = tx.open_table(TABLE).map_err(|e| local(p, e))?;
+                for (k, v) in entries {
+                    table
+                        .insert(k.as_str(), v.as_slice())
+                        .map_err(|e| local(p, e))?;
+                }
             }
-        }
-        tx.commit().map_err(|e| local(p, e))
+            tx.commit().map_err(|e| local(p, e))
+        })
     }
 
     fn load_raw(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        guarded(&self.path, "reading it", || self.read_all())
+    }
+}
+
+impl LocalStore {
+    fn read_all(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let p = &self.path;
-        let tx = self.db.begin_read().map_err(|e| local(p, e))?;
+        let tx = self.db()?.begin_read().map_err(|e| local(p, e))?;
         let table = match tx.open_table(TABLE) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),

@@ -67,6 +67,17 @@ pub enum StoreError {
         #[source]
         source: Box<redb::Error>,
     },
+    /// The local database file is damaged: the database engine failed on it
+    /// (it panicked) rather than report an error.
+    #[error(
+        "local store {path} is damaged ({what}); move the file aside to start without the stored models"
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        what: String,
+    },
     /// A Kafka client call failed.
     #[error("kafka store: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
@@ -511,13 +522,65 @@ fn encode_one(s: &ModelStats) -> Result<wire::Stats, StoreError> {
     })
 }
 
+/// The largest stored histogram read (the writer's are a few KiB).
+const MAX_HISTOGRAM_BYTES: usize = 1 << 20;
+
+/// A stored histogram, as the writer makes them: an uncompressed V2 encoding
+/// of a histogram with the serving stage's bounds (1 ns to an hour, 3
+/// significant digits) and no more values than the model's usage. Stored
+/// bytes come from outside (a file, a topic): their header is checked before
+/// the decoder allocates what it declares, and a panic of the decoder is a
+/// corrupt entry.
+fn decode_histogram(bytes: &[u8], usage: u64) -> Result<Histogram<u64>, String> {
+    const V2_COOKIE: u32 = 0x1c84_9313;
+    const HEADER: usize = 40;
+    if bytes.len() > MAX_HISTOGRAM_BYTES {
+        return Err(format!("longer than {MAX_HISTOGRAM_BYTES} bytes"));
+    }
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+    };
+    match (word(0), word(4)) {
+        (Some(V2_COOKIE), Some(payload))
+            if payload as usize <= bytes.len().saturating_sub(HEADER) => {}
+        (Some(V2_COOKIE), Some(payload)) => {
+            return Err(format!(
+                "declares {payload} bytes of counts and holds {}",
+                bytes.len().saturating_sub(HEADER)
+            ))
+        }
+        _ => return Err("not an uncompressed V2 histogram".into()),
+    }
+    std::panic::catch_unwind(|| {
+        let decoded = Deserializer::new()
+            .deserialize::<u64, _>(&mut std::io::Cursor::new(bytes))
+            .map_err(|e| format!("{e:?}"))?;
+        if (decoded.low(), decoded.high(), decoded.sigfig()) != (1, 3_600_000_000_000, 3) {
+            return Err("bounds other than the serving stage's".to_string());
+        }
+        let mut total: u64 = 0;
+        for v in decoded.iter_recorded() {
+            total = total
+                .checked_add(v.count_at_value())
+                .ok_or("counts that overflow")?;
+        }
+        if total > usage {
+            return Err(format!("{total} values for a usage of {usage}"));
+        }
+        Ok(decoded)
+    })
+    .map_err(|_| "the decoder failed on it".to_string())?
+}
+
 fn decode_one(key: &str, w: wire::Stats) -> Result<ModelStats, StoreError> {
     let histogram = if w.histogram.is_empty() {
         None
     } else {
-        let h: Histogram<u64> = Deserializer::new()
-            .deserialize(&mut std::io::Cursor::new(&w.histogram))
-            .map_err(|e| corrupt(key, format!("histogram: {e:?}")))?;
+        let h = decode_histogram(&w.histogram, w.usage)
+            .map_err(|reason| corrupt(key, format!("histogram: {reason}")))?;
         Some(Arc::new(h))
     };
     Ok(ModelStats {
@@ -857,6 +920,42 @@ async fn persist(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_histograms_are_checked_before_they_are_decoded() {
+        let encode = |h: &Histogram<u64>| {
+            let mut bytes = Vec::new();
+            V2Serializer::new()
+                .serialize(h, &mut bytes)
+                .expect("encode");
+            bytes
+        };
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("bounds");
+        for v in [500, 700, 90_000] {
+            h.record(v).expect("record");
+        }
+        let good = encode(&h);
+        assert_eq!(decode_histogram(&good, 3).map(|d| d.len()), Ok(3));
+        // More values than the model's usage.
+        assert!(decode_histogram(&good, 2).is_err());
+        // A header declaring 4 GiB of counts (the decoder allocated them first).
+        let mut huge = good.clone();
+        huge[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        let err = decode_histogram(&huge, 3).unwrap_err();
+        assert!(err.contains("declares"), "{err}");
+        // Not a histogram, too short, too long, other bounds.
+        assert!(decode_histogram(b"garbage", 3).is_err());
+        assert!(decode_histogram(&good[..20], 3).is_err());
+        assert!(decode_histogram(&vec![0; MAX_HISTOGRAM_BYTES + 1], 3).is_err());
+        let other = Histogram::<u64>::new_with_bounds(1, 1000, 2).expect("bounds");
+        assert!(decode_histogram(&encode(&other), 3).is_err());
+        // Counts that overflow when summed.
+        let mut big = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("bounds");
+        big.record_n(5, u64::MAX / 2).expect("record");
+        big.record_n(9, u64::MAX / 2).expect("record");
+        big.record_n(70, u64::MAX / 2).expect("record");
+        assert!(decode_histogram(&encode(&big), u64::MAX).is_err());
+    }
 
     #[test]
     fn positions_cover_older_messages_of_the_same_partition_only() {

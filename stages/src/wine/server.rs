@@ -1518,9 +1518,7 @@ async fn restore_models(
         })?
         .map_err(store_err)?;
     let read_ms = started.elapsed().as_secs_f64() * 1e3;
-    for e in &found.skipped {
-        tracing::warn!(error = %e, "model store entry skipped");
-    }
+    // Each skipped entry was logged by the store as it was read.
     let kind = store.kind();
     let mut restored = RestoredModels::default();
     for entry in &found.entries {
