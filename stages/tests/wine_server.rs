@@ -46,6 +46,30 @@ const PMML: &str = r#"<?xml version="1.0"?>
   </RegressionModel>
 </PMML>"#;
 
+/// The embedded broker with the pipeline's topics, `partitions` for data and results.
+fn pipeline_broker(topics: &Topics, partitions: i32) -> EmbeddedBroker {
+    EmbeddedBroker::start(
+        EmbeddedBrokerConfig::new(1)
+            .topic(&topics.data, partitions)
+            .topic(&topics.models, 1)
+            .topic(&topics.results, partitions)
+            .topic(&topics.dlq, 1)
+            .topic(DEFAULT_INSTANCES_TOPIC, 1),
+    )
+    .expect("embedded broker")
+}
+
+/// [`PMML`] as the wine model `alcohol-regression`, by value.
+fn alcohol_model() -> ModelDescriptor {
+    ModelDescriptor {
+        name: "alcohol-regression".into(),
+        description: "test".into(),
+        data_type: "wine".into(),
+        modeltype: ModelType::Pmml as i32,
+        message_content: Some(MessageContent::Data(PMML.as_bytes().to_vec())),
+    }
+}
+
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -77,15 +101,7 @@ fn consumer(bootstrap: &str, topic: &str) -> StreamConsumer<ClientLog> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scores_every_record_once_and_sends_bad_ones_to_the_dead_letter_topic() {
     let topics = Topics::default();
-    let broker = EmbeddedBroker::start(
-        EmbeddedBrokerConfig::new(1)
-            .topic(&topics.data, 4)
-            .topic(&topics.models, 1)
-            .topic(&topics.results, 4)
-            .topic(&topics.dlq, 1)
-            .topic(DEFAULT_INSTANCES_TOPIC, 1),
-    )
-    .expect("embedded broker");
+    let broker = pipeline_broker(&topics, 4);
     let bootstrap = broker.bootstrap_servers().to_string();
 
     let mut config = ServerConfig::new(&bootstrap);
@@ -104,13 +120,7 @@ async fn scores_every_record_once_and_sends_bad_ones_to_the_dead_letter_topic() 
     // The model first, then the records (the server reads the model topic on
     // its own consumer, so wait until the model serves).
     let producer = KafkaProducer::new(&ProducerSettings::new(&bootstrap)).expect("producer");
-    let model = ModelDescriptor {
-        name: "alcohol-regression".into(),
-        description: "test".into(),
-        data_type: "wine".into(),
-        modeltype: ModelType::Pmml as i32,
-        message_content: Some(MessageContent::Data(PMML.as_bytes().to_vec())),
-    };
+    let model = alcohol_model();
     producer
         .send(ProducerRecord::new(&topics.models, model.encode_to_vec()).key("wine"))
         .await
@@ -248,24 +258,10 @@ async fn a_stored_model_that_does_not_load_does_not_hide_the_topics_model() {
         LocalStore, ModelPosition, ModelStore, StoreConfig, StoredModel,
     };
     let topics = Topics::default();
-    let broker = EmbeddedBroker::start(
-        EmbeddedBrokerConfig::new(1)
-            .topic(&topics.data, 2)
-            .topic(&topics.models, 1)
-            .topic(&topics.results, 2)
-            .topic(&topics.dlq, 1)
-            .topic(DEFAULT_INSTANCES_TOPIC, 1),
-    )
-    .expect("embedded broker");
+    let broker = pipeline_broker(&topics, 2);
     let bootstrap = broker.bootstrap_servers().to_string();
     let producer = KafkaProducer::new(&ProducerSettings::new(&bootstrap)).expect("producer");
-    let good = ModelDescriptor {
-        name: "alcohol-regression".into(),
-        description: "test".into(),
-        data_type: "wine".into(),
-        modeltype: ModelType::Pmml as i32,
-        message_content: Some(MessageContent::Data(PMML.as_bytes().to_vec())),
-    };
+    let good = alcohol_model();
     producer
         .send(ProducerRecord::new(&topics.models, good.encode_to_vec()).key("wine"))
         .await
