@@ -288,6 +288,56 @@ async fn kafka_store_round_trip_on_the_mock_cluster() {
     .expect("in time");
 }
 
+/// On a changelog with several partitions (the mock cluster's auto-created
+/// topics have 4), the entries the store writes win over a stale copy of one
+/// that another writer put on another partition after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_entry_on_another_partition_does_not_win() {
+    let broker = EmbeddedBroker::start(EmbeddedBrokerConfig::new(1)).expect("mock cluster");
+    let bootstrap = broker.bootstrap_servers().to_string();
+    let store = Arc::new(
+        KafkaStore::open(&bootstrap, "store-parts", DEFAULT_MAX_MESSAGE_BYTES)
+            .await
+            .expect("open"),
+    );
+    let s = store.clone();
+    let (stale, newest) = tokio::task::spawn_blocking(move || {
+        let old = entry("wine", "old", 1, &[1]);
+        put(&*s, &old);
+        let stale = s.load_raw().expect("load");
+        put(&*s, &entry("wine", "new", 2, &[2]));
+        (stale, s.load().expect("load"))
+    })
+    .await
+    .expect("task");
+    assert_eq!(newest.entries[0].model.descriptor.name, "new");
+    // The old entries again, on partition 3, after the new ones.
+    let producer = flowstage_stages::kafka::KafkaProducer::new(
+        &flowstage_stages::kafka::ProducerSettings::new(&bootstrap),
+    )
+    .expect("producer");
+    for (k, v) in stale {
+        producer
+            .send(
+                flowstage_stages::kafka::ProducerRecord::new("store-parts", v)
+                    .key(k)
+                    .partition(3),
+            )
+            .await
+            .expect("stale copy sent");
+    }
+    let r = tokio::task::spawn_blocking(move || store.load())
+        .await
+        .expect("task")
+        .expect("load");
+    assert_eq!(r.entries.len(), 1);
+    assert_eq!(r.entries[0].model.descriptor.name, "new");
+    assert_eq!(
+        r.entries[0].stats.as_ref().map(|s| s.current.name.as_str()),
+        Some("new")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_store_round_trip_on_apache_kafka() {
     let bootstrap = match std::env::var("FLOWSTAGE_KAFKA_BOOTSTRAP") {
@@ -309,6 +359,42 @@ async fn kafka_store_round_trip_on_apache_kafka() {
     )
     .await
     .expect("in time");
+    // A transactional writer appends a record: the topic now ends with its
+    // commit marker, which no reader is given. The store still reads the topic
+    // to its end (it waited for a record at the marker's offset, then gave up).
+    let (b, t) = (bootstrap.clone(), topic.clone());
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &b)
+            .set("transactional.id", format!("{t}-txn"))
+            .create()
+            .expect("transactional producer");
+        let wait = Duration::from_secs(30);
+        producer.init_transactions(wait).expect("init");
+        producer.begin_transaction().expect("begin");
+        producer
+            .send(BaseRecord::to(&t).key("junk").payload("not an entry"))
+            .map_err(|(e, _)| e)
+            .expect("send");
+        producer.commit_transaction(wait).expect("commit");
+    })
+    .await
+    .expect("task");
+    let store = KafkaStore::open(&bootstrap, &topic, DEFAULT_MAX_MESSAGE_BYTES)
+        .await
+        .expect("open");
+    let r = tokio::time::timeout(PATIENCE, tokio::task::spawn_blocking(move || store.load()))
+        .await
+        .expect("in time")
+        .expect("task")
+        .expect("the topic read to its end");
+    assert_eq!(r.entries.len(), 3, "{r:?}");
+    assert!(
+        r.skipped.iter().any(|e| e.to_string().contains("junk")),
+        "{:?}",
+        r.skipped
+    );
 }
 
 // ---- the serving stage with a store -----------------------------------------

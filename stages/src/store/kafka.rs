@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -164,6 +164,9 @@ async fn create_topic(
     Ok(())
 }
 
+/// The partition entries are written to.
+const WRITE_PARTITION: i32 = 0;
+
 impl ModelStore for KafkaStore {
     fn kind(&self) -> &'static str {
         "kafka"
@@ -180,7 +183,13 @@ impl ModelStore for KafkaStore {
                     max: self.max_message_bytes,
                 });
             }
-            let record = FutureRecord::to(&self.topic).key(k.as_str()).payload(v);
+            // Every entry on partition 0, whatever the topic's partitions (a
+            // topic made by a broker's auto-creation has several): the order
+            // of one partition is the order of the writes.
+            let record = FutureRecord::to(&self.topic)
+                .key(k.as_str())
+                .payload(v)
+                .partition(WRITE_PARTITION);
             let fut = self
                 .producer
                 .send_result(record)
@@ -213,6 +222,9 @@ impl ModelStore for KafkaStore {
             .set("max.partition.fetch.bytes", max.to_string())
             .set("receive.message.max.bytes", (max + 1024 * 1024).to_string())
             .set("fetch.wait.max.ms", "50")
+            // The end of a partition is an event: a changelog whose last
+            // record is a transaction marker (never delivered) is read too.
+            .set("enable.partition.eof", "true")
             .create_with_context(ClientLog)?;
         let timeout = Duration::from_secs(10);
         let md = consumer.fetch_metadata(Some(&self.topic), timeout)?;
@@ -232,7 +244,11 @@ impl ModelStore for KafkaStore {
                 tpl.add_partition_offset(&self.topic, p, Offset::Beginning)?;
             }
         }
-        let mut latest: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        // Per key, the partition of its latest record and the record (`None`:
+        // a tombstone). Partition 0, where entries are written, wins over the
+        // others (records another writer put there by key hash), whose order
+        // against it is not known.
+        let mut latest: BTreeMap<String, (i32, Option<Vec<u8>>)> = BTreeMap::new();
         if behind.is_empty() {
             return Ok(Vec::new());
         }
@@ -250,6 +266,10 @@ impl ModelStore for KafkaStore {
             };
             let m = match m {
                 Ok(m) => m,
+                Err(KafkaError::PartitionEOF(p)) => {
+                    behind.remove(&p);
+                    continue;
+                }
                 Err(e) => {
                     crate::kafka::client_log::at_level!(
                         crate::kafka::client_log::error_level(&e),
@@ -261,14 +281,17 @@ impl ModelStore for KafkaStore {
                 }
             };
             let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-            match (key, m.payload()) {
-                (Some(k), Some(v)) => {
-                    latest.insert(k, v.to_vec());
+            match key {
+                Some(k) => {
+                    let p = m.partition();
+                    let newer = latest.get(&k).is_none_or(|&(q, _)| {
+                        p == q || p == WRITE_PARTITION || q != WRITE_PARTITION
+                    });
+                    if newer {
+                        latest.insert(k, (p, m.payload().map(<[u8]>::to_vec)));
+                    }
                 }
-                (Some(k), None) => {
-                    latest.remove(&k);
-                }
-                (None, _) => tracing::warn!(
+                None => tracing::warn!(
                     offset = m.offset(),
                     "model store: a record without key skipped"
                 ),
@@ -280,7 +303,10 @@ impl ModelStore for KafkaStore {
                 behind.remove(&m.partition());
             }
         }
-        Ok(latest.into_iter().collect())
+        Ok(latest
+            .into_iter()
+            .filter_map(|(k, (_, v))| v.map(|v| (k, v)))
+            .collect())
     }
 }
 

@@ -51,7 +51,7 @@ use flowstage_model::pb::{ModelDescriptor, ServingResult, WineRecord};
 use flowstage_model::{FieldMapping, ModelRegistry, ModelsDir, Record};
 use prost::Message as _;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -643,11 +643,16 @@ async fn read_from_beginning(
     kafka: &KafkaConnection,
     group: String,
     topic: &str,
+    partition_eof: bool,
     mut on_missing: impl FnMut(),
 ) -> Result<(Arc<StreamConsumer<ClientLog>>, Vec<(i32, i64)>), KafkaStageError> {
     let consumer: StreamConsumer<ClientLog> = kafka
         .client_config()
         .set("group.id", group)
+        // An "end of partition" event when the reader gets to the end: a
+        // topic whose last record is a transaction marker (never delivered)
+        // is read to its end too.
+        .set("enable.partition.eof", partition_eof.to_string())
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", "100")
@@ -747,7 +752,7 @@ fn model_source(
                 installed
             });
         }
-        let (consumer, ends) = match read_from_beginning(&kafka, group, &topic, || {
+        let (consumer, ends) = match read_from_beginning(&kafka, group, &topic, true, || {
             caught_up.send_replace(Some(descriptors));
         })
         .await
@@ -824,11 +829,17 @@ fn model_source(
                         );
                         yield Ok(ModelMessage::Descriptor(d));
                     }
-                    if !behind.is_empty() {
-                        if behind.get(&m.partition()).is_some_and(|&end| m.offset() + 1 >= end) {
-                            behind.remove(&m.partition());
-                        }
-                        if behind.is_empty() {
+                    if read_up_to(&mut behind, m.partition(), m.offset() + 1) {
+                        tracing::info!(descriptors, "model topic read up to its start-up end");
+                        caught_up.send_replace(Some(descriptors));
+                    }
+                }
+                // At the end of a partition: read up to its high watermark
+                // (beyond a transaction marker the reader never gets).
+                Err(KafkaError::PartitionEOF(p)) => {
+                    if let Some(high) = crate::kafka::cached_high_watermark(&*consumer, &topic, p) {
+                        feed.consumed(p, high - 1, descriptors);
+                        if read_up_to(&mut behind, p, high) {
                             tracing::info!(descriptors, "model topic read up to its start-up end");
                             caught_up.send_replace(Some(descriptors));
                         }
@@ -843,6 +854,18 @@ fn model_source(
         }
     };
     Source::from_parts(stream, NotUsed)
+}
+
+/// Marks `partition` read up to `next` (the offset after the last one read);
+/// true when that was the last of the partitions `behind`.
+fn read_up_to(behind: &mut BTreeMap<i32, i64>, partition: i32, next: i64) -> bool {
+    if behind.is_empty() {
+        return false;
+    }
+    if behind.get(&partition).is_some_and(|&end| next >= end) {
+        behind.remove(&partition);
+    }
+    behind.is_empty()
 }
 
 /// How far the model consumer has read, for [`sync_models`].
@@ -998,7 +1021,7 @@ async fn read_instances(
     topic: String,
     dir: InstanceDirectory,
 ) {
-    let consumer = match read_from_beginning(&kafka, group, &topic, || {}).await {
+    let consumer = match read_from_beginning(&kafka, group, &topic, false, || {}).await {
         Ok((c, _)) => c,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the instances topic");
