@@ -34,11 +34,16 @@ pub(crate) fn log_level(level: RDKafkaLogLevel, fac: &str) -> Level {
 /// The level of a librdkafka error event, and of an error a consumer returns
 /// instead of a message (librdkafka reads on after it).
 pub(crate) fn error_level(error: &KafkaError) -> Level {
+    if matches!(error, KafkaError::PartitionEOF(_)) {
+        return Level::DEBUG;
+    }
     match error.rdkafka_error_code() {
         Some(RDKafkaErrorCode::Fatal) => Level::ERROR,
         // Said by the `FAIL` log line of the same connection (a failed
         // connection, or a broker name that does not resolve).
         Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::Resolve) => Level::DEBUG,
+        // A reader that asked for end-of-partition events got one.
+        Some(RDKafkaErrorCode::PartitionEOF) => Level::DEBUG,
         _ => Level::WARN,
     }
 }

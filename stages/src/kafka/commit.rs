@@ -112,26 +112,3 @@ impl Drop for CommitRequest<'_> {
         unsafe { rd::rd_kafka_queue_destroy(self.queue.as_ptr()) };
     }
 }
-
-/// The high watermark of `topic`/`partition` as `consumer` last learned it
-/// from a fetch (no request is made), or `None` when it does not know it.
-pub(crate) fn cached_high_watermark<C: ConsumerContext + 'static>(
-    consumer: &impl Consumer<C>,
-    topic: &str,
-    partition: i32,
-) -> Option<i64> {
-    let topic = std::ffi::CString::new(topic).ok()?;
-    let (mut low, mut high) = (-1i64, -1i64);
-    // SAFETY: the client is alive (borrowed), the topic a valid C string, and
-    // both out-pointers point to locals.
-    let err = unsafe {
-        rd::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
-}

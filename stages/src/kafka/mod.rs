@@ -79,7 +79,6 @@ mod tracker;
 pub mod transactional;
 
 pub use client_log::ClientLog;
-pub(crate) use commit::cached_high_watermark;
 pub use committer::{CommitStats, Committer, CommitterSettings};
 pub use committing::committable_sink;
 pub use connection::KafkaConnection;

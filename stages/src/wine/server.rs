@@ -51,7 +51,7 @@ use flowstage_model::pb::{ModelDescriptor, ServingResult, WineRecord};
 use flowstage_model::{FieldMapping, ModelRegistry, ModelsDir, Record};
 use prost::Message as _;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -643,16 +643,11 @@ async fn read_from_beginning(
     kafka: &KafkaConnection,
     group: String,
     topic: &str,
-    partition_eof: bool,
     mut on_missing: impl FnMut(),
 ) -> Result<(Arc<StreamConsumer<ClientLog>>, Vec<(i32, i64)>), KafkaStageError> {
     let consumer: StreamConsumer<ClientLog> = kafka
         .client_config()
         .set("group.id", group)
-        // An "end of partition" event when the reader gets to the end: a
-        // topic whose last record is a transaction marker (never delivered)
-        // is read to its end too.
-        .set("enable.partition.eof", partition_eof.to_string())
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("fetch.wait.max.ms", "100")
@@ -752,7 +747,7 @@ fn model_source(
                 installed
             });
         }
-        let (consumer, ends) = match read_from_beginning(&kafka, group, &topic, true, || {
+        let (consumer, ends) = match read_from_beginning(&kafka, group, &topic, || {
             caught_up.send_replace(Some(descriptors));
         })
         .await
@@ -832,17 +827,6 @@ fn model_source(
                     if read_up_to(&mut behind, m.partition(), m.offset() + 1) {
                         tracing::info!(descriptors, "model topic read up to its start-up end");
                         caught_up.send_replace(Some(descriptors));
-                    }
-                }
-                // At the end of a partition: read up to its high watermark
-                // (beyond a transaction marker the reader never gets).
-                Err(KafkaError::PartitionEOF(p)) => {
-                    if let Some(high) = crate::kafka::cached_high_watermark(&*consumer, &topic, p) {
-                        feed.consumed(p, high - 1, descriptors);
-                        if read_up_to(&mut behind, p, high) {
-                            tracing::info!(descriptors, "model topic read up to its start-up end");
-                            caught_up.send_replace(Some(descriptors));
-                        }
                     }
                 }
                 Err(e) => crate::kafka::client_log::at_level!(
@@ -1021,7 +1005,7 @@ async fn read_instances(
     topic: String,
     dir: InstanceDirectory,
 ) {
-    let consumer = match read_from_beginning(&kafka, group, &topic, false, || {}).await {
+    let consumer = match read_from_beginning(&kafka, group, &topic, || {}).await {
         Ok((c, _)) => c,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the instances topic");
