@@ -313,19 +313,16 @@ impl<R: ServingRecord> ServingLogic<R> {
                 replaced_ms: now_ms(),
                 replaced_by: loaded.name.clone(),
             });
-            while ts.counters.history.len() > self.config.history_limit {
-                ts.counters.history.pop_front();
-            }
             // `old.model` is dropped here (unless a caller still holds it).
         }
         // Restore hook (model stores): stored statistics and history.
         if let Some(cur) = ts.current.as_mut() {
             self.state
                 .restore_into(&loaded.data_type, &mut cur.stats, &mut ts.counters);
-            // A restored history is kept to the limit too.
-            while ts.counters.history.len() > self.config.history_limit {
-                ts.counters.history.pop_front();
-            }
+        }
+        // The history, replaced or restored, kept to its limit.
+        while ts.counters.history.len() > self.config.history_limit {
+            ts.counters.history.pop_front();
         }
         tracing::info!(model = %loaded.name, data_type = %loaded.data_type, "model installed");
         self.publish(true);
