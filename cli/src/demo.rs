@@ -336,9 +336,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
                  or SIGTERM stops at once)"
             );
             let _ = hurry_tx.send(true);
-            let signal = stop_signal().await;
-            eprintln!("demo: stopped at once");
-            std::process::exit(signal.exit_code());
+            crate::exit_on_next_signal("demo: stopped at once");
         });
         let provided = provider.await.context("provider task failed")??;
         // Every record the provider published reaches the server before it

@@ -74,6 +74,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Spawns a task (on the current tokio runtime) that waits for the next Ctrl-C
+/// or SIGTERM, prints `message` and exits at once with the signal's status
+/// (130 or 143), whatever else is running: the "another signal stops at once"
+/// of `serve`, `provide` and `demo`.
+fn exit_on_next_signal(message: &'static str) {
+    tokio::spawn(async move {
+        let signal = flowstage_stages::kafka::stop_signal().await;
+        eprintln!("{message}");
+        std::process::exit(signal.exit_code());
+    });
+}
+
 /// The error and its causes, `: `-separated, each cause once (see [`with_causes`]).
 fn report(e: &anyhow::Error) -> String {
     with_causes(e.as_ref())

@@ -10,10 +10,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use flowstage_model::pb::ModelDescriptor;
 use flowstage_model::{LoadOptions, ModelRegistry};
-use flowstage_stages::kafka::{shutdown_signal, stop_signal};
+use flowstage_stages::kafka::shutdown_signal;
 use flowstage_stages::wine::files::{model_descriptors, read_wine_csv};
 use flowstage_stages::wine::provider::{provide, ProviderConfig, ProviderProgress};
-use flowstage_stages::wine::Topics;
+use flowstage_stages::wine::{plural, Topics};
 use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::config::{kafka_properties, kafka_properties_env, name_setting, parse_property};
@@ -94,15 +94,6 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     Duration::try_from_secs_f64(v).map_err(|_| format!("{s:?}: not a valid duration"))
-}
-
-/// `n thing` or `n things`.
-fn plural(n: u64, thing: &str) -> String {
-    if n == 1 {
-        format!("1 {thing}")
-    } else {
-        format!("{n} {thing}s")
-    }
 }
 
 /// Parses a count of at least 1.
@@ -259,14 +250,10 @@ pub fn run(args: ProvideArgs) -> Result<()> {
             "flowstage provide: stopping: waiting for the records in flight to be acknowledged \
              (a second Ctrl-C or SIGTERM stops at once)"
         );
-        tokio::spawn(async {
-            let signal = stop_signal().await;
-            eprintln!(
-                "flowstage provide: stopped at once; records in flight may not have reached \
-                 the broker"
-            );
-            std::process::exit(signal.exit_code());
-        });
+        crate::exit_on_next_signal(
+            "flowstage provide: stopped at once; records in flight may not have reached the \
+             broker",
+        );
     };
     let summary = runtime
         .block_on(provide(config, records, models, on_progress, stop))

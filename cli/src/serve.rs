@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use flowstage_stages::kafka::{shutdown_signal, stop_signal};
+use flowstage_stages::kafka::shutdown_signal;
 use flowstage_stages::store::StoreConfig;
 use flowstage_stages::wine::server::{Server, ServerConfig};
 
@@ -318,14 +318,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 "flowstage serve: stopping: finishing the records in flight (a second Ctrl-C \
                  or SIGTERM stops at once)"
             );
-            tokio::spawn(async {
-                let signal = stop_signal().await;
-                eprintln!(
-                    "flowstage serve: stopped at once; the records in flight were not \
-                     committed and will be consumed again"
-                );
-                std::process::exit(signal.exit_code());
-            });
+            crate::exit_on_next_signal(
+                "flowstage serve: stopped at once; the records in flight were not committed \
+                 and will be consumed again",
+            );
         };
         let summary = server.run(stop).await?;
         println!("flowstage serve: stopped: {summary}");

@@ -71,7 +71,7 @@ mod chunks;
 mod stage;
 mod stats;
 
-pub(crate) use stats::now_ms;
+pub(crate) use stats::{now_ms, HISTOGRAM_HIGH_NS, HISTOGRAM_LOW_NS, HISTOGRAM_SIGFIG};
 
 use std::fmt;
 use std::sync::Arc;

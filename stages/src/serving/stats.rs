@@ -36,6 +36,21 @@ pub const DURATION_BUCKETS_NS: [u64; 14] = [
     1_000_000_000,
 ];
 
+/// The latency histograms' bounds: 1 ns to an hour (larger values
+/// saturate), 3 significant digits. Stored histograms are checked against
+/// them when restored.
+pub(crate) const HISTOGRAM_LOW_NS: u64 = 1;
+/// See [`HISTOGRAM_LOW_NS`].
+pub(crate) const HISTOGRAM_HIGH_NS: u64 = 3_600_000_000_000;
+/// See [`HISTOGRAM_LOW_NS`].
+pub(crate) const HISTOGRAM_SIGFIG: u8 = 3;
+
+/// A latency histogram with the serving stage's bounds (`None` only if the
+/// bounds were invalid, which they are not).
+pub(crate) fn latency_histogram() -> Option<Histogram<u64>> {
+    Histogram::new_with_bounds(HISTOGRAM_LOW_NS, HISTOGRAM_HIGH_NS, HISTOGRAM_SIGFIG).ok()
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -488,9 +503,7 @@ impl LiveStats {
         offered_at: Instant,
         load_ns: u64,
     ) -> Self {
-        // 1 ns .. 1 hour, 3 significant digits; larger values saturate.
-        // (The bounds are valid constants, so this is always `Some`.)
-        let hist = Histogram::new_with_bounds(1, 3_600_000_000_000, 3).ok();
+        let hist = latency_histogram();
         LiveStats {
             name,
             description,
@@ -743,7 +756,7 @@ mod tests {
     /// recording every value would have given.
     #[test]
     fn staged_counts_equal_direct_recording() {
-        let new = || Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("bounds");
+        let new = || latency_histogram().expect("bounds");
         let (mut direct, mut drained) = (new(), new());
         let mut staged = Staged::new();
         // Values across every magnitude, with bucket edges and the clamps.

@@ -45,6 +45,7 @@ use tokio::sync::watch;
 use crate::kafka::KafkaConnection;
 use crate::serving::{
     now_ms, HistoryEntry, ModelStats, RestoreSeed, ServingSnapshot, ServingState,
+    HISTOGRAM_HIGH_NS, HISTOGRAM_LOW_NS, HISTOGRAM_SIGFIG,
 };
 
 /// The prefix of the key of a dataType's model entry.
@@ -558,7 +559,8 @@ fn decode_histogram(bytes: &[u8], usage: u64) -> Result<Histogram<u64>, String> 
         let decoded = Deserializer::new()
             .deserialize::<u64, _>(&mut std::io::Cursor::new(bytes))
             .map_err(|e| format!("{e:?}"))?;
-        if (decoded.low(), decoded.high(), decoded.sigfig()) != (1, 3_600_000_000_000, 3) {
+        let bounds = (HISTOGRAM_LOW_NS, HISTOGRAM_HIGH_NS, HISTOGRAM_SIGFIG);
+        if (decoded.low(), decoded.high(), decoded.sigfig()) != bounds {
             return Err("bounds other than the serving stage's".to_string());
         }
         let mut total: u64 = 0;
@@ -930,7 +932,12 @@ mod tests {
                 .expect("encode");
             bytes
         };
-        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("bounds");
+        let mut h = Histogram::<u64>::new_with_bounds(
+            HISTOGRAM_LOW_NS,
+            HISTOGRAM_HIGH_NS,
+            HISTOGRAM_SIGFIG,
+        )
+        .expect("bounds");
         for v in [500, 700, 90_000] {
             h.record(v).expect("record");
         }
@@ -950,7 +957,12 @@ mod tests {
         let other = Histogram::<u64>::new_with_bounds(1, 1000, 2).expect("bounds");
         assert!(decode_histogram(&encode(&other), 3).is_err());
         // Counts that overflow when summed.
-        let mut big = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("bounds");
+        let mut big = Histogram::<u64>::new_with_bounds(
+            HISTOGRAM_LOW_NS,
+            HISTOGRAM_HIGH_NS,
+            HISTOGRAM_SIGFIG,
+        )
+        .expect("bounds");
         big.record_n(5, u64::MAX / 2).expect("record");
         big.record_n(9, u64::MAX / 2).expect("record");
         big.record_n(70, u64::MAX / 2).expect("record");

@@ -247,6 +247,22 @@ pub async fn ensure_topics(
     }
 }
 
+/// `n` and `thing`, with an `s` unless `n` is 1 (the commands' summaries).
+///
+/// ```
+/// use flowstage_stages::wine::plural;
+///
+/// assert_eq!(plural(1, "record"), "1 record");
+/// assert_eq!(plural(0, "model"), "0 models");
+/// ```
+pub fn plural(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
 /// `e` and its causes, `: `-separated, each once: a cause whose text is shown already (an
 /// error whose message includes its `#[source]`) is left out.
 ///

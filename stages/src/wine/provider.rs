@@ -297,11 +297,9 @@ impl std::fmt::Display for ProviderSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "published {} record{} and {} model{} in {:.2} s ({:.0} records/s)",
-            self.records,
-            if self.records == 1 { "" } else { "s" },
-            self.models,
-            if self.models == 1 { "" } else { "s" },
+            "published {} and {} in {:.2} s ({:.0} records/s)",
+            super::plural(self.records, "record"),
+            super::plural(self.models, "model"),
             self.elapsed.as_secs_f64(),
             self.rate
         )?;
@@ -309,10 +307,12 @@ impl std::fmt::Display for ProviderSummary {
             write!(f, ", stopped on request")?;
         }
         if self.unacknowledged > 0 {
-            write!(f, ", {} records unacknowledged", self.unacknowledged)?;
+            let n = super::plural(self.unacknowledged, "record");
+            write!(f, ", {n} unacknowledged")?;
         }
         if self.unacknowledged_models > 0 {
-            write!(f, ", {} model unacknowledged", self.unacknowledged_models)?;
+            let n = super::plural(self.unacknowledged_models, "model");
+            write!(f, ", {n} unacknowledged")?;
         }
         Ok(())
     }
