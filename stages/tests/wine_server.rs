@@ -330,3 +330,112 @@ async fn a_stored_model_that_does_not_load_does_not_hide_the_topics_model() {
         .expect("task")
         .expect("clean stop");
 }
+
+/// A model topic whose last record is a transaction marker (a transactional
+/// writer published the model), on Apache Kafka (the mock cluster writes no
+/// markers): the server still reads it to its end at start-up and scores with
+/// the model, and a record of a dataType without any model is answered "no
+/// model" instead of waiting for the marker, which is never delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_topic_ending_with_a_transaction_marker_is_read_to_its_end() {
+    let bootstrap = match std::env::var("FLOWSTAGE_KAFKA_BOOTSTRAP") {
+        Ok(b) if !b.trim().is_empty() => b,
+        _ => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (wine_server, transaction marker): FLOWSTAGE_KAFKA_BOOTSTRAP is not set"
+            );
+            return;
+        }
+    };
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let topics = Topics {
+        data: format!("mdata-{unique}"),
+        models: format!("models-{unique}"),
+        results: format!("results-{unique}"),
+        dlq: format!("dlq-{unique}"),
+    };
+    // The model, in a committed transaction: the topic ends with its marker.
+    let (b, t) = (bootstrap.clone(), topics.models.clone());
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &b)
+            .set("transactional.id", format!("{t}-txn"))
+            .create()
+            .expect("transactional producer");
+        let wait = Duration::from_secs(30);
+        producer.init_transactions(wait).expect("init");
+        producer.begin_transaction().expect("begin");
+        let payload = alcohol_model().encode_to_vec();
+        producer
+            .send(BaseRecord::to(&t).key("wine").payload(&payload))
+            .map_err(|(e, _)| e)
+            .expect("send");
+        producer.commit_transaction(wait).expect("commit");
+    })
+    .await
+    .expect("task");
+
+    let mut config = ServerConfig::new(&bootstrap);
+    config.http = None;
+    config.group_id = format!("serve-{unique}");
+    config.instances_topic = format!("instances-{unique}");
+    config.topics = topics.clone();
+    config.create_topics = Some(1);
+    let server = guard("the server's start", Server::start(config))
+        .await
+        .expect("server starts");
+    let state = server.state().clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let producer = KafkaProducer::new(&ProducerSettings::new(&bootstrap)).expect("producer");
+    for (seq, data_type) in [(0u64, "wine"), (1, "beer")] {
+        let record = WineRecord {
+            alcohol: 10.0,
+            data_type: data_type.into(),
+            ts: 1,
+            ..Default::default()
+        };
+        producer
+            .send(ProducerRecord::new(&topics.data, record.encode_to_vec()).key(record_key(seq)))
+            .await
+            .expect("record sent");
+    }
+    let results = consumer(&bootstrap, &topics.results);
+    let mut by_key = BTreeMap::new();
+    guard("both results", async {
+        while by_key.len() < 2 {
+            let m = results.recv().await.expect("result");
+            let r = ServingResult::decode(m.payload().expect("payload")).expect("ServingResult");
+            by_key.insert(m.key().map(<[u8]>::to_vec), r);
+        }
+    })
+    .await;
+    let wine = &by_key[&Some(record_key(0))];
+    assert!(wine.processed, "{}", wine.error);
+    assert_eq!(wine.model_name, "alcohol-regression");
+    let beer = &by_key[&Some(record_key(1))];
+    assert!(!beer.processed);
+    assert!(beer.error.contains("no model"), "{}", beer.error);
+    guard(
+        "the \"no model\" count",
+        state.wait_for(|s| s.totals.no_model == 1 && s.totals.records == 2),
+    )
+    .await;
+    let _ = stop_tx.send(());
+    guard("the server's stop", running)
+        .await
+        .expect("task")
+        .expect("clean stop");
+}

@@ -54,7 +54,8 @@ impl KafkaStore {
     /// Connects to the cluster at `kafka` (its bootstrap servers, or a
     /// [`KafkaConnection`] with the client properties of a secured cluster,
     /// which every client of the store gets), creating `topic` (1 partition,
-    /// `cleanup.policy=compact`, `max.message.bytes` = `max_message_bytes`)
+    /// the broker's default replication factor, `cleanup.policy=compact`,
+    /// `max.message.bytes` = `max_message_bytes`)
     /// when it is missing and the cluster has the admin API. On librdkafka's
     /// mock cluster (the embedded broker), which has none, a missing topic
     /// is made by the mock's auto-creation (it neither compacts nor limits
@@ -134,7 +135,9 @@ async fn create_topic(
     }
     let admin: AdminClient<ClientLog> = kafka.client_config().create_with_context(ClientLog)?;
     let max = max_bytes.to_string();
-    let t = NewTopic::new(topic, 1, TopicReplication::Fixed(1))
+    // The broker's default replication factor (-1; brokers from 2.4 on), as
+    // for a topic the broker creates itself.
+    let t = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
         .set("cleanup.policy", "compact")
         .set("max.message.bytes", &max);
     // Short: a cluster without the admin API answers only with this

@@ -128,7 +128,8 @@ impl rdkafka::ClientContext for ClientReasons {
 impl rdkafka::consumer::ConsumerContext for ClientReasons {}
 
 /// Creates the topics of `layout` that do not exist yet (a real cluster with
-/// the admin API; compacted topics get `cleanup.policy=compact`). Existing
+/// the admin API; the broker's default replication factor; compacted topics
+/// get `cleanup.policy=compact`). Existing
 /// topics are left as they are. librdkafka's mock cluster (the embedded
 /// broker, `flowstage broker`) has no admin API: there a missing topic is
 /// created by the broker's auto-creation, which a producer's metadata request
@@ -187,7 +188,8 @@ pub async fn ensure_topics(
         .iter()
         .filter(|(name, _, _)| !existing.contains(*name))
         .map(|&(name, partitions, compacted)| {
-            let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+            // The broker's default replication factor (brokers from 2.4 on).
+            let t = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
             if compacted {
                 t.set("cleanup.policy", "compact")
             } else {

@@ -51,7 +51,7 @@ use flowstage_model::pb::{ModelDescriptor, ServingResult, WineRecord};
 use flowstage_model::{FieldMapping, ModelRegistry, ModelsDir, Record};
 use prost::Message as _;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -760,13 +760,31 @@ fn model_source(
                 return;
             }
         };
-        // Partitions not read up to their start-up end yet.
-        let mut behind: BTreeMap<i32, i64> = ends.into_iter().filter(|&(_, end)| end > 0).collect();
-        if behind.is_empty() {
-            caught_up.send_replace(Some(descriptors));
-        }
+        // Read up to the start-up ends (past a transaction marker too), while
+        // the records are read below.
+        feed.restored(descriptors);
+        let ends: BTreeMap<i32, i64> = ends.into_iter().collect();
+        let reader = feed.clone();
+        let mut catching_up = Some(Box::pin(async move { read_to_ends(&reader, ends).await }));
         loop {
-            match crate::kafka::recv(&consumer).await {
+            let received = match catching_up.as_mut() {
+                Some(catch_up) => tokio::select! {
+                    n = catch_up => Err(n),
+                    m = crate::kafka::recv(&consumer) => Ok(m),
+                },
+                None => Ok(crate::kafka::recv(&consumer).await),
+            };
+            let received = match received {
+                Ok(r) => r,
+                Err(n) => {
+                    catching_up = None;
+                    let n = n.unwrap_or(descriptors);
+                    tracing::info!(descriptors = n, "model topic read up to its start-up end");
+                    caught_up.send_replace(Some(n));
+                    continue;
+                }
+            };
+            match received {
                 Ok(m) => {
                     counters.model_messages.fetch_add(1, Ordering::Relaxed);
                     let decoded = match m.payload() {
@@ -824,10 +842,6 @@ fn model_source(
                         );
                         yield Ok(ModelMessage::Descriptor(d));
                     }
-                    if read_up_to(&mut behind, m.partition(), m.offset() + 1) {
-                        tracing::info!(descriptors, "model topic read up to its start-up end");
-                        caught_up.send_replace(Some(descriptors));
-                    }
                 }
                 Err(e) => crate::kafka::client_log::at_level!(
                     crate::kafka::client_log::error_level(&e),
@@ -840,22 +854,13 @@ fn model_source(
     Source::from_parts(stream, NotUsed)
 }
 
-/// Marks `partition` read up to `next` (the offset after the last one read);
-/// true when that was the last of the partitions `behind`.
-fn read_up_to(behind: &mut BTreeMap<i32, i64>, partition: i32, next: i64) -> bool {
-    if behind.is_empty() {
-        return false;
-    }
-    if behind.get(&partition).is_some_and(|&end| next >= end) {
-        behind.remove(&partition);
-    }
-    behind.is_empty()
-}
-
 /// How far the model consumer has read, for [`sync_models`].
 struct ModelFeed {
     kafka: KafkaConnection,
     topic: String,
+    /// The group id of its probe (which never joins the group or commits:
+    /// librdkafka wants one to assign partitions).
+    group: String,
     /// Per partition the next offset to read, and the descriptors read so far;
     /// `None` once the model topic cannot be read at all.
     position: watch::Sender<Option<(BTreeMap<i32, i64>, u64)>>,
@@ -875,10 +880,11 @@ impl std::fmt::Debug for ModelFeed {
 }
 
 impl ModelFeed {
-    fn new(kafka: KafkaConnection, topic: &str) -> Self {
+    fn new(kafka: KafkaConnection, topic: &str, group: String) -> Self {
         ModelFeed {
             kafka,
             topic: topic.to_string(),
+            group,
             position: watch::Sender::new(Some((BTreeMap::new(), 0))),
             client: Mutex::new(None),
         }
@@ -888,6 +894,15 @@ impl ModelFeed {
         self.position.send_modify(|p| {
             if let Some((parts, n)) = p {
                 parts.insert(partition, offset + 1);
+                *n = descriptors;
+            }
+        });
+    }
+
+    /// Counts the descriptors restored from the store, before the topic's.
+    fn restored(&self, descriptors: u64) {
+        self.position.send_modify(|p| {
+            if let Some((_, n)) = p {
                 *n = descriptors;
             }
         });
@@ -920,25 +935,36 @@ fn partition_ends<C: ConsumerContext>(
         .collect()
 }
 
+/// The client that asks the model topic's end offsets and probes it, made on
+/// first use and kept.
+fn feed_client(
+    feed: &ModelFeed,
+) -> Result<Arc<rdkafka::consumer::BaseConsumer<ClientLog>>, KafkaStageError> {
+    let mut slot = feed.client.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(c) = slot.as_ref() {
+        return Ok(c.clone());
+    }
+    let c: rdkafka::consumer::BaseConsumer<ClientLog> = feed
+        .kafka
+        .client_config()
+        .set("group.id", &feed.group)
+        .set("socket.nagle.disable", "true")
+        .set("enable.partition.eof", "true")
+        // A probe below the log's start (compacted or deleted records) starts
+        // at its first record, not at its end.
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create_with_context(ClientLog)
+        .map_err(KafkaStageError::Client)?;
+    let c = Arc::new(c);
+    *slot = Some(c.clone());
+    Ok(c)
+}
+
 /// The end offset of every partition of the model topic now.
 async fn end_offsets(feed: &ModelFeed) -> Result<Vec<(i32, i64)>, KafkaStageError> {
-    let client = {
-        let mut slot = feed.client.lock().unwrap_or_else(PoisonError::into_inner);
-        match slot.as_ref() {
-            Some(c) => c.clone(),
-            None => {
-                let c: rdkafka::consumer::BaseConsumer<ClientLog> = feed
-                    .kafka
-                    .client_config()
-                    .set("socket.nagle.disable", "true")
-                    .create_with_context(ClientLog)
-                    .map_err(KafkaStageError::Client)?;
-                let c = Arc::new(c);
-                *slot = Some(c.clone());
-                c
-            }
-        }
-    };
+    let client = feed_client(feed)?;
     let t = feed.topic.clone();
     tokio::task::spawn_blocking(move || partition_ends(&*client, &t))
         .await
@@ -946,36 +972,137 @@ async fn end_offsets(feed: &ModelFeed) -> Result<Vec<(i32, i64)>, KafkaStageErro
         .map_err(KafkaStageError::Client)
 }
 
+/// How long a probe of the model topic may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The offset of the first record a reader of `partition` of the model topic
+/// would be given from `from` on, if it is below `end`; `None` if only
+/// transaction markers (and aborted or uncommitted records, which a reader is
+/// not given) sit in between. The probe starts after `end` was read, so the
+/// end of the partition it reaches is at or past `end`.
+async fn first_record_below(
+    feed: &ModelFeed,
+    partition: i32,
+    from: i64,
+    end: i64,
+) -> Result<Option<i64>, KafkaStageError> {
+    let client = feed_client(feed)?;
+    let topic = feed.topic.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, partition, Offset::Offset(from))?;
+        client.assign(&tpl)?;
+        let deadline = Instant::now() + PROBE_TIMEOUT;
+        let found = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+                ));
+            }
+            match client.poll(left) {
+                Some(Ok(m)) if m.partition() == partition => {
+                    break Ok((m.offset() < end).then_some(m.offset()))
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break Ok(None),
+                Some(Ok(_) | Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(e)) => crate::kafka::client_log::at_level!(
+                    crate::kafka::client_log::error_level(&e),
+                    error = %e,
+                    "model topic probe error (continuing)"
+                ),
+            }
+        };
+        let _ = client.unassign();
+        found
+    })
+    .await
+    .map_err(|e| KafkaStageError::Task(e.to_string()))?
+    .map_err(KafkaStageError::Client)
+}
+
 /// Before a record of a dataType without a model is answered "no model":
 /// reads the model topic up to its end as of now and waits until every model
 /// read by then was loaded, so a model published before the record (on the
 /// other topic, read by another consumer) is not missed.
 async fn sync_models(feed: &ModelFeed, state: &ServingState) {
-    let ends = match end_offsets(feed).await {
-        Ok(e) => e,
+    let ends: BTreeMap<i32, i64> = match end_offsets(feed).await {
+        Ok(e) => e.into_iter().collect(),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the model topic's end offsets");
             return;
         }
     };
-    let mut rx = feed.position.subscribe();
-    let read = rx
-        .wait_for(|p| match p {
-            None => true,
-            Some((parts, _)) => ends
-                .iter()
-                .all(|(part, end)| *end == 0 || parts.get(part).is_some_and(|o| o >= end)),
-        })
-        .await
-        .ok()
-        .and_then(|p| p.as_ref().map(|(_, n)| *n));
-    if let Some(n) = read {
+    if let Some(n) = read_to_ends(feed, ends).await {
         state
             .wait_for(|s| {
                 (s.totals.models_offered >= n && s.data_types.values().all(|d| d.loading == 0))
                     || (!s.running && s.published_ms > 0)
             })
             .await;
+    }
+}
+
+/// Waits until the model reader has read every partition up to its end in
+/// `ends`, and returns how many descriptors it had read by then (`None` if it
+/// cannot read the topic).
+///
+/// A partition the reader has not read up to its end is probed: if what is
+/// left below the end is only transaction markers (which no reader is given,
+/// so the reader's position never gets there) or records not committed yet,
+/// it counts as read.
+async fn read_to_ends(feed: &ModelFeed, mut ends: BTreeMap<i32, i64>) -> Option<u64> {
+    ends.retain(|_, end| *end > 0);
+    let mut rx = feed.position.subscribe();
+    loop {
+        // Partitions not read up to their end, with the next offset to read.
+        let (behind, n) = match &*rx.borrow_and_update() {
+            None => return None,
+            Some((parts, n)) => {
+                let behind: Vec<(i32, i64, i64)> = ends
+                    .iter()
+                    .map(|(&p, &end)| (p, end, parts.get(&p).copied().unwrap_or(0)))
+                    .filter(|&(_, end, next)| next < end)
+                    .collect();
+                (behind, *n)
+            }
+        };
+        if behind.is_empty() {
+            return Some(n);
+        }
+        // Per partition, a record the reader is still to deliver.
+        let mut pending: BTreeMap<i32, i64> = BTreeMap::new();
+        for (p, end, next) in behind {
+            match first_record_below(feed, p, next, end).await {
+                Ok(Some(offset)) => {
+                    pending.insert(p, offset);
+                }
+                Ok(None) => {
+                    ends.remove(&p);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        partition = p,
+                        error = %e,
+                        "cannot probe the model topic; not waiting for this partition"
+                    );
+                    ends.remove(&p);
+                }
+            }
+        }
+        if !pending.is_empty() {
+            let passed = rx
+                .wait_for(|pos| match pos {
+                    None => true,
+                    Some((parts, _)) => pending
+                        .iter()
+                        .all(|(p, o)| parts.get(p).is_some_and(|next| next > o)),
+                })
+                .await;
+            if passed.is_err() {
+                return None;
+            }
+        }
     }
 }
 
@@ -1231,7 +1358,11 @@ impl Server {
         let seen = counters.clone();
         let (caught_up_tx, caught_up_rx) = watch::channel(None);
         let ready = models_ready(caught_up_rx, state.clone());
-        let feed = Arc::new(ModelFeed::new(config.kafka(), &config.topics.models));
+        let feed = Arc::new(ModelFeed::new(
+            config.kafka(),
+            &config.topics.models,
+            format!("{}.models.{}.probe", config.group_id, config.instance_id),
+        ));
         let gate_feed = feed.clone();
         let gate_state = state.clone();
         // Records are taken once the start-up models are loaded; a record of a
