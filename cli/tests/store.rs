@@ -409,3 +409,35 @@ fn local_store_needs_a_path() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--store-path"), "{err}");
 }
+
+/// A store file that is not a database stops `serve` with the store's own
+/// error, not as an invalid setting.
+#[test]
+fn a_store_file_that_is_not_a_database_is_the_stores_error() {
+    let c = Cluster::embedded();
+    let path = c.dir.path().join("notes.redb");
+    std::fs::write(&path, b"these are not a database's pages\n".repeat(200)).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_flowstage"))
+        .args(["serve", "--brokers", &c.bootstrap, "--http", "off"])
+        .args(["--store", "local", "--store-path"])
+        .arg(&path)
+        .output()
+        .expect("run flowstage serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("local store"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(!err.contains("invalid"), "{err}");
+    // Read at start, before anything consumes (nothing to commit or close).
+    let out_text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out_text.contains("flowstage serve: instance"),
+        "{out_text}"
+    );
+    assert!(!err.contains("commit"), "{err}");
+    // The file is left as it was.
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        b"these are not a database's pages\n".repeat(200)
+    );
+}

@@ -348,6 +348,10 @@ pub enum WineError {
         /// Why it is invalid.
         reason: String,
     },
+    /// The model store cannot be opened or read (a damaged file, a broker
+    /// that does not answer); a setting it refuses is [`WineError::Config`].
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// The stream failed.
     #[error("stream failed: {0}")]
     Stream(#[from] flowstage::StreamError),

@@ -1159,6 +1159,9 @@ pub struct Server {
     started_ms: u64,
     /// The models directory, opened by the check.
     models_dir: Option<ModelsDir>,
+    /// The models read from the store, and its writer.
+    restored: RestoredModels,
+    store_writer: Option<StoreWriter>,
 }
 
 impl fmt::Debug for Server {
@@ -1171,7 +1174,8 @@ impl fmt::Debug for Server {
 }
 
 impl Server {
-    /// Checks the settings, creates the producer and binds the HTTP server.
+    /// Checks the settings, creates the producer, reads the model store (its
+    /// statistics are served at once) and binds the HTTP server.
     pub async fn start(config: ServerConfig) -> Result<Server, WineError> {
         let models_dir = config.checked()?;
         let config = config.with_client_properties_first();
@@ -1188,6 +1192,11 @@ impl Server {
         }
         let producer = KafkaProducer::new(&producer_settings(&config))?;
         let state = ServingState::new();
+        // The model store: its models are offered first, with their
+        // statistics and history seeded; a writer keeps it up to date. Read
+        // before anything consumes, so a store that cannot be read stops the
+        // start.
+        let (restored, store_writer) = restore_models(&config, &state).await?;
         let directory = InstanceDirectory::new(
             config.group_id.clone(),
             config.instance_id.clone(),
@@ -1214,6 +1223,8 @@ impl Server {
             counters: Arc::default(),
             started_ms,
             models_dir,
+            restored,
+            store_writer,
         })
     }
 
@@ -1245,6 +1256,8 @@ impl Server {
             counters,
             started_ms,
             models_dir,
+            restored,
+            store_writer,
         } = self;
 
         let mut registry = ModelRegistry::with_defaults();
@@ -1469,9 +1482,6 @@ impl Server {
             Some(message)
         });
 
-        // The model store: its models are offered first, with their
-        // statistics and history seeded; a writer keeps it up to date.
-        let (restored, store_writer) = restore_models(&config, &state).await?;
         let models = model_source(
             config.kafka(),
             format!("{}.models.{}", config.group_id, config.instance_id),
@@ -1637,9 +1647,14 @@ async fn restore_models(
     config: &ServerConfig,
     state: &ServingState,
 ) -> Result<(RestoredModels, Option<StoreWriter>), WineError> {
-    let store_err = |e: crate::store::StoreError| WineError::Config {
-        name: "store",
-        reason: super::with_causes(&e),
+    // A setting the store refuses names the setting; a store that cannot be
+    // opened or read (a damaged file, a broker away) is not a setting's fault.
+    let store_err = |e: crate::store::StoreError| match e {
+        crate::store::StoreError::Config(reason) => WineError::Config {
+            name: "store",
+            reason,
+        },
+        other => WineError::Store(other),
     };
     let started = Instant::now();
     let store = config
@@ -1650,10 +1665,7 @@ async fn restore_models(
     let reader = store.clone();
     let found = tokio::task::spawn_blocking(move || reader.load())
         .await
-        .map_err(|e| WineError::Config {
-            name: "store",
-            reason: e.to_string(),
-        })?
+        .map_err(|e| WineError::Store(crate::store::StoreError::Task(e.to_string())))?
         .map_err(store_err)?;
     let read_ms = started.elapsed().as_secs_f64() * 1e3;
     // Each skipped entry was logged by the store as it was read.
