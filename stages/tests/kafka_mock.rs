@@ -397,7 +397,9 @@ async fn closing_the_last_committer_handle_waits_for_its_last_commit() {
     assert_eq!(committer.stats().marked, 25);
     // `close` returns once the last commit is made, not some time later
     // (after the sink's handle is gone too).
-    let stats = guard("close", committer.close()).await;
+    let stats = guard("close", committer.close())
+        .await
+        .expect("the last commit");
     assert_eq!(rx.borrow().last(), Some(&25), "{:?}", rx.borrow());
     // Its counters include that last commit.
     assert_eq!((stats.marked, stats.commits), (25, 1), "{stats:?}");
@@ -798,7 +800,9 @@ async fn extreme_timeouts_and_intervals_commit_and_close() {
         guard("commit_now", control.commit_now())
             .await
             .expect("commit_now");
-        guard("the committer's close", committer.close()).await;
+        guard("the committer's close", committer.close())
+            .await
+            .expect("the last commit");
         guard("the consumer's shutdown", control.shutdown()).await;
         assert_eq!(log.last().get(&tp), Some(&10), "{group}");
     }
@@ -834,7 +838,9 @@ async fn a_retriable_commit_failure_is_retried_while_idle() {
         .expect("the commit hook");
     let stats = committer.stats();
     assert_eq!(stats.retriable_failures, 1, "{stats:?}");
-    guard("the committer's close", committer.close()).await;
+    guard("the committer's close", committer.close())
+        .await
+        .expect("the last commit");
     guard("the consumer's shutdown", control.shutdown()).await;
 }
 
@@ -858,4 +864,36 @@ async fn a_fatal_consumer_error_fails_the_partitioned_source() {
     .await;
     let e = r.expect_err("a fatal error fails the outer source");
     assert!(e.to_string().contains("FencedInstanceId"), "{e}");
+}
+
+/// A last commit that fails is `close`'s error, not only a log line: the
+/// caller learns that the records after the committed offsets will be
+/// consumed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_last_commit_is_the_closes_error() {
+    let b = broker(&[("lastfail", 1)]);
+    let bootstrap = b.bootstrap_servers().to_string();
+    produce_inputs(&bootstrap, "lastfail", 1, 0..5).await;
+    let (control, source) = committable_source(ConsumerSettings::new(
+        &bootstrap,
+        "g-lastfail",
+        ["lastfail"],
+    ))
+    .unwrap()
+    .pre_materialize();
+    // Commits only when asked to (a close).
+    let committer =
+        control.committer(CommitterSettings::default().max_interval(Duration::from_secs(3600)));
+    mark_records(source, &committer, 5).await;
+    b.request_errors(
+        rdkafka::types::RDKafkaApiKey::OffsetCommit,
+        vec![rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED; 10],
+    )
+    .unwrap();
+    let closed = guard("the committer's close", committer.close()).await;
+    let e = closed.expect_err("the last commit failed");
+    assert!(e.to_string().contains("uthoriz"), "{e}");
+    b.request_errors(rdkafka::types::RDKafkaApiKey::OffsetCommit, Vec::new())
+        .unwrap();
+    guard("the consumer's shutdown", control.shutdown()).await;
 }

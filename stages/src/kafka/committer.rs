@@ -122,7 +122,7 @@ pub struct Committer {
     flush_tx: mpsc::Sender<FlushReply>,
     /// The committer's final counters, once its task has ended (its last
     /// commit made, its hold on the consumer released).
-    done: watch::Receiver<Option<CommitStats>>,
+    done: watch::Receiver<Option<Result<CommitStats, Arc<KafkaStageError>>>>,
 }
 
 impl std::fmt::Debug for Committer {
@@ -167,21 +167,31 @@ impl Committer {
     /// commit made (at most the consumer's
     /// [`commit_timeout`](super::ConsumerSettings::commit_timeout)) and the
     /// task's hold on the consumer released. Returns the final counters,
-    /// that last commit included. Dropping the handles instead lets the
-    /// committer finish in the background, maybe after the caller has
-    /// stopped the broker. Do not call it while keeping another handle: it
-    /// would wait for that one.
-    pub async fn close(self) -> CommitStats {
+    /// that last commit included, or the error of the last commit or of an
+    /// earlier fatal one (Alpakka Kafka's `drainAndShutdown` fails alike):
+    /// the records after the committed offsets will be consumed again.
+    /// Dropping the handles instead lets the committer finish in the
+    /// background (a failed last commit is logged), maybe after the caller
+    /// has stopped the broker. Do not call it while keeping another handle:
+    /// it would wait for that one.
+    pub async fn close(self) -> Result<CommitStats, StreamError> {
         let Committer {
             inner,
             flush_tx,
             mut done,
         } = self;
-        let before = inner.stats();
         drop((inner, flush_tx));
         // An error: the task is gone without saying so (the runtime shut down).
-        let last = done.wait_for(Option::is_some).await.ok().and_then(|s| *s);
-        last.unwrap_or(before)
+        let last = done
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|last| last.clone());
+        match last {
+            Some(Ok(stats)) => Ok(stats),
+            Some(Err(e)) => Err(StreamError::User(e)),
+            None => Err(StreamError::user(KafkaStageError::CommitterClosed)),
+        }
     }
 
     /// Marks one record processed (its result was produced). Fails if an
@@ -315,12 +325,13 @@ async fn commit(inner: &Inner) -> Result<(), KafkaStageError> {
     }
 }
 
-/// The committer task; returns the final counters when every handle is gone.
+/// The committer task; returns the final counters when every handle is gone,
+/// or the error that stopped its commits.
 async fn run(
     inner: Arc<Inner>,
     max_interval: Duration,
     mut flush_rx: mpsc::Receiver<FlushReply>,
-) -> CommitStats {
+) -> Result<CommitStats, Arc<KafkaStageError>> {
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + max_interval, max_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -339,6 +350,8 @@ async fn run(
                     if inner.failure().is_none() {
                         if let Err(e) = commit(&inner).await {
                             tracing::warn!(error = %e, "kafka: final commit failed");
+                            *inner.failure.lock().unwrap_or_else(PoisonError::into_inner) =
+                                Some(Arc::new(e));
                         }
                     }
                     break;
@@ -360,5 +373,8 @@ async fn run(
             }
         }
     }
-    inner.stats()
+    match inner.failure() {
+        Some(e) => Err(e),
+        None => Ok(inner.stats()),
+    }
 }

@@ -22,7 +22,7 @@
 //!     .run_with(committer.sink());
 //! // Ctrl-C / SIGTERM: stop consuming, finish in-flight records, commit.
 //! run_until(&control, done, shutdown_signal()).await?;
-//! committer.close().await; // its last commit
+//! committer.close().await?; // its last commit (an error if it failed)
 //! control.shutdown().await; // the group left, the consumer closed
 //! # Ok(()) }
 //! ```
