@@ -897,3 +897,44 @@ async fn a_failed_last_commit_is_the_closes_error() {
         .unwrap();
     guard("the consumer's shutdown", control.shutdown()).await;
 }
+
+/// A delivery that fails fails the committable sink while its upstream waits
+/// for the next record (it failed only when one came), and nothing is
+/// committed past the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_fails_an_idle_committable_sink() {
+    let b = broker(&[("idlein", 1), ("idleout", 1)]);
+    let bootstrap = b.bootstrap_servers().to_string();
+    produce_inputs(&bootstrap, "idlein", 1, 0..1).await;
+    let (control, source) =
+        committable_source(ConsumerSettings::new(&bootstrap, "g-idlesink", ["idlein"]))
+            .unwrap()
+            .pre_materialize();
+    let committer = control.committer(CommitterSettings::default());
+    let sink = committable_sink(
+        &ProducerSettings::new(&bootstrap).set("linger.ms", "0"),
+        committer.clone(),
+    )
+    .unwrap();
+    b.request_errors(
+        rdkafka::types::RDKafkaApiKey::Produce,
+        vec![rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 5],
+    )
+    .unwrap();
+    // One record, then the source waits for more (none come).
+    let done = source
+        .map(|m: CommittableMessage| {
+            let payload = m.record.payload.clone().unwrap_or_default();
+            ProducerMessage::single(ProducerRecord::new("idleout", payload), m.offset)
+        })
+        .run_with(sink);
+    let e = guard("the sink's failure", done)
+        .await
+        .expect_err("the delivery failed");
+    assert!(e.to_string().contains("idleout"), "{e}");
+    assert_eq!(committer.stats().marked, 0);
+    b.request_errors(rdkafka::types::RDKafkaApiKey::Produce, Vec::new())
+        .unwrap();
+    drop(committer);
+    guard("the consumer's shutdown", control.shutdown()).await;
+}

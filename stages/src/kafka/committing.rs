@@ -9,9 +9,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use flowstage::{Completion, Sink, SinkStage, StreamError};
+use futures::task::AtomicWaker;
 use futures::StreamExt;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
@@ -43,6 +45,9 @@ struct Shared {
     /// Set once `failure` holds an error (read without the lock).
     failed: AtomicBool,
     failure: Mutex<Option<StreamError>>,
+    /// The sink's task while it waits for its upstream: a failure wakes it,
+    /// so it fails then, not when the next element arrives.
+    idle: AtomicWaker,
 }
 
 impl Shared {
@@ -54,6 +59,27 @@ impl Shared {
         self.failed.store(true, Ordering::Release);
         drop(f);
         self.progress.notify_waiters();
+        self.idle.wake();
+    }
+
+    /// The next element of `upstream`, or the failure reported while
+    /// waiting for it (a delivery or commit that failed).
+    async fn next_or_failure<T>(
+        &self,
+        upstream: &mut futures::stream::BoxStream<'static, flowstage::Item<T>>,
+    ) -> Option<flowstage::Item<T>> {
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(item) = upstream.poll_next_unpin(cx) {
+                return Poll::Ready(item);
+            }
+            // Registered before the check, so a failure in between is seen.
+            self.idle.register(cx.waker());
+            match self.failure() {
+                Some(e) => Poll::Ready(Some(Err(e))),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// Wakes the sink if it waits. A delivery decrements `in_flight` before
@@ -140,7 +166,8 @@ impl ProducerContext for MarkOnDelivery {
 /// [`CommittableOffset`] in `committer` once all of them are acknowledged (a
 /// message without records is marked at once). At most
 /// `settings.max_in_flight` records are unacknowledged; the sink waits beyond
-/// that. The first failed delivery or commit fails the sink. When the stream
+/// that. The first failed delivery or commit fails the sink, at once even
+/// while its upstream has no element ready. When the stream
 /// ends the sink waits for every acknowledgement and flushes the committer,
 /// so its completion resolves once everything it received was committed.
 ///
@@ -169,6 +196,7 @@ pub fn committable_sink(
         waiting: AtomicBool::new(false),
         failed: AtomicBool::new(false),
         failure: Mutex::new(None),
+        idle: AtomicWaker::new(),
     });
     let producer: Arc<ThreadedProducer<MarkOnDelivery>> = Arc::new(
         settings
@@ -187,7 +215,7 @@ pub fn committable_sink(
         >| async move {
             let mut stats = ProducerStats::default();
             let mut outcome = Ok(());
-            while let Some(item) = upstream.next().await {
+            while let Some(item) = shared.next_or_failure(&mut upstream).await {
                 let message = match item {
                     Ok(m) => m,
                     Err(e) => {
