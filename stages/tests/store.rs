@@ -14,6 +14,8 @@ use flowstage_stages::serving::*;
 use flowstage_stages::store::*;
 use hdrhistogram::Histogram;
 
+mod common;
+
 /// Guard against hangs only (never a timing assertion).
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -364,20 +366,7 @@ async fn kafka_store_round_trip_on_apache_kafka() {
     // to its end (it waited for a record at the marker's offset, then gave up).
     let (b, t) = (bootstrap.clone(), topic.clone());
     tokio::task::spawn_blocking(move || {
-        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-        let producer: BaseProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &b)
-            .set("transactional.id", format!("{t}-txn"))
-            .create()
-            .expect("transactional producer");
-        let wait = Duration::from_secs(30);
-        producer.init_transactions(wait).expect("init");
-        producer.begin_transaction().expect("begin");
-        producer
-            .send(BaseRecord::to(&t).key("junk").payload("not an entry"))
-            .map_err(|(e, _)| e)
-            .expect("send");
-        producer.commit_transaction(wait).expect("commit");
+        common::write_in_a_transaction(&b, &t, "junk", b"not an entry")
     })
     .await
     .expect("task");

@@ -18,6 +18,8 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod common;
+
 const HANG_GUARD: Duration = Duration::from_secs(180);
 
 async fn guard<F: std::future::Future>(what: &str, f: F) -> F::Output {
@@ -96,6 +98,22 @@ fn consumer(bootstrap: &str, topic: &str) -> StreamConsumer<ClientLog> {
         .expect("consumer");
     c.subscribe(&[topic]).expect("subscribe");
     c
+}
+
+/// Sends one wine record per `(key, dataType)`, alcohol 10.
+async fn send_records(producer: &KafkaProducer, topic: &str, records: &[(u64, &str)]) {
+    for &(seq, data_type) in records {
+        let record = WineRecord {
+            alcohol: 10.0,
+            data_type: data_type.into(),
+            ts: 1,
+            ..Default::default()
+        };
+        producer
+            .send(ProducerRecord::new(topic, record.encode_to_vec()).key(record_key(seq)))
+            .await
+            .expect("record sent");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -302,18 +320,8 @@ async fn a_stored_model_that_does_not_load_does_not_hide_the_topics_model() {
     )
     .await;
     let n = 20u64;
-    for seq in 0..n {
-        let record = WineRecord {
-            alcohol: 10.0,
-            data_type: "wine".into(),
-            ts: 1,
-            ..Default::default()
-        };
-        producer
-            .send(ProducerRecord::new(&topics.data, record.encode_to_vec()).key(record_key(seq)))
-            .await
-            .expect("record sent");
-    }
+    let records: Vec<(u64, &str)> = (0..n).map(|seq| (seq, "wine")).collect();
+    send_records(&producer, &topics.data, &records).await;
     let results = consumer(&bootstrap, &topics.results);
     for _ in 0..n {
         let m = guard("a result", results.recv()).await.expect("result");
@@ -349,14 +357,7 @@ async fn a_model_topic_ending_with_a_transaction_marker_is_read_to_its_end() {
             return;
         }
     };
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
+    let unique = common::unique();
     let topics = Topics {
         data: format!("mdata-{unique}"),
         models: format!("models-{unique}"),
@@ -365,25 +366,10 @@ async fn a_model_topic_ending_with_a_transaction_marker_is_read_to_its_end() {
     };
     // The model, in a committed transaction: the topic ends with its marker.
     let (b, t) = (bootstrap.clone(), topics.models.clone());
-    tokio::task::spawn_blocking(move || {
-        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &b)
-            .set("transactional.id", format!("{t}-txn"))
-            .create()
-            .expect("transactional producer");
-        let wait = Duration::from_secs(30);
-        producer.init_transactions(wait).expect("init");
-        producer.begin_transaction().expect("begin");
-        let payload = alcohol_model().encode_to_vec();
-        producer
-            .send(BaseRecord::to(&t).key("wine").payload(&payload))
-            .map_err(|(e, _)| e)
-            .expect("send");
-        producer.commit_transaction(wait).expect("commit");
-    })
-    .await
-    .expect("task");
+    let payload = alcohol_model().encode_to_vec();
+    tokio::task::spawn_blocking(move || common::write_in_a_transaction(&b, &t, "wine", &payload))
+        .await
+        .expect("task");
 
     let mut config = ServerConfig::new(&bootstrap);
     config.http = None;
@@ -400,18 +386,7 @@ async fn a_model_topic_ending_with_a_transaction_marker_is_read_to_its_end() {
         let _ = stop_rx.await;
     }));
     let producer = KafkaProducer::new(&ProducerSettings::new(&bootstrap)).expect("producer");
-    for (seq, data_type) in [(0u64, "wine"), (1, "beer")] {
-        let record = WineRecord {
-            alcohol: 10.0,
-            data_type: data_type.into(),
-            ts: 1,
-            ..Default::default()
-        };
-        producer
-            .send(ProducerRecord::new(&topics.data, record.encode_to_vec()).key(record_key(seq)))
-            .await
-            .expect("record sent");
-    }
+    send_records(&producer, &topics.data, &[(0, "wine"), (1, "beer")]).await;
     let results = consumer(&bootstrap, &topics.results);
     let mut by_key = BTreeMap::new();
     guard("both results", async {

@@ -499,3 +499,23 @@ pub async fn scenario_join_under_load(
     let results: usize = counts.values().sum();
     (results, results - n)
 }
+
+/// Writes one record to `topic` in a committed transaction (a blocking
+/// call): the topic then ends with the transaction's commit marker, which no
+/// reader is given. Apache Kafka only (the mock cluster writes no markers).
+pub fn write_in_a_transaction(bootstrap: &str, topic: &str, key: &str, payload: &[u8]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", format!("{topic}-txn"))
+        .create()
+        .expect("transactional producer");
+    let wait = Duration::from_secs(30);
+    producer.init_transactions(wait).expect("init");
+    producer.begin_transaction().expect("begin");
+    producer
+        .send(BaseRecord::to(topic).key(key).payload(payload))
+        .map_err(|(e, _)| e)
+        .expect("send");
+    producer.commit_transaction(wait).expect("commit");
+}
