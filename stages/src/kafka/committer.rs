@@ -171,7 +171,7 @@ impl Committer {
     /// earlier fatal one (Alpakka Kafka's `drainAndShutdown` fails alike):
     /// the records after the committed offsets will be consumed again.
     /// Dropping the handles instead lets the committer finish in the
-    /// background (a failed last commit is logged), maybe after the caller
+    /// background (a failed last commit is logged as an error), maybe after the caller
     /// has stopped the broker. Do not call it while keeping another handle:
     /// it would wait for that one.
     pub async fn close(self) -> Result<CommitStats, StreamError> {
@@ -349,9 +349,7 @@ async fn run(
                 None => {
                     if inner.failure().is_none() {
                         if let Err(e) = commit(&inner).await {
-                            tracing::warn!(error = %e, "kafka: final commit failed");
-                            *inner.failure.lock().unwrap_or_else(PoisonError::into_inner) =
-                                Some(Arc::new(e));
+                            inner.fail(e);
                         }
                     }
                     break;
