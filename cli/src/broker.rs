@@ -71,14 +71,16 @@ pub fn run(args: BrokerArgs) -> Result<()> {
                     return;
                 }
                 eprintln!(
-                    "flowstage broker: librdkafka's mock cluster ({} broker{}) at {bootstrap}\n  \
+                    "flowstage broker: librdkafka's mock cluster ({}) at {bootstrap}\n  \
                      topics: {topics}\n  \
                      limits: in memory only, each partition keeps at most 100,000 messages / \
                      5 MiB (older ones are dropped); no persistence, no security — for tests \
                      and demos\n  \
                      stop with Ctrl-C (or SIGTERM)",
-                    args.brokers,
-                    if args.brokers == 1 { "" } else { "s" },
+                    flowstage_stages::wine::plural(
+                        u64::try_from(args.brokers).unwrap_or(0),
+                        "broker"
+                    ),
                 );
             },
             stop,

@@ -34,6 +34,8 @@ pub(crate) fn log_level(level: RDKafkaLogLevel, fac: &str) -> Level {
 /// The level of a librdkafka error event, and of an error a consumer returns
 /// instead of a message (librdkafka reads on after it).
 pub(crate) fn error_level(error: &KafkaError) -> Level {
+    // A consumer returns the end of a partition as its own variant (no error
+    // code); the client's error callback gets it as a code (below).
     if matches!(error, KafkaError::PartitionEOF(_)) {
         return Level::DEBUG;
     }

@@ -89,13 +89,6 @@ pub(crate) use consumer::recv;
 /// 5 minutes by default).
 pub(crate) const REBOOTSTRAP_AFTER_MS: &str = "10000";
 
-/// The configuration every Kafka client of this crate starts from:
-/// `bootstrap.servers`, and re-bootstrapping after
-/// [`REBOOTSTRAP_AFTER_MS`]. A broker that is shutting down (or starting)
-/// can answer a metadata request with no broker at all; librdkafka then drops
-/// every broker it knew and, until it re-bootstraps, has none to reconnect
-/// to when the broker is back — a server sat idle for minutes after a broker
-/// restart. Properties set later override these.
 /// About 30 years: what a deadline saturates at.
 const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
 
@@ -121,6 +114,13 @@ pub(crate) fn check_count(name: &'static str, n: usize) -> Result<usize, KafkaSt
     Ok(n)
 }
 
+/// The configuration every Kafka client of this crate starts from:
+/// `bootstrap.servers`, and re-bootstrapping after
+/// [`REBOOTSTRAP_AFTER_MS`]. A broker that is shutting down (or starting)
+/// can answer a metadata request with no broker at all; librdkafka then drops
+/// every broker it knew and, until it re-bootstraps, has none to reconnect
+/// to when the broker is back — a server sat idle for minutes after a broker
+/// restart. Properties set later override these.
 pub(crate) fn base_client_config(bootstrap_servers: &str) -> rdkafka::ClientConfig {
     let mut c = rdkafka::ClientConfig::new();
     c.set("bootstrap.servers", bootstrap_servers).set(
