@@ -19,6 +19,12 @@
 //! consumer closes, and the helper thread stays blocked on a reply that never
 //! comes (it holds no lock and no reference into the closed client, only its
 //! own reply queue).
+//!
+//! The whole answer, the revocation's commit included, is blocking work on
+//! the thread that polls the consumer, often a tokio worker. [`rebalance`]
+//! runs it through [`tokio::task::block_in_place`] there, so the worker's
+//! other tasks go on on another thread while a slow coordinator answers (for
+//! up to the source's `commit_timeout`).
 
 use std::ffi::CStr;
 use std::sync::mpsc;
@@ -46,8 +52,54 @@ unsafe impl Send for Handle {}
 /// described in the [module docs](self): `pre_rebalance`, then `assign` (or
 /// `incremental_assign`) for an assignment, `unassign` (or
 /// `incremental_unassign`) for a revocation or an error, then
-/// `post_rebalance`. A failed call is logged, as librdkafka logs it too.
+/// `post_rebalance`. A failed call is logged, as librdkafka logs it too. All
+/// of it [`off_the_workers`].
 pub(crate) fn rebalance<C: ConsumerContext>(
+    context: &C,
+    consumer: &BaseConsumer<C>,
+    err: RDKafkaRespErr,
+    tpl: &TopicPartitionList,
+) {
+    off_the_workers(|| answer(context, consumer, err, tpl));
+}
+
+/// Runs `f`, blocking work of a librdkafka callback, so that it holds up no
+/// other task: on a thread of a multi-threaded tokio runtime through
+/// [`tokio::task::block_in_place`] (a worker hands its other tasks to
+/// another thread meanwhile), elsewhere (a current-thread runtime, a plain
+/// thread) in place.
+///
+/// `block_in_place` panics on a thread where the runtime does not allow
+/// blocking, and a panic cannot unwind out of a callback from C: the process
+/// would abort. The runtime's flavor rules that case out; should
+/// `block_in_place` still refuse before running `f`, `f` runs in place. A
+/// panic of `f` itself goes on unwinding, as it would without this.
+pub(crate) fn off_the_workers(f: impl Fn()) {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let multi_threaded = Handle::try_current()
+        .is_ok_and(|h| matches!(h.runtime_flavor(), RuntimeFlavor::MultiThread));
+    if !multi_threaded {
+        return f();
+    }
+    let ran = std::cell::Cell::new(false);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tokio::task::block_in_place(|| {
+            ran.set(true);
+            f();
+        })
+    }));
+    match outcome {
+        Ok(()) => {}
+        Err(panic) if ran.get() => std::panic::resume_unwind(panic),
+        Err(_) => {
+            tracing::debug!("kafka: block_in_place refused here; answering the rebalance in place");
+            f();
+        }
+    }
+}
+
+/// What [`rebalance`] does, on the calling thread.
+fn answer<C: ConsumerContext>(
     context: &C,
     consumer: &BaseConsumer<C>,
     err: RDKafkaRespErr,
@@ -148,5 +200,87 @@ unsafe fn call(
     match rd::rd_kafka_assign(rk, list) {
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR => Ok(()),
         code => Err(KafkaError::Rebalance(code.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::off_the_workers;
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Mutex};
+    use std::time::Duration;
+
+    /// On the only worker of a multi-threaded runtime, as a consumer polled
+    /// by a task is, the blocking work lets the worker's other tasks run
+    /// meanwhile: it wakes another task and waits for it to run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn blocking_work_on_the_only_worker_lets_its_other_tasks_run() {
+        let (wake_tx, wake_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ran_tx, ran_rx) = mpsc::channel::<()>();
+        tokio::spawn(async move {
+            if wake_rx.await.is_ok() {
+                let _ = ran_tx.send(());
+            }
+        });
+        let wake = Mutex::new(Some(wake_tx));
+        let other_ran = tokio::spawn(async move {
+            let seen = Cell::new(None);
+            off_the_workers(|| {
+                if let Some(wake) = wake.lock().unwrap().take() {
+                    let _ = wake.send(());
+                    // A guard, not a measure: the other task runs at once
+                    // unless this thread holds the only worker.
+                    seen.set(Some(ran_rx.recv_timeout(Duration::from_secs(20)).is_ok()));
+                }
+            });
+            seen.get()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            other_ran,
+            Some(true),
+            "the blocking work held the runtime's only worker"
+        );
+    }
+
+    /// Where blocking is the thread's own business (a current-thread
+    /// runtime, where `block_in_place` would panic, or no runtime), the work
+    /// runs in place, once.
+    #[tokio::test]
+    async fn on_a_current_thread_runtime_the_work_runs_in_place_once() {
+        let runs = AtomicUsize::new(0);
+        off_the_workers(|| {
+            runs.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                off_the_workers(|| {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                })
+            });
+        });
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    /// A panic of the work itself goes on unwinding, and the work is not
+    /// made a second time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_panic_of_the_work_is_not_swallowed_nor_the_work_repeated() {
+        let outcome = tokio::spawn(async {
+            let runs = AtomicUsize::new(0);
+            let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                off_the_workers(|| {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    panic!("the work's own panic");
+                })
+            }));
+            (panic.is_err(), runs.load(Ordering::SeqCst))
+        })
+        .await
+        .unwrap();
+        assert_eq!(outcome, (true, 1));
     }
 }
