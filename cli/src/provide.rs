@@ -11,7 +11,9 @@ use clap::Args;
 use flowstage_model::pb::ModelDescriptor;
 use flowstage_model::{LoadOptions, ModelRegistry};
 use flowstage_stages::kafka::shutdown_signal;
-use flowstage_stages::wine::files::{model_descriptors, read_wine_csv};
+use flowstage_stages::wine::files::{
+    model_descriptors, model_descriptors_by_location_with_values, read_wine_csv,
+};
 use flowstage_stages::wine::provider::{provide, ProviderConfig, ProviderProgress};
 use flowstage_stages::wine::{plural, Topics};
 use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
@@ -147,7 +149,21 @@ pub fn run(args: ProvideArgs) -> Result<()> {
         }
         None => Vec::new(),
     };
-    let models = model_descriptors(&args.models, &args.data_type, args.by_location)?;
+    // By location, each model's bytes beside it, from the same scan: the files
+    // found here are what the servers' models directory is expected to hold.
+    let (models, by_value): (Vec<ModelDescriptor>, Option<Vec<ModelDescriptor>>) =
+        if args.by_location {
+            let (models, values) =
+                model_descriptors_by_location_with_values(&args.models, &args.data_type)?
+                    .into_iter()
+                    .unzip();
+            (models, Some(values))
+        } else {
+            (
+                model_descriptors(&args.models, &args.data_type, false)?,
+                None,
+            )
+        };
 
     let mut config = ProviderConfig {
         topics: Topics {
@@ -190,14 +206,9 @@ pub fn run(args: ProvideArgs) -> Result<()> {
         bail!("--model-every counts records: give --data, or use --model-interval");
     }
     // Every server would refuse a model that does not load: refuse it here, before
-    // anything is published. By location, the files found here are what the
-    // servers' models directory is expected to hold.
-    let loaded = if args.by_location {
-        model_descriptors(&args.models, &args.data_type, false)?
-    } else {
-        models.clone()
-    };
-    check_models_load(&loaded)?;
+    // anything is published.
+    check_models_load(by_value.as_deref().unwrap_or(&models))?;
+    drop(by_value);
     if let (Some(c), false) = (args.count, args.loop_data) {
         if c > records.len() as u64 && !records.is_empty() {
             eprintln!(

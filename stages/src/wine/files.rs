@@ -550,41 +550,71 @@ pub fn model_descriptors(
     data_type: &str,
     by_location: bool,
 ) -> Result<Vec<ModelDescriptor>, WineError> {
+    scan(paths)?
+        .iter()
+        .map(|f| descriptor(f, data_type, by_location))
+        .collect()
+}
+
+/// The models of `paths` as [`model_descriptors`] finds them, by location,
+/// each with its descriptor by value beside it, from one scan: what a
+/// provider publishing by location checks before it publishes (a server will
+/// load the files found here), without a second scan that could find other
+/// files.
+pub fn model_descriptors_by_location_with_values(
+    paths: &[PathBuf],
+    data_type: &str,
+) -> Result<Vec<(ModelDescriptor, ModelDescriptor)>, WineError> {
+    scan(paths)?
+        .iter()
+        .map(|f| {
+            Ok((
+                descriptor(f, data_type, true)?,
+                descriptor(f, data_type, false)?,
+            ))
+        })
+        .collect()
+}
+
+/// The model files and SavedModels of `paths`, in order (see
+/// [`model_descriptors`]).
+fn scan(paths: &[PathBuf]) -> Result<Vec<Found>, WineError> {
     let mut found = Vec::new();
     for p in paths {
         find_models(p, &mut found)?;
     }
-    let mut out = Vec::with_capacity(found.len());
-    for f in found {
-        // An empty model file is a mistake wherever the model goes (a SavedModel is a directory).
-        if f.model_type != ModelType::TensorFlowSaved
-            && std::fs::metadata(&f.path).is_ok_and(|m| m.len() == 0)
-        {
-            return Err(WineError::Io {
-                path: f.path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "an empty model file"),
-            });
-        }
-        let location = f.rel.to_string_lossy().replace('\\', "/");
-        let content = if by_location {
-            MessageContent::Location(location.clone())
-        } else if f.model_type == ModelType::TensorFlowSaved {
-            MessageContent::Data(pack_saved_model(&f.path)?.encode_to_vec())
-        } else {
-            MessageContent::Data(std::fs::read(&f.path).map_err(|source| WineError::Io {
-                path: f.path.clone(),
-                source,
-            })?)
-        };
-        out.push(ModelDescriptor {
-            name: model_name(&f),
-            description: format!("from {location}"),
-            data_type: data_type.to_string(),
-            modeltype: f.model_type.to_wire(),
-            message_content: Some(content),
+    Ok(found)
+}
+
+/// The descriptor of one model found by [`scan`].
+fn descriptor(f: &Found, data_type: &str, by_location: bool) -> Result<ModelDescriptor, WineError> {
+    // An empty model file is a mistake wherever the model goes (a SavedModel is a directory).
+    if f.model_type != ModelType::TensorFlowSaved
+        && std::fs::metadata(&f.path).is_ok_and(|m| m.len() == 0)
+    {
+        return Err(WineError::Io {
+            path: f.path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "an empty model file"),
         });
     }
-    Ok(out)
+    let location = f.rel.to_string_lossy().replace('\\', "/");
+    let content = if by_location {
+        MessageContent::Location(location.clone())
+    } else if f.model_type == ModelType::TensorFlowSaved {
+        MessageContent::Data(pack_saved_model(&f.path)?.encode_to_vec())
+    } else {
+        MessageContent::Data(std::fs::read(&f.path).map_err(|source| WineError::Io {
+            path: f.path.clone(),
+            source,
+        })?)
+    };
+    Ok(ModelDescriptor {
+        name: model_name(f),
+        description: format!("from {location}"),
+        data_type: data_type.to_string(),
+        modeltype: f.model_type.to_wire(),
+        message_content: Some(content),
+    })
 }
 
 /// A small deterministic PRNG (SplitMix64): reproducible data without a
@@ -1073,6 +1103,17 @@ mod tests {
         assert_eq!(
             loc[0].message_content,
             Some(MessageContent::Location("saved/1".into()))
+        );
+
+        // By location with the values beside, from one scan: the same models,
+        // each pair the same but for its content.
+        let pairs =
+            model_descriptors_by_location_with_values(&[d.to_path_buf()], "wine").expect("pairs");
+        let (locations, values): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+        assert_eq!(locations, by_loc);
+        assert_eq!(
+            values,
+            model_descriptors(&[d.to_path_buf()], "wine", false).expect("by value")
         );
 
         // Errors: unknown extension, missing path, a directory without models.
