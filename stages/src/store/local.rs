@@ -53,6 +53,23 @@ impl LocalStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Every entry of the table (none before the first write).
+    fn read_all(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let p = &self.path;
+        let tx = self.db()?.begin_read().map_err(|e| local(p, e))?;
+        let table = match tx.open_table(TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(local(p, e)),
+        };
+        let mut out = Vec::new();
+        for item in table.iter().map_err(|e| local(p, e))? {
+            let (k, v) = item.map_err(|e| local(p, e))?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
 }
 
 /// Runs `f` on the database; a panic of the database engine (a damaged file:
@@ -101,23 +118,5 @@ impl ModelStore for LocalStore {
 
     fn load_raw(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         guarded(&self.path, "reading it", || self.read_all())
-    }
-}
-
-impl LocalStore {
-    fn read_all(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let p = &self.path;
-        let tx = self.db()?.begin_read().map_err(|e| local(p, e))?;
-        let table = match tx.open_table(TABLE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(local(p, e)),
-        };
-        let mut out = Vec::new();
-        for item in table.iter().map_err(|e| local(p, e))? {
-            let (k, v) = item.map_err(|e| local(p, e))?;
-            out.push((k.value().to_string(), v.value().to_vec()));
-        }
-        Ok(out)
     }
 }
