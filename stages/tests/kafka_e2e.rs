@@ -74,3 +74,84 @@ async fn e2e_join_under_load_on_apache_kafka() {
         );
     }
 }
+
+/// A revocation's commit is made in librdkafka's rebalance callback, on the
+/// thread that polls the consumer: here the runtime's only worker. The
+/// worker's other tasks must go on meanwhile (a slow coordinator holds the
+/// callback for up to the commit timeout). The commit hook, called in the
+/// callback once Kafka accepted the commit, wakes another task and waits for
+/// it to run. (librdkafka's mock refuses commits during a rebalance, so this
+/// needs Kafka.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn e2e_a_revocation_commit_holds_up_no_other_task_on_apache_kafka() {
+    use flowstage::prelude::*;
+    use flowstage_stages::kafka::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let Some(b) = bootstrap() else { return };
+    let topic = format!("revoke-{}", unique());
+    create_topics(&b, &[&topic]).await;
+    produce_inputs(&b, &topic, PARTITIONS, 0..60).await;
+    let group = format!("g-revoke-{}", unique());
+
+    // Armed once A has processed every record: the next commit is then the
+    // revocation's (the committer's own would come after an hour).
+    let armed = Arc::new(AtomicBool::new(false));
+    let (wake_tx, wake_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ran_tx, ran_rx) = std::sync::mpsc::channel::<()>();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<bool>();
+    let in_hook = Mutex::new(Some((wake_tx, ran_rx, seen_tx)));
+    let hook_armed = armed.clone();
+    let settings =
+        consumer_settings(&b, &group, &topic, &CommitLog::default()).on_commit(move |_, _| {
+            if !hook_armed.load(Ordering::SeqCst) {
+                return;
+            }
+            let Some((wake, ran, seen)) = in_hook.lock().unwrap().take() else {
+                return;
+            };
+            let _ = wake.send(());
+            // A guard, not a measure: the other task runs at once unless
+            // this thread holds the only worker.
+            let _ = seen.send(ran.recv_timeout(Duration::from_secs(20)).is_ok());
+        });
+    tokio::spawn(async move {
+        if wake_rx.await.is_ok() {
+            let _ = ran_tx.send(());
+        }
+    });
+
+    let (a, source) = committable_source(settings).unwrap().pre_materialize();
+    let committer = a.committer(
+        CommitterSettings::default()
+            .max_batch(1_000_000)
+            .max_interval(Duration::from_secs(3600)),
+    );
+    let processed = Arc::new(tokio::sync::Semaphore::new(0));
+    let counted = processed.clone();
+    let _a_done = source
+        .map(move |m| {
+            counted.add_permits(1);
+            m
+        })
+        .run_with(committer.sink());
+    guard("A processes the records", processed.acquire_many(60))
+        .await
+        .unwrap()
+        .forget();
+    armed.store(true, Ordering::SeqCst);
+
+    // B joins the group: A's partitions are revoked and committed.
+    let (bc, bsource) =
+        committable_source(consumer_settings(&b, &group, &topic, &CommitLog::default()))
+            .unwrap()
+            .pre_materialize();
+    let _b_done = bsource.run_with(Sink::ignore());
+    let other_task_ran = guard("the revocation's commit", seen_rx).await.unwrap();
+    assert!(
+        other_task_ran,
+        "the revocation's commit held the runtime's only worker: no other task ran meanwhile"
+    );
+    wait_split(&[&a, &bc], PARTITIONS as usize).await;
+}
