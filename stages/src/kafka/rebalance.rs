@@ -74,7 +74,7 @@ pub(crate) fn rebalance<C: ConsumerContext>(
 /// would abort. The runtime's flavor rules that case out; should
 /// `block_in_place` still refuse before running `f`, `f` runs in place. A
 /// panic of `f` itself goes on unwinding, as it would without this.
-pub(crate) fn off_the_workers(f: impl Fn()) {
+fn off_the_workers(f: impl Fn()) {
     use tokio::runtime::{Handle, RuntimeFlavor};
     let multi_threaded = Handle::try_current()
         .is_ok_and(|h| matches!(h.runtime_flavor(), RuntimeFlavor::MultiThread));
@@ -92,7 +92,9 @@ pub(crate) fn off_the_workers(f: impl Fn()) {
         Ok(()) => {}
         Err(panic) if ran.get() => std::panic::resume_unwind(panic),
         Err(_) => {
-            tracing::debug!("kafka: block_in_place refused here; answering the rebalance in place");
+            tracing::debug!(
+                "kafka: block_in_place refused here; the callback's work runs in place"
+            );
             f();
         }
     }
