@@ -2,7 +2,7 @@
 # The wine pipeline end to end, one command: on the embedded broker, then on a
 # real Apache Kafka started here (scripts/kafka/, stopped on exit).
 #   BENCH_RECORDS (default 500000), BENCH_RATE (5000,50000), BENCH_LATENCY_RECORDS (10 s worth),
-#   KAFKA_GC (the broker's collector, default -XX:+UseZGC);
+#   BENCH_LOW_LATENCY_RUNS (3), KAFKA_GC (the broker's collector, default -XX:+UseZGC);
 #   more knobs (skip parts, extra librdkafka properties) in stages/benches/pipeline.rs
 set -euo pipefail
 cd "$(dirname "$0")/.."
