@@ -44,22 +44,41 @@ pub fn consumer_settings(
 
 /// Every successful commit, per partition, in the order they happened.
 #[derive(Clone, Default)]
-pub struct CommitLog(Arc<Mutex<BTreeMap<TopicPartition, Vec<i64>>>>);
+pub struct CommitLog {
+    commits: Arc<Mutex<BTreeMap<TopicPartition, Vec<i64>>>>,
+    /// Told of every commit.
+    recorded: Arc<Notify>,
+}
 
 impl CommitLog {
     pub fn record(&self, tp: &TopicPartition, pos: i64) {
-        self.0
+        self.commits
             .lock()
             .unwrap()
             .entry(tp.clone())
             .or_default()
             .push(pos);
+        self.recorded.notify_waiters();
+    }
+
+    /// Waits until every partition of `ends` was committed up to its end.
+    pub async fn wait_committed_to(&self, ends: &BTreeMap<TopicPartition, i64>) {
+        loop {
+            let recorded = self.recorded.notified();
+            let mut recorded = std::pin::pin!(recorded);
+            recorded.as_mut().enable();
+            let last = self.last();
+            if ends.iter().all(|(tp, end)| last.get(tp) >= Some(end)) {
+                return;
+            }
+            recorded.await;
+        }
     }
 
     /// Asserts that no partition's committed offset ever went backwards;
     /// returns the number of commits checked.
     pub fn assert_monotonic(&self) -> usize {
-        let log = self.0.lock().unwrap();
+        let log = self.commits.lock().unwrap();
         let mut n = 0;
         for (tp, positions) in log.iter() {
             for w in positions.windows(2) {
@@ -71,7 +90,7 @@ impl CommitLog {
     }
 
     pub fn last(&self) -> BTreeMap<TopicPartition, i64> {
-        self.0
+        self.commits
             .lock()
             .unwrap()
             .iter()
@@ -488,6 +507,20 @@ pub async fn scenario_join_under_load(
         assignment_strategy,
     );
     let counts = collect_results(bootstrap, output, n).await;
+    // Every record has a result, but a partition that moved may still be
+    // committed only up to where its first owner's commits stopped (the mock
+    // refuses commits during a rebalance): its new owner reads the rest
+    // again. Both keep running until that is committed too.
+    let ends: BTreeMap<TopicPartition, i64> =
+        committed_and_end(bootstrap, &group, input, PARTITIONS)
+            .into_iter()
+            .map(|(p, _, end)| (TopicPartition::new(input, p), end))
+            .collect();
+    guard(
+        "every partition committed to its end",
+        log.wait_committed_to(&ends),
+    )
+    .await;
     let sa = guard("a's shutdown", a.shutdown()).await;
     let sb = guard("b's shutdown", b.shutdown()).await;
     eprintln!("join under load: a {sa:?}, b {sb:?}");
