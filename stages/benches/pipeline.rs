@@ -860,8 +860,9 @@ async fn bench(
     // settings at 50,000 records/s too (the mock cluster cannot take
     // batches that small: see `latency`).
     // (rate, settings, measured runs): the low-latency runs are made
-    // `BENCH_LOW_LATENCY_RUNS` times (default 3) and their p99s summed up, as
-    // one such run's p99 moved between 4.9 and 20 ms within an hour.
+    // `BENCH_LOW_LATENCY_RUNS` times (default 3), then each side's p99s are
+    // printed with their median and how many were at most 5 ms, as one such
+    // run's p99 moved between 4.9 and 20 ms within an hour.
     let mut runs: Vec<(u64, Tuning, u64)> =
         rates.iter().map(|&r| (r, defaults.clone(), 1)).collect();
     if external && std::env::var("BENCH_SKIP_LOW_LATENCY").is_err() {
