@@ -105,13 +105,26 @@ async fn hundred_thousand_records_twenty_swaps() {
 /// Models loaded from descriptors (blocking pool + async callback) while
 /// records flow at full speed: one result per record, in order, and models
 /// take over in the order offered, each between two records.
+/// Both ways the stage runs: on a task of its own and fused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaps_while_records_flow() {
+    for own_task in [true, false] {
+        swaps_while_records_flow_in(own_task).await;
+    }
+}
+
+async fn swaps_while_records_flow_in(own_task: bool) {
     const N: u64 = 200_000;
     let (mpub, models) = TestSource::probe::<ModelMessage>();
     mpub.send_next(descriptor("d0", "t", 1.0));
     let data = Source::from_iter((0..N).map(|i| TRec::new(i, "t")));
-    let (results, state) = stage().build(models, data).expect("build");
+    let (results, state) = stage()
+        .config(ServingConfig {
+            own_task,
+            ..Default::default()
+        })
+        .build(models, data)
+        .expect("build");
     let mut sub = results.run_with(TestSink::probe());
     let mut last_model = 0usize;
     let mut offered = 1usize;
@@ -478,4 +491,106 @@ async fn a_built_model_releases_records_held_for_a_load() {
     gate_tx.send(()).expect("open the gate");
     dpub.send_complete();
     sub.expect_complete().await;
+}
+
+/// Loads in flight while records flow, with the stage on a task of its own
+/// and fused into the task that polls its results (as `serve --low-latency`
+/// runs it), under a downstream that always asks for more, as the server's
+/// producer sink does: records that arrive before the first model are held
+/// for its load; records that arrive while a later model loads are scored by
+/// the model before it, the ones after the swap by the new one; each record
+/// is answered once, in order; and loads, swaps and the periodic statistics
+/// come through while that downstream only waits for more records. The
+/// published buffer fill counts a held record (it did not: holding one did
+/// not mark the statistics for publication).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_in_flight_while_records_flow_on_its_own_task_and_fused() {
+    const SWAPS: usize = 5;
+    const PER_STEP: u64 = 100;
+    for own_task in [true, false] {
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let gate = std::sync::Mutex::new(gate_rx);
+        let loader = move |d: &flowstage_model::pb::ModelDescriptor| {
+            let _ = gate.lock().map(|g| g.recv());
+            test_loader(d)
+        };
+        let (mpub, models) = TestSource::probe::<ModelMessage>();
+        let (dpub, data) = TestSource::probe::<TRec>();
+        let (results, state) = ServingStage::new(loader)
+            .config(ServingConfig {
+                own_task,
+                ..Default::default()
+            })
+            .build(models, data)
+            .expect("build");
+        let collector = tokio::spawn(results.run_with(Sink::collect()));
+        let loading = |s: &ServingSnapshot| s.data_types.get("t").is_some_and(|t| t.loading == 1);
+        // (record, index of the model that must score it)
+        let mut expected: Vec<(u64, usize)> = Vec::new();
+        let mut seq = 0u64;
+        for k in 0..=SWAPS {
+            mpub.send_next(descriptor(&format!("m{k}"), "t", (k + 1) as f64));
+            until(&state, "a load in flight", loading).await;
+            for _ in 0..PER_STEP {
+                dpub.send_next(TRec::new(seq, "t"));
+                // The first model's records wait for it; later ones are
+                // scored by the model before the one loading.
+                expected.push((seq, k.saturating_sub(1)));
+                seq += 1;
+            }
+            if k == 0 {
+                until(&state, "a record held for the first load", |s| {
+                    loading(s) && s.buffer.fill >= 1
+                })
+                .await;
+            } else {
+                let sent = seq;
+                until(&state, "the records scored during the load", move |s| {
+                    loading(s) && s.totals.records == sent
+                })
+                .await;
+            }
+            gate_tx.send(()).expect("open the gate");
+            let name = format!("m{k}");
+            until(&state, "the swap", move |s| {
+                s.current_model("t") == Some(name.as_str())
+            })
+            .await;
+        }
+        for _ in 0..PER_STEP {
+            dpub.send_next(TRec::new(seq, "t"));
+            expected.push((seq, SWAPS));
+            seq += 1;
+        }
+        dpub.send_complete();
+        let all = guard_results(collector).await;
+        assert_eq!(all.len(), expected.len(), "own task: {own_task}");
+        for (r, (i, m)) in all.iter().zip(&expected) {
+            assert_eq!(r.record_ts as u64, *i, "own task: {own_task}");
+            assert!(r.processed, "record {i}: {}", r.error);
+            assert_eq!(
+                r.model_name,
+                format!("m{m}"),
+                "record {i}, own task: {own_task}"
+            );
+            assert_eq!(value(r), Some(*i as f64 * (*m + 1) as f64));
+        }
+        let s = until(&state, "stop", |s| !s.running).await;
+        assert_eq!(s.totals.records, seq);
+        assert_eq!(s.totals.no_model, 0);
+        assert_eq!(s.data_types["t"].swaps, SWAPS as u64 + 1);
+    }
+}
+
+/// The collected results of a spawned run (a hang guard, never a timing
+/// assertion).
+async fn guard_results(
+    run: tokio::task::JoinHandle<Result<Vec<flowstage_model::pb::ServingResult>, StreamError>>,
+) -> Vec<flowstage_model::pb::ServingResult> {
+    match tokio::time::timeout(std::time::Duration::from_secs(120), run).await {
+        Ok(Ok(Ok(all))) => all,
+        Ok(Ok(Err(e))) => panic!("the results failed: {e}"),
+        Ok(Err(e)) => panic!("the collector panicked: {e}"),
+        Err(_) => panic!("hang guard: the results did not complete"),
+    }
 }

@@ -26,6 +26,8 @@
 //!   of its dataType is loading: then the record waits for that load (and no
 //!   further record is pulled meanwhile). A record the model fails on gets
 //!   `processed = false` and the model's error; the stream goes on.
+//! - The stage runs on a tokio task of its own, or fused into the task that
+//!   polls its results ([`ServingConfig::own_task`]).
 //! - Statistics per dataType and a history of replaced models are published as
 //!   [`ServingSnapshot`]s through [`ServingState`] (lock-free reads), which the
 //!   [`http`](crate::http) module serves.
@@ -275,6 +277,25 @@ pub struct ServingConfig {
     /// per-element cost. A model swap takes effect between two such chunks.
     /// 1 takes one record per result asked for.
     pub data_buffer: usize,
+    /// Whether the stage runs on a tokio task of its own (the default) or
+    /// in the task that polls its results (fused with its downstream, as
+    /// Akka fuses stages without an async boundary).
+    ///
+    /// - On a task of its own, the stage installs loaded models and
+    ///   publishes statistics even while nothing downstream asks for a
+    ///   result, and scoring overlaps with its downstream's work.
+    /// - Fused, a chunk of records is scored and handed on without waking
+    ///   another task. Loads still run on tokio's blocking pool, and what
+    ///   they bring back (and the statistics ticks) wakes the task polling
+    ///   the results; but while that task waits for something else (a full
+    ///   producer, say), nothing is installed or published until it polls
+    ///   again. It needs a tokio runtime all the same (for the loads).
+    ///
+    /// The wine server keeps the stage on a task of its own: fused (with or
+    /// without its consume thread, with chunks of 64 records or of 1) its
+    /// latency at 50,000 records/s was no better, and its p99 worse in most
+    /// alternated runs (the README's benchmark notes, session 21).
+    pub own_task: bool,
 }
 
 impl Default for ServingConfig {
@@ -286,6 +307,7 @@ impl Default for ServingConfig {
             history_limit: 64,
             publish_interval: Duration::from_millis(100),
             data_buffer: 64,
+            own_task: true,
         }
     }
 }
@@ -372,6 +394,7 @@ impl ServingStage {
             return Err(ServingError::Config("max_pending_loads must be at least 1"));
         }
         let state = self.state.unwrap_or_default();
+        let own_task = self.config.own_task;
         let mut b = GraphStageBuilder::new();
         let models = b.add_inlet(models);
         let record_pool = chunks::Pool::new(self.config.data_buffer);
@@ -388,7 +411,11 @@ impl ServingStage {
             state.clone(),
             (record_pool, result_pool.clone()),
         );
-        let mut outlets = b.build_active(logic);
+        let mut outlets = if own_task {
+            b.build_active(logic)
+        } else {
+            b.build(logic)
+        };
         let chunks = outlets.source(out)?.into_stream();
         let results = Source::from_items(chunks::ResultStream::new(chunks, result_pool));
         Ok((results, state))

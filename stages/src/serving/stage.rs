@@ -348,6 +348,8 @@ impl<R: ServingRecord> ServingLogic<R> {
                 self.accept(ctx, rec);
             } else {
                 self.held.push_back(rec);
+                // The buffer's fill changed.
+                self.dirty = true;
             }
         }
         self.record_pool.give(chunk);
@@ -368,6 +370,8 @@ impl<R: ServingRecord> ServingLogic<R> {
             ctx.cancel_timer(BATCH_TIMER);
             self.score_pending();
             self.held.push_back(rec);
+            // The buffer's fill changed (published with the next tick).
+            self.dirty = true;
             return;
         }
         if self.config.batch_size <= 1 {
