@@ -421,12 +421,7 @@ fn gated_stage() -> (
     TestSubscriber<flowstage_model::pb::ServingResult>,
     ServingState,
 ) {
-    let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-    let gate = std::sync::Mutex::new(gate_rx);
-    let loader = move |d: &flowstage_model::pb::ModelDescriptor| {
-        let _ = gate.lock().map(|g| g.recv());
-        test_loader(d)
-    };
+    let (gate_tx, loader) = gated_loader();
     let (mpub, models) = TestSource::probe::<ModelMessage>();
     let (dpub, data) = TestSource::probe::<TRec>();
     let (results, state) = ServingStage::new(loader)
@@ -434,6 +429,26 @@ fn gated_stage() -> (
         .expect("build");
     let sub = results.run_with(TestSink::probe());
     (gate_tx, mpub, dpub, sub, state)
+}
+
+/// A loader whose loads wait (on the blocking pool) until the returned sender
+/// opens the gate, one load per message.
+fn gated_loader() -> (
+    std::sync::mpsc::Sender<()>,
+    impl Fn(
+            &flowstage_model::pb::ModelDescriptor,
+        ) -> Result<Box<dyn flowstage_model::Model>, flowstage_model::ModelError>
+        + Send
+        + Sync
+        + 'static,
+) {
+    let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate_rx);
+    let loader = move |d: &flowstage_model::pb::ModelDescriptor| {
+        let _ = gate.lock().map(|g| g.recv());
+        test_loader(d)
+    };
+    (gate_tx, loader)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,12 +523,7 @@ async fn loads_in_flight_while_records_flow_on_its_own_task_and_fused() {
     const SWAPS: usize = 5;
     const PER_STEP: u64 = 100;
     for own_task in [true, false] {
-        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-        let gate = std::sync::Mutex::new(gate_rx);
-        let loader = move |d: &flowstage_model::pb::ModelDescriptor| {
-            let _ = gate.lock().map(|g| g.recv());
-            test_loader(d)
-        };
+        let (gate_tx, loader) = gated_loader();
         let (mpub, models) = TestSource::probe::<ModelMessage>();
         let (dpub, data) = TestSource::probe::<TRec>();
         let (results, state) = ServingStage::new(loader)
