@@ -433,15 +433,7 @@ fn gated_stage() -> (
 
 /// A loader whose loads wait (on the blocking pool) until the returned sender
 /// opens the gate, one load per message.
-fn gated_loader() -> (
-    std::sync::mpsc::Sender<()>,
-    impl Fn(
-            &flowstage_model::pb::ModelDescriptor,
-        ) -> Result<Box<dyn flowstage_model::Model>, flowstage_model::ModelError>
-        + Send
-        + Sync
-        + 'static,
-) {
+fn gated_loader() -> (std::sync::mpsc::Sender<()>, impl ModelLoader) {
     let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
     let gate = std::sync::Mutex::new(gate_rx);
     let loader = move |d: &flowstage_model::pb::ModelDescriptor| {
