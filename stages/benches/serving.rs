@@ -11,8 +11,9 @@
 //!    run counts (short interleaved runs: on a shared machine some of them are
 //!    not preempted). Also the CPU time of all the process's threads per
 //!    record (Linux), which preemption by other processes does not inflate,
-//!    and, as extra lines, a minimal custom stage (the core's own cost) and
-//!    the serving stage with micro-batching (`batch_size` 64).
+//!    and, as extra lines, a minimal custom stage (the core's own cost), the
+//!    serving stage with micro-batching (`batch_size` 64), and the serving
+//!    stage fused into the task that takes its results (`own_task` false).
 //! 2. Swap latency: while records flow at full speed, a model descriptor is
 //!    offered (loaded on the blocking pool, installed between two records);
 //!    the latency is from the offer to the first result scored by the new
@@ -476,8 +477,15 @@ async fn profile(side: &str) {
                 };
                 best.run(stage(batched)).await
             }
+            "fused" => {
+                let fused = ServingConfig {
+                    own_task: false,
+                    ..config()
+                };
+                best.run(stage(fused)).await
+            }
             other => {
-                println!("SERVING_BENCH_PROFILE: unknown side {other:?} (map, serving, minimal, batched)");
+                println!("SERVING_BENCH_PROFILE: unknown side {other:?} (map, serving, minimal, batched, fused)");
                 return;
             }
         }
@@ -500,7 +508,7 @@ fn main() {
     };
     // `cargo bench` passes `--bench`; anything else (e.g. `cargo test --benches`) runs a quick pass.
     let quick = !std::env::args().any(|a| a == "--bench");
-    // For profilers (`perf record`, `valgrind`): `SERVING_BENCH_PROFILE=map|serving|minimal|batched`
+    // For profilers (`perf record`, `valgrind`): `SERVING_BENCH_PROFILE=map|serving|minimal|batched|fused`
     // runs only that side, `SERVING_BENCH_RUNS` times (default 50), and prints its best time.
     if let Ok(side) = std::env::var("SERVING_BENCH_PROFILE") {
         rt.block_on(profile(&side));
@@ -512,12 +520,17 @@ fn main() {
             batch_size: 64,
             ..config()
         };
-        let [mut map, mut serving, mut minimal, mut batch] = [Best::NONE; 4];
+        let fused = ServingConfig {
+            own_task: false,
+            ..config()
+        };
+        let [mut map, mut serving, mut minimal, mut batch, mut fuse] = [Best::NONE; 5];
         for _ in 0..runs {
             map.run(bare_map()).await;
             serving.run(stage(config())).await;
             minimal.run(minimal_stage()).await;
             batch.run(stage(batched.clone())).await;
+            fuse.run(stage(fused.clone())).await;
         }
         println!(
             "overhead: {N} records per run, trivial model, default configuration (best of {runs} \
@@ -554,6 +567,16 @@ fn main() {
              ratio {:.2}x to the bare map",
             batch.per(),
             batch.ratio(&map)
+        );
+        println!(
+            "extra: the serving stage fused into the task that takes its results (own_task \
+             false): {:.1} ns/record, ratio {:.2}x to the bare map{}",
+            fuse.per(),
+            fuse.ratio(&map),
+            match (map.cpu_per(), fuse.cpu_per()) {
+                (Some(m), Some(f)) => format!(", CPU {f:.1} ns/record ({:.2}x)", f / m),
+                _ => String::new(),
+            }
         );
         let swaps = if quick { 20 } else { 200 };
         let (h, records) = swap_latency(swaps, Arc::new(trivial_loader), Rec, descriptor).await;
