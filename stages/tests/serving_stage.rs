@@ -104,8 +104,8 @@ async fn hundred_thousand_records_twenty_swaps() {
 
 /// Models loaded from descriptors (blocking pool + async callback) while
 /// records flow at full speed: one result per record, in order, and models
-/// take over in the order offered, each between two records.
-/// Both ways the stage runs: on a task of its own and fused.
+/// take over in the order offered, each between two records. Both ways the
+/// stage runs: on a task of its own and fused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaps_while_records_flow() {
     for own_task in [true, false] {
@@ -501,9 +501,8 @@ async fn a_built_model_releases_records_held_for_a_load() {
 }
 
 /// Loads in flight while records flow, with the stage on a task of its own
-/// and fused into the task that polls its results (as `serve --low-latency`
-/// runs it), under a downstream that always asks for more, as the server's
-/// producer sink does: records that arrive before the first model are held
+/// and fused into the task that polls its results, under a downstream that
+/// always asks for more, as the server's producer sink does: records that arrive before the first model are held
 /// for its load; records that arrive while a later model loads are scored by
 /// the model before it, the ones after the swap by the new one; each record
 /// is answered once, in order; and loads, swaps and the periodic statistics

@@ -347,9 +347,7 @@ impl<R: ServingRecord> ServingLogic<R> {
             if self.held.is_empty() {
                 self.accept(ctx, rec);
             } else {
-                self.held.push_back(rec);
-                // The buffer's fill changed.
-                self.dirty = true;
+                self.hold(rec);
             }
         }
         self.record_pool.give(chunk);
@@ -369,9 +367,7 @@ impl<R: ServingRecord> ServingLogic<R> {
             // Records before it are answered first (their order is kept).
             ctx.cancel_timer(BATCH_TIMER);
             self.score_pending();
-            self.held.push_back(rec);
-            // The buffer's fill changed (published with the next tick).
-            self.dirty = true;
+            self.hold(rec);
             return;
         }
         if self.config.batch_size <= 1 {
@@ -385,6 +381,13 @@ impl<R: ServingRecord> ServingLogic<R> {
                 ctx.schedule_once(BATCH_TIMER, self.config.batch_timeout);
             }
         }
+    }
+
+    /// Holds `rec` until its dataType's first model is in. The buffer's fill
+    /// changed: published with the next tick.
+    fn hold(&mut self, rec: R) {
+        self.held.push_back(rec);
+        self.dirty = true;
     }
 
     /// After a load finished: lets the held records go on, up to one that
