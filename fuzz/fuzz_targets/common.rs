@@ -201,8 +201,9 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
+        remove_stale_fixture_dirs();
         let dir: PathBuf =
-            std::env::temp_dir().join(format!("flowstage-fuzz-models-{}", std::process::id()));
+            std::env::temp_dir().join(format!("{FIXTURE_DIR_PREFIX}{}", std::process::id()));
         std::fs::create_dir_all(dir.join("sub")).expect("fuzz fixture: models dir");
         std::fs::write(dir.join("wine.pmml"), WINE_PMML).expect("fuzz fixture: wine.pmml");
         std::fs::write(dir.join("sub/wine.pmml"), WINE_PMML).expect("fuzz fixture: sub/wine.pmml");
@@ -213,6 +214,34 @@ fn fixture() -> &'static Fixture {
             .expect("fuzz fixture: the wine PMML loads");
         Fixture { registry, wine }
     })
+}
+
+/// The models directory of a process is this prefix and its pid, in the temp directory.
+const FIXTURE_DIR_PREFIX: &str = "flowstage-fuzz-models-";
+
+/// Removes the models directories of processes that are gone: a process's fixture lives as long
+/// as the process (a static is never dropped), so each run would leave one behind. Where there
+/// is no `/proc` to tell, nothing is removed.
+fn remove_stale_fixture_dirs() {
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(FIXTURE_DIR_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// `flowstage_stages::wine::decode_record`: the dead-letter reason on failure.
