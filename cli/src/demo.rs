@@ -97,10 +97,12 @@ fn material(dir: &Path) -> Result<(Vec<WineRecord>, Vec<ModelDescriptor>, String
     Ok((records, models, dir.display().to_string()))
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
+/// Milliseconds from a record's creation (`ts` and the µs past it) to now.
+fn ms_since(ts: i64, micros: i32) -> f64 {
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    now - (ts as f64 + f64::from(micros) / 1e3)
 }
 
 fn micros(ns: Option<u64>) -> String {
@@ -193,10 +195,10 @@ async fn print_scores(
         };
         if r.processed {
             println!(
-                "score: record {key:>7} -> {score:>8} by {} in {:.1} us, {} ms after it was published",
+                "score: record {key:>7} -> {score:>8} by {} in {:.1} us, {:.1} ms after it was published",
                 r.model_name,
                 r.duration_ns as f64 / 1e3,
-                now_ms() - r.record_ts
+                ms_since(r.record_ts, r.record_ts_micros)
             );
         } else {
             println!("score: record {key:>7} not processed: {}", r.error);

@@ -1006,6 +1006,7 @@ fn good_record(i: usize) -> WineRecord {
         alcohol: row_alcohol(i % 1000),
         data_type: WINE.into(),
         ts: 0,
+        ts_micros: 0,
     }
 }
 

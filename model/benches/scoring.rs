@@ -172,6 +172,8 @@ fn bench_pmml_adapter(wine: &Path, recs: &[Record]) {
                 alcohol: at(10),
                 data_type: "wine".into(),
                 ts: 1,
+                // As the provider stamps them: µs past `ts`.
+                ts_micros: 500,
             }
         })
         .collect();

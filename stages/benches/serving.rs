@@ -382,6 +382,7 @@ mod tutorial {
                     alcohol: v[10],
                     data_type: "wine".into(),
                     ts: 0,
+                    ts_micros: 0,
                 })
             })
             .collect();

@@ -100,13 +100,23 @@ fn consumer(bootstrap: &str, topic: &str) -> StreamConsumer<ClientLog> {
     c
 }
 
-/// Sends one wine record per `(key, dataType)`, alcohol 10.
+/// The microseconds past `ts` of record `seq` in the dead-letter test.
+fn micros_of(seq: u64) -> i32 {
+    i32::try_from(seq % 1000).unwrap_or(0)
+}
+
+/// The microseconds past `ts` of the records [`send_records`] sends.
+const TS_MICROS: i32 = 437;
+
+/// Sends one wine record per `(key, dataType)`, alcohol 10, created at
+/// 1 ms and [`TS_MICROS`] µs past the epoch.
 async fn send_records(producer: &KafkaProducer, topic: &str, records: &[(u64, &str)]) {
     for &(seq, data_type) in records {
         let record = WineRecord {
             alcohol: 10.0,
             data_type: data_type.into(),
             ts: 1,
+            ts_micros: TS_MICROS,
             ..Default::default()
         };
         producer
@@ -171,6 +181,7 @@ async fn scores_every_record_once_and_sends_bad_ones_to_the_dead_letter_topic() 
                 alcohol,
                 data_type: "wine".into(),
                 ts: 1,
+                ts_micros: micros_of(seq),
                 ..Default::default()
             }
             .encode_to_vec()
@@ -202,6 +213,8 @@ async fn scores_every_record_once_and_sends_bad_ones_to_the_dead_letter_topic() 
                 }
                 other => panic!("record {seq}: score {other:?}"),
             }
+            // The record's creation time, to the µs.
+            assert_eq!((r.record_ts, r.record_ts_micros), (1, micros_of(seq)));
             assert!(seen.insert(seq, ()).is_none(), "record {seq}: two results");
         }
     })
@@ -403,6 +416,10 @@ async fn a_model_topic_ending_with_a_transaction_marker_is_read_to_its_end() {
     let beer = &by_key[&Some(record_key(1))];
     assert!(!beer.processed);
     assert!(beer.error.contains("no model"), "{}", beer.error);
+    // Scored or not, a result carries its record's creation time to the µs.
+    for r in [wine, beer] {
+        assert_eq!((r.record_ts, r.record_ts_micros), (1, TS_MICROS));
+    }
     guard(
         "the \"no model\" count",
         state.wait_for(|s| s.totals.no_model == 1 && s.totals.records == 2),

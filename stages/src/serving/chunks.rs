@@ -168,6 +168,7 @@ pub(crate) struct Pending {
     pub(crate) label: u32,
     pub(crate) ns: u64,
     pub(crate) record_ts: i64,
+    pub(crate) record_ts_micros: i32,
     pub(crate) record_key: Vec<u8>,
     pub(crate) outcome: Outcome,
 }
@@ -185,6 +186,7 @@ impl Pending {
             label,
             ns,
             record_ts: rec.record_ts(),
+            record_ts_micros: rec.record_ts_micros(),
             record_key: rec.record_key(),
             outcome: match scored {
                 Ok(s) => Outcome::Scored(s),
@@ -199,7 +201,7 @@ impl Pending {
             .get(self.label as usize)
             .map_or(("", ""), |l| (&*l.model, &*l.data_type));
         let record_key = std::mem::take(&mut self.record_key);
-        match &self.outcome {
+        let mut result = match &self.outcome {
             Outcome::Scored(score) => score.to_serving_result_for(
                 model,
                 data_type,
@@ -225,7 +227,9 @@ impl Pending {
                 record_key,
                 ..Default::default()
             },
-        }
+        };
+        result.record_ts_micros = self.record_ts_micros;
+        result
     }
 }
 

@@ -107,6 +107,12 @@ pub trait ServingRecord: Send + 'static {
         0
     }
 
+    /// Microseconds past [`record_ts`](Self::record_ts), 0–999 (copied to
+    /// `ServingResult.record_ts_micros`); 0 by default.
+    fn record_ts_micros(&self) -> i32 {
+        0
+    }
+
     /// The record's key (copied to `ServingResult.record_key`); empty by default.
     fn record_key(&self) -> Vec<u8> {
         Vec::new()
@@ -124,6 +130,10 @@ impl ServingRecord for WineRecord {
 
     fn record_ts(&self) -> i64 {
         self.ts
+    }
+
+    fn record_ts_micros(&self) -> i32 {
+        self.ts_micros
     }
 }
 

@@ -452,6 +452,7 @@ impl<R: ServingRecord> ServingLogic<R> {
             label: self.results.no_model_label(rec.data_type()),
             ns: 0,
             record_ts: rec.record_ts(),
+            record_ts_micros: rec.record_ts_micros(),
             record_key: rec.record_key(),
             outcome: Outcome::NoModel,
         }

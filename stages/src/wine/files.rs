@@ -926,6 +926,7 @@ mod tests {
             alcohol: 9.4,
             data_type: WINE.into(),
             ts: 0,
+            ts_micros: 0,
         }
     }
 

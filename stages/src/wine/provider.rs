@@ -319,9 +319,18 @@ impl std::fmt::Display for ProviderSummary {
 }
 
 fn now_ms() -> i64 {
+    now_ms_micros().0
+}
+
+/// The time now as epoch milliseconds and the microseconds past them
+/// (`WineRecord.ts` and `ts_micros`).
+fn now_ms_micros() -> (i64, i32) {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .map_or((0, 0), |d| {
+            let micros = i32::try_from(d.subsec_micros() % 1000).unwrap_or(0);
+            (i64::try_from(d.as_millis()).unwrap_or(i64::MAX), micros)
+        })
 }
 
 fn config_error(name: &'static str, reason: impl Into<String>) -> WineError {
@@ -591,9 +600,10 @@ pub async fn provide(
             for _ in 0..allowed {
                 // `len > 0` here, so the index is in range.
                 let idx = usize::try_from(sent % len).unwrap_or(0);
-                let ts = now_ms();
+                let (ts, micros) = now_ms_micros();
                 let rec = &mut records[idx];
                 rec.ts = ts;
+                rec.ts_micros = micros;
                 payload.clear();
                 rec.encode(&mut payload)
                     .map_err(|e| KafkaStageError::Task(format!("cannot encode a record: {e}")))?;
@@ -898,8 +908,10 @@ mod tests {
         for (i, (seq, rec, t)) in by_seq.iter().enumerate() {
             assert_eq!(*seq, i as u64);
             assert_eq!(rec.ts, *t);
+            assert!((0..1000).contains(&rec.ts_micros), "{}", rec.ts_micros);
             let mut expected = input[i % 40].clone();
             expected.ts = rec.ts;
+            expected.ts_micros = rec.ts_micros;
             assert_eq!(*rec, expected);
         }
         let names: Vec<String> = mods
@@ -1111,6 +1123,21 @@ mod tests {
         assert_eq!(effective("security.protocol"), Some("SASL_SSL"));
         assert_eq!(effective("linger.ms"), Some("3"), "client over the default");
         assert_eq!(effective("acks"), Some("all"), "producer over client");
+    }
+
+    #[test]
+    fn records_are_stamped_to_the_microsecond() {
+        let micros = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+        let before = micros(SystemTime::now());
+        let (ms, past) = now_ms_micros();
+        let after = micros(SystemTime::now());
+        assert!((0..1000).contains(&past), "{past}");
+        let stamp =
+            u128::try_from(ms).expect("after the epoch") * 1000 + past.unsigned_abs() as u128;
+        assert!(
+            before <= stamp && stamp <= after,
+            "{before} <= {stamp} <= {after}"
+        );
     }
 
     #[test]

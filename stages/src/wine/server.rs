@@ -599,6 +599,10 @@ impl ServingRecord for KeyedRecord {
         self.record.ts
     }
 
+    fn record_ts_micros(&self) -> i32 {
+        self.record.ts_micros
+    }
+
     fn record_key(&self) -> Vec<u8> {
         self.key.clone()
     }
