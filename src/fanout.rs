@@ -4,7 +4,9 @@
 //! outputs can be consumed by one task (a diamond re-joined with `zip` or
 //! `merge`) or by different tasks; whoever needs the next element polls the
 //! upstream, and the junction wakes the other outputs when their element or
-//! their turn arrives. Nothing is buffered beyond one element per output.
+//! their turn arrives. The upstream's wake-up reaches every output that
+//! waits, so an output whose task is busy elsewhere never holds up the
+//! others. Nothing is buffered beyond one element per output.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,39 +21,79 @@ enum End {
     Failed(StreamError),
 }
 
+/// The outputs' wakers. It is also the waker the upstream is polled with:
+/// when the upstream has an element, every output that waits is woken, not
+/// only the one that polled it last. (An upstream keeps one waker, the last
+/// poller's; if that output's task is busy elsewhere, or consumes another
+/// branch, the others would wait for it to come back.)
+struct Wakers(Mutex<Vec<Option<Waker>>>);
+
+impl Wakers {
+    fn slots(&self) -> MutexGuard<'_, Vec<Option<Waker>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes every registered output, each waker taken out of the lock first
+    /// (a waker may run code that registers again).
+    fn wake_all(&self) {
+        let n = self.slots().len();
+        for i in 0..n {
+            let w = self.slots().get_mut(i).and_then(Option::take);
+            if let Some(w) = w {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl std::task::Wake for Wakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_all();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_all();
+    }
+}
+
 struct Core<S, Slot> {
     upstream: Pin<Box<S>>,
     slots: Vec<Option<Slot>>,
     alive: Vec<bool>,
     told_failure: Vec<bool>,
-    wakers: Vec<Option<Waker>>,
+    wakers: Arc<Wakers>,
+    /// [`wakers`](Self::wakers) as a waker, for polling the upstream.
+    upstream_waker: Waker,
     end: Option<End>,
 }
 
 impl<S, Slot> Core<S, Slot> {
     fn new(upstream: S, n: usize) -> Self {
+        let wakers = Arc::new(Wakers(Mutex::new(vec![None; n])));
         Core {
             upstream: Box::pin(upstream),
             slots: (0..n).map(|_| None).collect(),
             alive: vec![true; n],
             told_failure: vec![false; n],
-            wakers: vec![None; n],
+            upstream_waker: Waker::from(wakers.clone()),
+            wakers,
             end: None,
         }
     }
 
     fn wake_all(&mut self) {
-        for w in self.wakers.iter_mut() {
-            if let Some(w) = w.take() {
-                w.wake();
-            }
-        }
+        self.wakers.wake_all();
     }
 
     fn register(&mut self, i: usize, cx: &Context<'_>) {
-        match &self.wakers[i] {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => self.wakers[i] = Some(cx.waker().clone()),
+        let mut slots = self.wakers.slots();
+        match slots.get(i) {
+            Some(Some(w)) if w.will_wake(cx.waker()) => {}
+            _ => {
+                if let Some(slot) = slots.get_mut(i) {
+                    *slot = Some(cx.waker().clone());
+                }
+            }
         }
     }
 
@@ -78,12 +120,15 @@ impl<S, Slot> Core<S, Slot> {
 
     /// Polls the upstream on behalf of output `i`: an element, or what output
     /// `i` answers instead — the failure or completion (recorded for every
-    /// output), or `Pending` with `i`'s waker registered.
+    /// output), or `Pending`. Output `i` is registered first, so the
+    /// upstream's wake-up reaches it (and every other output waiting).
     fn pull<T>(&mut self, i: usize, cx: &mut Context<'_>) -> Result<T, Halt>
     where
         S: Stream<Item = Item<T>>,
     {
-        match self.upstream.as_mut().poll_next(cx) {
+        self.register(i, cx);
+        let mut upstream_cx = Context::from_waker(&self.upstream_waker);
+        match self.upstream.as_mut().poll_next(&mut upstream_cx) {
             Poll::Ready(Some(Ok(x))) => Ok(x),
             Poll::Ready(Some(Err(e))) => {
                 self.told_failure[i] = true;
@@ -94,17 +139,16 @@ impl<S, Slot> Core<S, Slot> {
                 self.end_with(End::Completed);
                 Err(Halt::Completed)
             }
-            Poll::Pending => {
-                self.register(i, cx);
-                Err(Halt::Pending)
-            }
+            Poll::Pending => Err(Halt::Pending),
         }
     }
 
     fn cancel(&mut self, i: usize) {
         self.alive[i] = false;
         self.slots[i] = None;
-        self.wakers[i] = None;
+        if let Some(w) = self.wakers.slots().get_mut(i) {
+            *w = None;
+        }
         self.wake_all();
     }
 }

@@ -608,3 +608,60 @@ async fn broadcast_with_a_fast_sink_is_held_back_by_a_slow_one() {
         "the fast output gets everything once the slow one is gone"
     );
 }
+
+/// A waker that counts its wake-ups.
+struct Counting(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Counting {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Polls `outlets[0]` then `outlets[1]` once each (both wait for the
+/// upstream), sends one element meant for output 0 (`0`), and answers
+/// whether output 0's task was woken.
+fn first_output_woken<S>(
+    outlets: &mut [Source<S, NotUsed>],
+    tx: &futures::channel::mpsc::UnboundedSender<u32>,
+) -> bool
+where
+    S: futures::Stream + Unpin,
+{
+    use futures::StreamExt as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Waker};
+    let counts: Vec<Arc<Counting>> = (0..2)
+        .map(|_| Arc::new(Counting(AtomicUsize::new(0))))
+        .collect();
+    for (outlet, count) in outlets.iter_mut().zip(&counts) {
+        let waker = Waker::from(count.clone());
+        assert!(outlet
+            .poll_next_unpin(&mut Context::from_waker(&waker))
+            .is_pending());
+    }
+    tx.unbounded_send(0).expect("the upstream is open");
+    counts[0].0.load(Ordering::SeqCst) > 0
+}
+
+/// Every output that waits is woken when the upstream has an element, not
+/// only the one that polled the upstream last (an upstream keeps one waker):
+/// an output whose task is busy elsewhere, e.g. a sink waiting on its
+/// in-flight bound, does not hold up the others.
+#[test]
+fn every_waiting_output_is_woken_by_the_upstream() {
+    let upstream = || {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<u32>();
+        (tx, Source::from_stream(rx))
+    };
+    let (tx, src) = upstream();
+    let mut outs = src.partition(2, |x| (*x % 2) as usize);
+    assert!(first_output_woken(&mut outs, &tx), "partition");
+    let (tx, src) = upstream();
+    let mut outs = src.balance(2);
+    assert!(first_output_woken(&mut outs, &tx), "balance");
+    let (tx, src) = upstream();
+    let mut outs = src.broadcast(2);
+    assert!(first_output_woken(&mut outs, &tx), "broadcast");
+}
