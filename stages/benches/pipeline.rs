@@ -30,7 +30,8 @@
 //!    of a millisecond, 0–1 ms (this was the benchmark's latency until session
 //!    22). The halves' split point, a Kafka timestamp, has millisecond
 //!    resolution. Each run gets fresh topics (and on
-//!    the embedded broker a fresh mock cluster). Not measured: a warm-up (the
+//!    the embedded broker a fresh mock cluster; on Apache Kafka its topics
+//!    are deleted after it). Not measured: a warm-up (the
 //!    model and 1,000 records, until the server serves and the results
 //!    consumer has caught up), then the measured provider's first half second
 //!    (while it connects, its first records wait). A second baseline, of the
@@ -88,6 +89,7 @@ use prost::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -209,6 +211,39 @@ impl Cluster {
             }
         }
         Ok(t)
+    }
+
+    /// Deletes a finished scenario's topics (its data, models, results, dead
+    /// letters and the server's instances topic) from an external cluster, so
+    /// that a run leaves nothing on it and each scenario finds a broker that
+    /// serves only its own partitions. A topic that cannot be deleted is
+    /// reported, not an error. The embedded broker goes with its scenario.
+    async fn remove_topics(&self, t: &Topics) {
+        let Cluster::External(bootstrap) = self else {
+            return;
+        };
+        let instances = format!("{}-instances", t.data);
+        let names = [&t.data, &t.models, &t.results, &t.dlq, &instances].map(String::as_str);
+        let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let outcome = match admin {
+            Ok(admin) => admin.delete_topics(&names, &opts).await.map(|rs| {
+                rs.into_iter()
+                    .filter_map(Result::err)
+                    // The instances topic exists only where a server ran.
+                    .filter(|(_, e)| *e != RDKafkaErrorCode::UnknownTopicOrPartition)
+                    .map(|(t, e)| format!("{t}: {e}"))
+                    .collect::<Vec<_>>()
+            }),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(failed) if failed.is_empty() => {}
+            Ok(failed) => eprintln!("note: topics not deleted: {}", failed.join(", ")),
+            Err(e) => eprintln!("note: the run's topics were not deleted: {e}"),
+        }
     }
 }
 
@@ -710,6 +745,7 @@ async fn throughput(
     let counter = count(&t);
     pass_through(b, &t.data, &t.results, n, cluster.fetch_min_bytes(), tuning).await?;
     let base_secs = counter.join().map_err(|_| "counter panicked")??;
+    cluster.remove_topics(&t).await;
 
     // The server.
     let t = cluster.topics(&tag("tput"), false, tuning).await?;
@@ -725,6 +761,7 @@ async fn throughput(
         .map_err(|_| "counter panicked")??;
     let _ = stop.send(());
     let summary = running.await??;
+    cluster.remove_topics(&t).await;
     if summary.results < n {
         return Err(format!("server produced {} of {n} results", summary.results).into());
     }
@@ -839,6 +876,7 @@ async fn latency(
         .map_err(|_| "hiccup meter panicked")??;
     let _ = stop.send(());
     running.await??;
+    cluster.remove_topics(&t).await;
     Ok((hist, sent.rate))
 }
 
