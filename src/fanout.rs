@@ -129,7 +129,12 @@ impl<S, Slot> Core<S, Slot> {
         self.register(i, cx);
         let mut upstream_cx = Context::from_waker(&self.upstream_waker);
         match self.upstream.as_mut().poll_next(&mut upstream_cx) {
-            Poll::Ready(Some(Ok(x))) => Ok(x),
+            Poll::Ready(Some(Ok(x))) => {
+                // Not waiting any more: the junction's own wake-ups (the
+                // others' turn) need not reach output `i`'s running task.
+                self.unregister(i);
+                Ok(x)
+            }
             Poll::Ready(Some(Err(e))) => {
                 self.told_failure[i] = true;
                 self.end_with(End::Failed(e.clone()));
@@ -143,12 +148,16 @@ impl<S, Slot> Core<S, Slot> {
         }
     }
 
-    fn cancel(&mut self, i: usize) {
-        self.alive[i] = false;
-        self.slots[i] = None;
+    fn unregister(&mut self, i: usize) {
         if let Some(w) = self.wakers.slots().get_mut(i) {
             *w = None;
         }
+    }
+
+    fn cancel(&mut self, i: usize) {
+        self.alive[i] = false;
+        self.slots[i] = None;
+        self.unregister(i);
         self.wake_all();
     }
 }

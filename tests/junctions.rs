@@ -665,3 +665,20 @@ fn every_waiting_output_is_woken_by_the_upstream() {
     let mut outs = src.broadcast(2);
     assert!(first_output_woken(&mut outs, &tx), "broadcast");
 }
+
+/// An output that takes an element is not woken for it afterwards: the
+/// junction's wake-ups (the others' turn) reach only outputs that wait, not
+/// the task that is already running.
+#[test]
+fn an_output_that_takes_an_element_is_not_woken_again() {
+    use futures::StreamExt as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+    let mut outs = Source::from_iter(0..4u32).balance(2);
+    let count = Arc::new(Counting(AtomicUsize::new(0)));
+    let waker = Waker::from(count.clone());
+    let first = outs[0].poll_next_unpin(&mut Context::from_waker(&waker));
+    assert!(matches!(first, Poll::Ready(Some(Ok(0)))), "{first:?}");
+    assert_eq!(count.0.load(Ordering::SeqCst), 0);
+}
