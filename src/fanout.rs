@@ -9,6 +9,7 @@
 //! others. Nothing is buffered beyond one element per output.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -21,32 +22,70 @@ enum End {
     Failed(StreamError),
 }
 
-/// The outputs' wakers. It is also the waker the upstream is polled with:
-/// when the upstream has an element, every output that waits is woken, not
-/// only the one that polled it last. (An upstream keeps one waker, the last
-/// poller's; if that output's task is busy elsewhere, or consumes another
-/// branch, the others would wait for it to come back.)
-struct Wakers(Mutex<Vec<Option<Waker>>>);
+/// The outputs that wait for the upstream, and the waker the upstream is
+/// polled with: when the upstream has an element, it wakes every one of
+/// them, not only the output that polled it last. (An upstream keeps one
+/// waker, the last poller's; if that output's task were busy elsewhere, or
+/// consuming another branch, the others would wait for it to come back.)
+struct UpstreamWaiters {
+    wakers: Mutex<Vec<Option<Waker>>>,
+    /// How many of `wakers` are set, so that the junction's own wake-ups
+    /// skip the lock when none is. It changes only under the junction's
+    /// lock (when an output waits or stops waiting) and when the upstream
+    /// wakes them.
+    waiting: AtomicUsize,
+}
 
-impl Wakers {
-    fn slots(&self) -> MutexGuard<'_, Vec<Option<Waker>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+impl UpstreamWaiters {
+    fn new(n: usize) -> Self {
+        UpstreamWaiters {
+            wakers: Mutex::new(vec![None; n]),
+            waiting: AtomicUsize::new(0),
+        }
     }
 
-    /// Wakes every registered output, each waker taken out of the lock first
-    /// (a waker may run code that registers again).
+    fn lock(&self) -> MutexGuard<'_, Vec<Option<Waker>>> {
+        self.wakers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Output `i` waits, to be woken with `waker`.
+    fn wait(&self, i: usize, waker: &Waker) {
+        let mut wakers = self.lock();
+        let Some(slot) = wakers.get_mut(i) else {
+            return;
+        };
+        match slot {
+            Some(w) if w.will_wake(waker) => {}
+            Some(w) => w.clone_from(waker),
+            None => {
+                *slot = Some(waker.clone());
+                self.waiting.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Output `i` waits no more.
+    fn stop_waiting(&self, i: usize) {
+        if self.lock().get_mut(i).and_then(Option::take).is_some() {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Wakes every waiting output, each waker taken out of the lock first
+    /// (a waker may run code that waits again).
     fn wake_all(&self) {
-        let n = self.slots().len();
+        let n = self.lock().len();
         for i in 0..n {
-            let w = self.slots().get_mut(i).and_then(Option::take);
+            let w = self.lock().get_mut(i).and_then(Option::take);
             if let Some(w) = w {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
                 w.wake();
             }
         }
     }
 }
 
-impl std::task::Wake for Wakers {
+impl std::task::Wake for UpstreamWaiters {
     fn wake(self: Arc<Self>) {
         self.wake_all();
     }
@@ -61,39 +100,46 @@ struct Core<S, Slot> {
     slots: Vec<Option<Slot>>,
     alive: Vec<bool>,
     told_failure: Vec<bool>,
-    wakers: Arc<Wakers>,
-    /// [`wakers`](Self::wakers) as a waker, for polling the upstream.
+    /// Outputs waiting on the junction itself (a slot to empty, an element
+    /// for another output to be taken).
+    wakers: Vec<Option<Waker>>,
+    /// Outputs waiting on the upstream.
+    waiters: Arc<UpstreamWaiters>,
+    /// [`waiters`](Self::waiters) as a waker, for polling the upstream.
     upstream_waker: Waker,
     end: Option<End>,
 }
 
 impl<S, Slot> Core<S, Slot> {
     fn new(upstream: S, n: usize) -> Self {
-        let wakers = Arc::new(Wakers(Mutex::new(vec![None; n])));
+        let waiters = Arc::new(UpstreamWaiters::new(n));
         Core {
             upstream: Box::pin(upstream),
             slots: (0..n).map(|_| None).collect(),
             alive: vec![true; n],
             told_failure: vec![false; n],
-            upstream_waker: Waker::from(wakers.clone()),
-            wakers,
+            wakers: vec![None; n],
+            upstream_waker: Waker::from(waiters.clone()),
+            waiters,
             end: None,
         }
     }
 
     fn wake_all(&mut self) {
-        self.wakers.wake_all();
+        for w in self.wakers.iter_mut() {
+            if let Some(w) = w.take() {
+                w.wake();
+            }
+        }
+        if self.waiters.waiting.load(Ordering::SeqCst) > 0 {
+            self.waiters.wake_all();
+        }
     }
 
     fn register(&mut self, i: usize, cx: &Context<'_>) {
-        let mut slots = self.wakers.slots();
-        match slots.get(i) {
-            Some(Some(w)) if w.will_wake(cx.waker()) => {}
-            _ => {
-                if let Some(slot) = slots.get_mut(i) {
-                    *slot = Some(cx.waker().clone());
-                }
-            }
+        match &self.wakers[i] {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => self.wakers[i] = Some(cx.waker().clone()),
         }
     }
 
@@ -120,21 +166,24 @@ impl<S, Slot> Core<S, Slot> {
 
     /// Polls the upstream on behalf of output `i`: an element, or what output
     /// `i` answers instead — the failure or completion (recorded for every
-    /// output), or `Pending`. Output `i` is registered first, so the
-    /// upstream's wake-up reaches it (and every other output waiting).
+    /// output), or `Pending` with `i` waiting for the upstream.
     fn pull<T>(&mut self, i: usize, cx: &mut Context<'_>) -> Result<T, Halt>
     where
         S: Stream<Item = Item<T>>,
     {
-        self.register(i, cx);
         let mut upstream_cx = Context::from_waker(&self.upstream_waker);
-        match self.upstream.as_mut().poll_next(&mut upstream_cx) {
-            Poll::Ready(Some(Ok(x))) => {
-                // Not waiting any more: the junction's own wake-ups (the
-                // others' turn) need not reach output `i`'s running task.
-                self.unregister(i);
-                Ok(x)
+        let mut polled = self.upstream.as_mut().poll_next(&mut upstream_cx);
+        if polled.is_pending() {
+            // Wait, then look once more: the upstream may have woken its
+            // waiters between the first look and the wait.
+            self.waiters.wait(i, cx.waker());
+            polled = self.upstream.as_mut().poll_next(&mut upstream_cx);
+            if polled.is_ready() {
+                self.waiters.stop_waiting(i);
             }
+        }
+        match polled {
+            Poll::Ready(Some(Ok(x))) => Ok(x),
             Poll::Ready(Some(Err(e))) => {
                 self.told_failure[i] = true;
                 self.end_with(End::Failed(e.clone()));
@@ -148,16 +197,11 @@ impl<S, Slot> Core<S, Slot> {
         }
     }
 
-    fn unregister(&mut self, i: usize) {
-        if let Some(w) = self.wakers.slots().get_mut(i) {
-            *w = None;
-        }
-    }
-
     fn cancel(&mut self, i: usize) {
         self.alive[i] = false;
         self.slots[i] = None;
-        self.unregister(i);
+        self.wakers[i] = None;
+        self.waiters.stop_waiting(i);
         self.wake_all();
     }
 }
