@@ -286,7 +286,10 @@ fn provides_a_csv_and_model_files_in_order() {
     let recs = records_by_seq(&consume(&broker.bootstrap, "mdata", 12));
     for (seq, (r, t)) in recs.iter().enumerate() {
         let mut expected = rows[seq % rows.len()].clone();
+        // Stamped when sent: the ms, and the µs past it.
         expected.ts = r.ts;
+        expected.ts_micros = r.ts_micros;
+        assert!((0..1000).contains(&r.ts_micros), "{}", r.ts_micros);
         assert_eq!(r, &expected, "record {seq}");
         assert_eq!(r.data_type, "wine");
         assert_eq!(r.ts, *t, "ts is the Kafka timestamp");
@@ -430,6 +433,7 @@ fn the_tutorial_files_by_value_and_by_location() {
     for seq in [0, 1, 1598, 1599, 1999] {
         let mut expected = rows[seq % 1599].clone();
         expected.ts = recs[seq].0.ts;
+        expected.ts_micros = recs[seq].0.ts_micros;
         assert_eq!(recs[seq].0, expected, "record {seq}");
     }
     let models = models_of(&consume(&broker.bootstrap, "models", 8));
