@@ -197,14 +197,11 @@ impl Cluster {
                 }
             }
             Cluster::External(bootstrap) => {
-                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                    .set("bootstrap.servers", bootstrap)
-                    .create()?;
+                let (admin, opts) = admin(bootstrap)?;
                 let new: Vec<NewTopic<'_>> = specs
                     .iter()
                     .map(|(n, p)| NewTopic::new(n.as_str(), *p, TopicReplication::Fixed(1)))
                     .collect();
-                let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
                 for r in admin.create_topics(&new, &opts).await? {
                     r.map_err(|(t, e)| format!("cannot create {t}: {e}"))?;
                 }
@@ -224,12 +221,8 @@ impl Cluster {
         };
         let instances = format!("{}-instances", t.data);
         let names = [&t.data, &t.models, &t.results, &t.dlq, &instances].map(String::as_str);
-        let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .create();
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let outcome = match admin {
-            Ok(admin) => admin.delete_topics(&names, &opts).await.map(|rs| {
+        let outcome = match admin(bootstrap) {
+            Ok((admin, opts)) => admin.delete_topics(&names, &opts).await.map(|rs| {
                 rs.into_iter()
                     .filter_map(Result::err)
                     // The instances topic exists only where a server ran.
@@ -245,6 +238,18 @@ impl Cluster {
             Err(e) => eprintln!("note: the run's topics were not deleted: {e}"),
         }
     }
+}
+
+/// An admin client of the cluster at `bootstrap`, and the options of its
+/// topic operations.
+fn admin(
+    bootstrap: &str,
+) -> rdkafka::error::KafkaResult<(AdminClient<DefaultClientContext>, AdminOptions)> {
+    let admin = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    Ok((admin, opts))
 }
 
 /// The model and records: the tutorial's linear regression and wine CSV when
