@@ -2,16 +2,22 @@
 # The wine pipeline end to end, one command: on the embedded broker, then on a
 # real Apache Kafka started here (scripts/kafka/, stopped on exit).
 #   BENCH_RECORDS (default 500000), BENCH_RATE (5000,50000), BENCH_LATENCY_RECORDS (10 s worth),
-#   BENCH_LOW_LATENCY_RUNS (3), KAFKA_GC (the broker's collector, default -XX:+UseZGC);
+#   BENCH_LOW_LATENCY_RUNS (3), KAFKA_HEAP (the broker's heap, default 4g) and KAFKA_GC (its
+#   collector's flags, default G1 with the heap reserved and touched at start);
 #   more knobs (skip parts, extra librdkafka properties) in stages/benches/pipeline.rs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p flowstage-stages --features pmml --bench pipeline --locked
 if [[ -z "${FLOWSTAGE_KAFKA_BOOTSTRAP:-}" ]] && command -v java >/dev/null && command -v mvn >/dev/null; then
     export KAFKA_RUN_DIR="${KAFKA_RUN_DIR:-$PWD/scripts/kafka/.cache/run-bench}"
-    # ZGC collects concurrently; G1's young collections stop the broker 5–9 ms
-    # about once a second at 50,000 records/s (jstat), a latency tail of its own.
-    export KAFKA_GC="${KAFKA_GC:--XX:+UseZGC}"
+    # A heap large enough that the broker collects rarely (Kafka's docs give G1 on 6 GiB
+    # as typical arguments). At 50,000 records/s with low-latency settings the broker
+    # allocates ~100 MB/s; on 768 MiB, ZGC ran a cycle every 3–5 s whose concurrent
+    # mark kept one of the two cores busy for a median 150 ms (up to 450), and G1
+    # stopped the broker 5–9 ms about once a second. On 4 GiB G1 stops it 10–30 ms
+    # about every 30 s (README, session 23).
+    export KAFKA_HEAP="${KAFKA_HEAP:-4g}"
+    export KAFKA_GC="${KAFKA_GC:--XX:+UseG1GC -Xms$KAFKA_HEAP -XX:+AlwaysPreTouch}"
     trap 'scripts/kafka/stop.sh >/dev/null 2>&1 || true' EXIT
     FLOWSTAGE_KAFKA_BOOTSTRAP="$(scripts/kafka/start.sh)"
     export FLOWSTAGE_KAFKA_BOOTSTRAP
