@@ -97,12 +97,12 @@ fn material(dir: &Path) -> Result<(Vec<WineRecord>, Vec<ModelDescriptor>, String
     Ok((records, models, dir.display().to_string()))
 }
 
-/// Milliseconds from a record's creation (`ts` and the µs past it) to now.
-fn ms_since(ts: i64, micros: i32) -> f64 {
+/// Milliseconds from `created_ms` (epoch) to now.
+fn ms_since(created_ms: f64) -> f64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1e3);
-    now - (ts as f64 + f64::from(micros) / 1e3)
+    now - created_ms
 }
 
 fn micros(ns: Option<u64>) -> String {
@@ -198,7 +198,7 @@ async fn print_scores(
                 "score: record {key:>7} -> {score:>8} by {} in {:.1} us, {:.1} ms after it was published",
                 r.model_name,
                 r.duration_ns as f64 / 1e3,
-                ms_since(r.record_ts, r.record_ts_micros)
+                ms_since(r.record_created_ms())
             );
         } else {
             println!("score: record {key:>7} not processed: {}", r.error);

@@ -53,6 +53,39 @@ pub mod pb {
         #![allow(missing_docs, clippy::all, clippy::pedantic)]
         include!(concat!(env!("OUT_DIR"), "/tensorflow.rs"));
     }
+
+    /// Epoch milliseconds, with the microseconds past them as a fraction.
+    fn fractional_ms(ms: i64, micros: i32) -> f64 {
+        ms as f64 + f64::from(micros) / 1e3
+    }
+
+    impl WineRecord {
+        /// When the record was created, in epoch milliseconds to the
+        /// microsecond (`ts` and `ts_micros`; a producer that does not set
+        /// `ts_micros` gives whole milliseconds).
+        ///
+        /// ```
+        /// let r = flowstage_model::pb::WineRecord { ts: 1_000, ts_micros: 250, ..Default::default() };
+        /// assert_eq!(r.created_ms(), 1_000.25);
+        /// ```
+        pub fn created_ms(&self) -> f64 {
+            fractional_ms(self.ts, self.ts_micros)
+        }
+    }
+
+    impl ServingResult {
+        /// When the scored record was created, in epoch milliseconds to the
+        /// microsecond (`record_ts` and `record_ts_micros`), as
+        /// [`WineRecord::created_ms`].
+        ///
+        /// ```
+        /// let r = flowstage_model::pb::ServingResult { record_ts: 7, record_ts_micros: 5, ..Default::default() };
+        /// assert_eq!(r.record_created_ms(), 7.005);
+        /// ```
+        pub fn record_created_ms(&self) -> f64 {
+            fractional_ms(self.record_ts, self.record_ts_micros)
+        }
+    }
 }
 
 pub use alloc::CappedAllocator;

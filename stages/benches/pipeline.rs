@@ -467,14 +467,13 @@ fn count_results(
             }
             let payload = m.payload().unwrap_or_default();
             // The plain loop forwards the record itself.
-            let (ts, micros) = if plain {
+            let (ts, record_ts) = if plain {
                 let r = WineRecord::decode(payload).map_err(|e| e.to_string())?;
-                (r.ts, r.ts_micros)
+                (r.ts, r.created_ms())
             } else {
                 let r = ServingResult::decode(payload).map_err(|e| e.to_string())?;
-                (r.record_ts, r.record_ts_micros)
+                (r.record_ts, r.record_created_ms())
             };
-            let record_ts = ts as f64 + f64::from(micros) / 1e3;
             let now = epoch_ms_f64();
             let us = |ms: f64| (ms * 1e3).max(1.0) as u64;
             h.total.saturating_record(us(now - record_ts));
