@@ -999,10 +999,9 @@ async fn bench(
     for (rate, tuning, repeats) in runs {
         let lat_n = env_u64("BENCH_LATENCY_RECORDS", rate * 10);
         let how = tuning.describe();
-        // The p99s of the plain loop's runs, then the server's.
-        let mut p99s: [Vec<f64>; 2] = Default::default();
-        // The same from `ts` in whole milliseconds.
-        let mut p99s_ms: [Vec<f64>; 2] = Default::default();
+        // The p99s of the plain loop's runs, then the server's: from each
+        // record's creation to the µs, and from `ts` in whole milliseconds.
+        let mut p99s: [Vec<(f64, f64)>; 2] = Default::default();
         for (i, plain) in (1..=repeats).flat_map(|i| [(i, true), (i, false)]) {
             let run = if repeats > 1 {
                 format!(", run {i} of {repeats}")
@@ -1020,8 +1019,7 @@ async fn bench(
             )
             .await?;
             let h = &l.total;
-            p99s[usize::from(!plain)].push(ms(h, 0.99));
-            p99s_ms[usize::from(!plain)].push(ms(&l.total_ms_ts, 0.99));
+            p99s[usize::from(!plain)].push((ms(h, 0.99), ms(&l.total_ms_ts, 0.99)));
             let who = if plain { "plain loop" } else { "server" };
             println!(
                 "{which:>13} {who} latency at {rate} records/s{how}{run} ({lat_n} records, provider achieved {sent_rate:.0}/s): \
@@ -1063,7 +1061,8 @@ async fn bench(
             );
         }
         if repeats > 1 {
-            for ((who, p99), p99_ms) in ["plain loop", "server"].iter().zip(p99s).zip(p99s_ms) {
+            for (who, runs) in ["plain loop", "server"].iter().zip(p99s) {
+                let (p99, p99_ms): (Vec<f64>, Vec<f64>) = runs.into_iter().unzip();
                 let met = p99.iter().filter(|&&p| p <= 5.0).count();
                 let each: Vec<String> = p99.iter().map(|p| format!("{p:.2}")).collect();
                 let each_ms: Vec<String> = p99_ms.iter().map(|p| format!("{p:.2}")).collect();
