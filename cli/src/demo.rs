@@ -243,7 +243,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .check_for(records.len(), models.len())
         .map_err(|e| name_setting::<DemoArgs>(e, false))?;
 
-    let rt = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    let rt = crate::multi_thread_runtime()?;
     rt.block_on(async move {
         let topics = Topics::default();
         let broker = EmbeddedBroker::start(

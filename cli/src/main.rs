@@ -54,6 +54,41 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// The environment variable tokio reads for the number of worker threads of a
+/// multi-threaded runtime (one per core without it).
+const WORKER_THREADS_ENV: &str = "TOKIO_WORKER_THREADS";
+
+/// `value` of [`WORKER_THREADS_ENV`] as a count of worker threads: a whole
+/// number from 1.
+fn parse_worker_threads(value: &str) -> anyhow::Result<usize> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => anyhow::bail!("{WORKER_THREADS_ENV}={value:?}: must be a whole number from 1"),
+    }
+}
+
+/// The multi-threaded tokio runtime of `serve` and `demo`: as many worker
+/// threads as `TOKIO_WORKER_THREADS` says, else one per core. tokio reads that
+/// variable itself but panics on a value it cannot use; here such a value is
+/// an error that names it.
+fn multi_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    match std::env::var(WORKER_THREADS_ENV) {
+        Ok(v) => {
+            builder.worker_threads(parse_worker_threads(&v)?);
+        }
+        Err(std::env::VarError::NotPresent) => {}
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("{WORKER_THREADS_ENV} is not valid Unicode")
+        }
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -135,6 +170,20 @@ mod tests {
         );
         let plain = anyhow::anyhow!("inner").context("outer");
         assert_eq!(report(&plain), "outer: inner");
+    }
+
+    #[test]
+    fn worker_threads_are_a_whole_number_from_one() {
+        assert_eq!(parse_worker_threads("1").ok(), Some(1));
+        assert_eq!(parse_worker_threads(" 4 ").ok(), Some(4));
+        for bad in ["0", "", "two", "-1", "1.5"] {
+            let e = parse_worker_threads(bad).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref()
+                    .is_some_and(|m| m.contains("TOKIO_WORKER_THREADS")),
+                "{bad:?}: {e:?}"
+            );
+        }
     }
 
     #[test]

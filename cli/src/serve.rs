@@ -295,7 +295,7 @@ pub fn init_tracing(default: &str) {
 pub fn run(args: ServeArgs) -> Result<()> {
     init_tracing("warn,flowstage=info,flowstage_stages=info");
     let config = args.resolve()?;
-    let rt = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    let rt = crate::multi_thread_runtime()?;
     let result = rt.block_on(async move {
         let server = Server::start(config.clone())
             .await

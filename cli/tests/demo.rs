@@ -253,3 +253,27 @@ fn bad_demo_settings_fail_before_anything_runs() {
         assert!(!stdout.contains("embedded broker"), "{flags:?}: {stdout}");
     }
 }
+
+#[test]
+fn a_bad_worker_thread_count_is_an_error_not_a_panic() {
+    // tokio panics on a TOKIO_WORKER_THREADS it cannot use (exit status 101).
+    for command in [
+        &["serve", "--brokers", "127.0.0.1:1", "--http", "off"][..],
+        &["demo", "--http", "off", "--duration", "1"][..],
+    ] {
+        for bad in ["0", "two"] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowstage"))
+                .args(command)
+                .env("TOKIO_WORKER_THREADS", bad)
+                .output()
+                .expect("run flowstage");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{command:?} {bad}: {stderr}");
+            assert!(
+                stderr.contains(&format!("TOKIO_WORKER_THREADS={bad:?}")),
+                "{command:?} {bad}: {stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{command:?} {bad}: {stderr}");
+        }
+    }
+}
