@@ -56,6 +56,11 @@
 //!
 //! Targets (issue 6): ≥ 300k records/s; p99 ≤ 5 ms at 50k/s.
 //!
+//! The server and the plain loop run on this process's tokio runtime:
+//! `TOKIO_WORKER_THREADS` sets its worker threads (one per core without it;
+//! `scripts/bench-pipeline.sh` sets 1, as the README recommends for a `serve`
+//! that shares a small machine's cores with the broker).
+//!
 //! Environment: `BENCH_RECORDS` (throughput run, default 500,000),
 //! `BENCH_THROUGHPUT_RUNS` (throughput runs, each the plain loop then the
 //! server, default 3; the median is printed after them),
@@ -1112,6 +1117,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() -> Result<(), BoxError> {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let (model, records, name) = material()?;
+    println!(
+        "async worker threads of the server and the plain loop: {} (TOKIO_WORKER_THREADS)",
+        tokio::runtime::Handle::current().metrics().num_workers()
+    );
     if std::env::var("BENCH_SKIP_EMBEDDED").is_err() {
         // A fresh mock cluster per scenario: it slows down as it fills up.
         let fresh = || -> Result<Cluster, BoxError> {
