@@ -104,7 +104,9 @@ pub struct ServeArgs {
     /// data topic at one partition (with many, the broker spends a core on fetches); pair with
     /// `flowstage provide --low-latency`. --consumer-property, --producer-property and
     /// --commit-batch override its parts. `--low-latency=false` (or FLOWSTAGE_LOW_LATENCY=false)
-    /// turns off a configuration file's `low_latency = true`.
+    /// turns off a configuration file's `low_latency = true`. On a small machine whose cores
+    /// the server shares with the broker, also set TOKIO_WORKER_THREADS=1 (one async worker
+    /// thread; one per core without it).
     #[arg(
         long,
         env = "FLOWSTAGE_LOW_LATENCY",
