@@ -1028,7 +1028,7 @@ async fn bench(
             let tail = Tail {
                 p99: ms(h, 0.99),
                 p99_ms: ms(&l.total_ms_ts, 0.99),
-                over_5ms: 100.0 * (1.0 - h.quantile_below(5_000)),
+                over_5ms: 100.0 * (1.0 - h.quantile_below(TARGET_P99_US)),
             };
             let who = if plain { "plain loop" } else { "server" };
             println!(
@@ -1075,7 +1075,10 @@ async fn bench(
         }
         if repeats > 1 {
             for (who, runs) in ["plain loop", "server"].iter().zip(tails) {
-                let met = runs.iter().filter(|t| t.p99 <= 5.0).count();
+                let met = runs
+                    .iter()
+                    .filter(|t| t.p99 <= TARGET_P99_US as f64 / 1e3)
+                    .count();
                 let each = |f: fn(&Tail) -> f64| -> (String, f64) {
                     let v: Vec<f64> = runs.iter().map(f).collect();
                     let listed: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
@@ -1094,6 +1097,10 @@ async fn bench(
     }
     Ok(())
 }
+
+/// The latency target at 50,000 records/s (issue 6): p99 at most 5 ms, in µs
+/// as the histograms count.
+const TARGET_P99_US: u64 = 5_000;
 
 /// One latency run's tail, from each record's creation to the µs.
 struct Tail {
