@@ -54,6 +54,15 @@
 //! compiles its hot paths during the first minute or so of load, and the
 //! runs made meanwhile fell behind by up to seconds.
 //!
+//! After the runs, a third baseline, of the machine alone: one thread per
+//! core spins on the clock for a few seconds (`BENCH_PAUSE_SECS`, default 5,
+//! 0 for none), and every gap between two of its readings is a time its core
+//! was taken from it while nothing of the benchmark ran (the kernel's own
+//! threads, interrupts, the hypervisor; the broker idles, warm); see
+//! [`machine_pauses`]. A pause of a
+//! few milliseconds on one of two cores delays every record in flight by
+//! about as much.
+//!
 //! Targets (issue 6): ≥ 300k records/s; p99 ≤ 5 ms at 50k/s.
 //!
 //! The server and the plain loop run on this process's tokio runtime:
@@ -414,6 +423,75 @@ fn hiccups(
             });
         Ok((h, cpu))
     })
+}
+
+/// Gaps shorter than this between two clock readings of a spinning thread
+/// are its own loop, not a pause of its core.
+const PAUSE_MIN: Duration = Duration::from_micros(500);
+
+/// What [`machine_pauses`] measured.
+struct Pauses {
+    /// Spinning threads, one per core.
+    cores: usize,
+    /// How long each spun.
+    secs: f64,
+    /// Every pause of at least [`PAUSE_MIN`] of every thread (µs).
+    hist: Histogram<u64>,
+}
+
+impl Pauses {
+    /// Pauses of at least `ms` a second, per core.
+    fn rate_over(&self, ms: u64) -> f64 {
+        self.hist.count_between(ms * 1000, u64::MAX) as f64 / (self.secs * self.cores as f64)
+    }
+
+    /// The share of the cores' time spent in pauses.
+    fn share(&self) -> f64 {
+        let paused_us: f64 = self
+            .hist
+            .iter_recorded()
+            .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+            .sum();
+        paused_us / (self.secs * 1e6 * self.cores as f64)
+    }
+}
+
+/// The machine alone, after the runs: one thread per core spins on the
+/// clock for `secs` and records every gap between two readings of at least
+/// [`PAUSE_MIN`]: the times its core was taken from it by something other
+/// than the benchmark (the kernel's threads, interrupts, the hypervisor).
+/// On the 2-core development machine (session 25) a core was taken for
+/// 2–8 ms up to about once a second even so: by the kernel's memory monitor
+/// (`kdamond`), its RCU thread, and by nothing the guest's scheduler saw.
+fn machine_pauses(secs: f64) -> Result<Pauses, String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let span = Duration::from_secs_f64(secs);
+    let spinners: Vec<_> = (0..cores)
+        .map(|_| {
+            std::thread::spawn(move || -> Result<Histogram<u64>, String> {
+                let mut h = histogram()?;
+                let start = Instant::now();
+                let mut last = start;
+                loop {
+                    let now = Instant::now();
+                    let gap = now.duration_since(last);
+                    if gap >= PAUSE_MIN {
+                        h.saturating_record(gap.as_micros() as u64);
+                    }
+                    last = now;
+                    if now.duration_since(start) >= span {
+                        return Ok(h);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut hist = histogram()?;
+    for s in spinners {
+        let h = s.join().map_err(|_| "a pause meter panicked")??;
+        hist.add(&h).map_err(|e| e.to_string())?;
+    }
+    Ok(Pauses { cores, secs, hist })
 }
 
 /// Reads `n` messages of `topic` on a thread of its own and returns their
@@ -1145,6 +1223,21 @@ async fn main() -> Result<(), BoxError> {
         _ => println!(
             "apache-kafka: SKIPPED (FLOWSTAGE_KAFKA_BOOTSTRAP not set; scripts/bench-pipeline.sh starts Kafka)"
         ),
+    }
+    let pause_secs = env_parse::<f64>("BENCH_PAUSE_SECS").unwrap_or(5.0);
+    if pause_secs > 0.0 {
+        let p = tokio::task::spawn_blocking(move || machine_pauses(pause_secs)).await??;
+        println!(
+            "the machine alone, after the runs ({} threads spinning on the clock for {pause_secs} s, one per core; \
+             a broker started for the runs idle): pauses of its cores of >= 1 ms {:.2} a second per core, >= 2 ms {:.2}, >= 5 ms {:.2}; \
+             longest {:.2} ms; {:.2} % of the cores' time (BENCH_PAUSE_SECS)",
+            p.cores,
+            p.rate_over(1),
+            p.rate_over(2),
+            p.rate_over(5),
+            p.hist.max() as f64 / 1e3,
+            p.share() * 100.0
+        );
     }
     Ok(())
 }
