@@ -304,7 +304,7 @@ pub struct ServingConfig {
     /// The wine server keeps the stage on a task of its own: fused (with or
     /// without its consume thread, with chunks of 64 records or of 1) its
     /// latency at 50,000 records/s was no better, and its p99 worse in most
-    /// alternated runs (the README's benchmark notes, session 21).
+    /// alternated runs (`docs/pipeline-benchmark.md`, session 21).
     pub own_task: bool,
 }
 
