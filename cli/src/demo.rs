@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -99,10 +99,7 @@ fn material(dir: &Path) -> Result<(Vec<WineRecord>, Vec<ModelDescriptor>, String
 
 /// Milliseconds from `created_ms` (epoch) to now.
 fn ms_since(created_ms: f64) -> f64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1e3);
-    now - created_ms
+    flowstage_model::pb::now_ms() - created_ms
 }
 
 fn micros(ns: Option<u64>) -> String {

@@ -54,6 +54,21 @@ pub mod pb {
         include!(concat!(env!("OUT_DIR"), "/tensorflow.rs"));
     }
 
+    /// The time now in epoch milliseconds to the microsecond, as
+    /// [`WineRecord::created_ms`] counts it: a record's age is
+    /// `now_ms() - record.created_ms()`.
+    ///
+    /// ```
+    /// use flowstage_model::pb::{now_ms, WineRecord};
+    /// let r = WineRecord { ts: 1_000, ts_micros: 250, ..Default::default() };
+    /// assert!(now_ms() - r.created_ms() > 1.7e12);
+    /// ```
+    pub fn now_ms() -> f64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    }
+
     /// Epoch milliseconds, with the microseconds past them as a fraction.
     fn fractional_ms(ms: i64, micros: i32) -> f64 {
         ms as f64 + f64::from(micros) / 1e3

@@ -92,7 +92,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use flowstage_model::pb::{ModelDescriptor, ServingResult, WineRecord};
 use flowstage_stages::kafka::{EmbeddedBroker, EmbeddedBrokerConfig, TopicSpec};
@@ -148,12 +148,6 @@ fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
 
 fn env_u64(name: &str, default: u64) -> u64 {
     env_parse(name).unwrap_or(default)
-}
-
-fn epoch_ms_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
 /// Where topics live: the embedded broker, or an external cluster.
@@ -559,7 +553,7 @@ fn count_results(
                 let r = ServingResult::decode(payload).map_err(|e| e.to_string())?;
                 (r.record_ts, r.record_created_ms())
             };
-            let now = epoch_ms_f64();
+            let now = flowstage_model::pb::now_ms();
             let us = |ms: f64| (ms * 1e3).max(1.0) as u64;
             h.total.saturating_record(us(now - record_ts));
             h.total_ms_ts.saturating_record(us(now - ts as f64));
