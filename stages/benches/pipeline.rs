@@ -59,9 +59,8 @@
 //! 0 for none), and every gap between two of its readings is a time its core
 //! was taken from it while nothing of the benchmark ran (the kernel's own
 //! threads, interrupts, the hypervisor; the broker idles, warm); see
-//! [`machine_pauses`]. A pause of a
-//! few milliseconds on one of two cores delays every record in flight by
-//! about as much.
+//! [`machine_pauses`]. A pause of a few milliseconds on one of two cores
+//! delays every record in flight by about as much.
 //!
 //! Targets (issue 6): ≥ 300k records/s; p99 ≤ 5 ms at 50k/s.
 //!
@@ -459,7 +458,8 @@ impl Pauses {
 /// (`kdamond`), its RCU thread, and by nothing the guest's scheduler saw.
 fn machine_pauses(secs: f64) -> Result<Pauses, String> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let span = Duration::from_secs_f64(secs);
+    let span =
+        Duration::try_from_secs_f64(secs).map_err(|e| format!("BENCH_PAUSE_SECS={secs}: {e}"))?;
     let spinners: Vec<_> = (0..cores)
         .map(|_| {
             std::thread::spawn(move || -> Result<Histogram<u64>, String> {
