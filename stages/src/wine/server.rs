@@ -206,7 +206,7 @@ impl ServerConfig {
     /// already there, and those added later, override them. Keep the topics
     /// at one partition: with many, `fetch.min.bytes` 1 costs the broker a
     /// core in fetches. The pipeline benchmark (`scripts/bench-pipeline.sh`)
-    /// measures these settings: p50 2.1–2.3 ms and p99 4.2–5.9 ms at 50,000
+    /// measures these settings: p50 2.1–2.3 ms and p99 4.1–5.9 ms at 50,000
     /// records/s on a 2-core machine shared with the broker, against p50
     /// 11–12 ms and p99 17–19 ms with the defaults (sessions 24 and 25).
     ///
